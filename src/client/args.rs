@@ -1,0 +1,28 @@
+//! Command-line flags of `tunnelkit connect` and `tunnelkit forward`.
+
+use crate::net::{ForwardSpec, Target};
+
+/// `tunnelkit connect`: stdin/stdout to HOST:PORT through a proxy (usable as ssh ProxyCommand).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectArgs {
+    /// Proxy URL (http://, https://, socks5://, socks5h://, socks4a://); default from the env vars.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Destination.
+    #[arg(value_name = "HOST:PORT")]
+    pub target: Target,
+}
+
+/// `tunnelkit forward`: local port forwards through a proxy.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ForwardArgs {
+    /// Proxy URL.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// `[BIND:]PORT:HOST:PORT`. Repeatable.
+    #[arg(short = 'L', value_name = "[BIND:]PORT:HOST:PORT", required = true)]
+    pub local: Vec<ForwardSpec>,
+    /// Keep this many tunnels per forward open ahead of time.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub prewarm: usize,
+}

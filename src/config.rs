@@ -1,0 +1,102 @@
+//! The one configuration loader.
+//!
+//! Every subcommand reads its settings the same way: built-in defaults, then an optional TOML file
+//! (`--config FILE`), then command-line flags (which clap also fills from `TUNNELKIT_*` environment
+//! variables where a flag declares one). A capability describes its file with a `#[derive(Deserialize)]`
+//! struct marked `#[serde(deny_unknown_fields)]` whose fields are all optional, loads it with [`load`],
+//! and lets each flag that was given override the file. Errors name the file, the key and the fix.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+/// A configuration problem, phrased for the person running the command.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or has the wrong type.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+    /// A value parsed but makes no sense (for example an empty backend list).
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid {
+        /// The setting, as spelled in the file or as the flag name.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// A setting whose value is unusable: `key` is the file key or flag, `message` says how to fix it.
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid { key: key.into(), message: message.into() }
+    }
+}
+
+/// Reads a TOML file into `T`.
+///
+/// `T` should use `#[serde(deny_unknown_fields)]` so that a misspelt key is reported instead of
+/// silently ignored.
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    parse(path, &text)
+}
+
+/// Parses TOML text as if it had been read from `path` (which is only used in messages).
+pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+/// Parses a duration flag such as `500ms`, `2s`, `1m30s` (clap `value_parser`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 500ms, 2s or 1m30s"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Example {
+        listen: Option<String>,
+        #[serde(default, with = "humantime_serde")]
+        timeout: Option<Duration>,
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse::<Example>(Path::new("x.toml"), "listen = \"a\"\nlisten_addr = 1\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("listen_addr"), "{msg}");
+        assert!(msg.contains("x.toml"), "{msg}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        let e: Example = parse(Path::new("x.toml"), "timeout = \"1500ms\"").unwrap();
+        assert_eq!(e.timeout, Some(Duration::from_millis(1500)));
+        assert!(e.listen.is_none());
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("2 parsecs").unwrap_err().contains("500ms"));
+    }
+}

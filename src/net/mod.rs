@@ -1,0 +1,20 @@
+//! Networking shared by every capability.
+//!
+//! - [`Target`] and [`Host`]: where to connect, with numeric host forms normalised once, at parse time.
+//! - [`Dialer`]: "give me a stream to host:port". [`DirectDialer`] applies the [`crate::policy::Policy`]
+//!   and dials the very address that passed it; the `client` module provides dialers that go through
+//!   an upstream proxy, and the `tunnel` module one that goes through a tunnel.
+//! - [`relay`]: the one bidirectional copy, with pooled buffers, half-close and an idle timeout.
+//! - [`socket`]: socket options (TCP_NODELAY, keepalive).
+//! - [`ForwardSpec`]: the `-L/-R [BIND:]PORT:HOST:PORT` syntax.
+
+mod dialer;
+mod forward_spec;
+pub mod relay;
+pub mod socket;
+mod target;
+
+pub use dialer::{BoxStream, DialError, Dialer, DirectDialer, Purpose, Stream};
+pub use forward_spec::ForwardSpec;
+pub use relay::{relay, RelayStats};
+pub use target::{canonical_ip, Host, HostError, Target};

@@ -1,0 +1,31 @@
+//! Socket options applied to every TCP connection we open or accept.
+
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::TcpStream;
+
+/// Disables Nagle: we relay interactive traffic and always write whole buffers.
+pub fn set_nodelay(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+}
+
+/// Turns on TCP keepalive probes after `idle` without traffic, so dead peers and silently dropped
+/// NAT entries are noticed on long-lived idle connections.
+pub fn set_keepalive(stream: &TcpStream, idle: Duration) {
+    let interval = (idle / 4).max(Duration::from_secs(1));
+    let ka = TcpKeepalive::new().with_time(idle).with_interval(interval);
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos", target_os = "freebsd"))]
+    let ka = ka.with_retries(4);
+    let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
+}
+
+/// Reads the keepalive idle time back (used by tests to prove the option is set).
+pub fn keepalive_time(stream: &TcpStream) -> Option<Duration> {
+    let sock = SockRef::from(stream);
+    if sock.keepalive().ok()? {
+        sock.tcp_keepalive_time().ok()
+    } else {
+        None
+    }
+}

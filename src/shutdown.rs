@@ -1,0 +1,103 @@
+//! Graceful shutdown: stop accepting on SIGTERM/SIGINT, let running work drain up to a deadline.
+//!
+//! Every server in tunnelkit owns one [`Drain`]. Accept loops watch [`Drain::cancelled`]; each
+//! connection task is spawned through [`Drain::spawn`] so that [`Drain::finish`] can wait for it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Tracks the tasks of one server and the signal that tells them to stop.
+#[derive(Clone, Default)]
+pub struct Drain {
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Drain {
+    /// A new drain with nothing running.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Spawns a task that [`Drain::finish`] will wait for.
+    pub fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn(fut)
+    }
+
+    /// Asks everything to stop: accept loops end, idle keep-alive connections close.
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+
+    /// True once [`Drain::trigger`] was called.
+    pub fn is_triggered(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves when shutdown has been asked for.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
+
+    /// A child token, cancelled with this drain, for code that wants a plain token.
+    pub fn token(&self) -> CancellationToken {
+        self.token.child_token()
+    }
+
+    /// Triggers shutdown and waits for the tracked tasks, at most `deadline`.
+    ///
+    /// Returns the number of tasks still running when the deadline passed (they are abandoned).
+    pub async fn finish(&self, deadline: Duration) -> usize {
+        self.trigger();
+        self.tracker.close();
+        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
+            self.tracker.len()
+        } else {
+            0
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn finish_waits_for_tasks_and_reports_stragglers() {
+        let drain = Drain::new();
+        let d = drain.clone();
+        drain.spawn(async move { d.cancelled().await });
+        drain.spawn(async { tokio::time::sleep(Duration::from_secs(3600)).await });
+        assert_eq!(drain.finish(Duration::from_millis(50)).await, 1);
+    }
+}

@@ -1,0 +1,18 @@
+//! The WebSocket stream tunnel (`tunnelkit ws-server`, `tunnelkit ws-client`): many streams over one
+//! WebSocket, resumable without losing or duplicating a byte. The wire format is in `docs/protocol.md`.
+
+mod args;
+
+pub use args::{ClientArgs, ServerArgs};
+
+/// Runs `tunnelkit ws-server`.
+pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let _ = args;
+    anyhow::bail!("tunnelkit ws-server is not implemented yet")
+}
+
+/// Runs `tunnelkit ws-client`.
+pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
+    let _ = args;
+    anyhow::bail!("tunnelkit ws-client is not implemented yet")
+}
