@@ -2,8 +2,10 @@
 //! CONNECT tunnels (`tunnelkit::client`, `tunnelkit connect`, `tunnelkit forward`).
 
 mod args;
+mod dialer;
 
 pub use args::{ConnectArgs, ForwardArgs};
+pub use dialer::ProxyDialer;
 
 /// Runs `tunnelkit connect`: stdin/stdout through the proxy.
 pub async fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {

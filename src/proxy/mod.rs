@@ -2,6 +2,7 @@
 //! upgrades, proxy authentication, the SSRF-safe policy, strict framing, and a SOCKS5 listener.
 
 mod args;
+pub mod socks;
 
 pub use args::Args;
 

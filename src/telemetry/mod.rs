@@ -1,5 +1,7 @@
 //! Observability: tracing to stderr (filtered by `RUST_LOG`, e.g. `RUST_LOG=tunnelkit::proxy=debug`)
-//! and a Prometheus `/metrics` endpoint (`--metrics ADDR`).
+//! a Prometheus `/metrics` endpoint (`--metrics ADDR`), and access logs ([`access_log`]).
+
+pub mod access_log;
 
 use std::net::SocketAddr;
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::parse_duration;
-use crate::net::ForwardSpec;
+use crate::net::{ForwardSpec, Target};
 use crate::policy::{Cidr, PortSet};
 
 /// `tunnelkit ws-server`: accepts tunnels over WebSocket and dials their streams' targets.
@@ -38,6 +38,12 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Speak another tunnel protocol instead of ours: `ws-stream-tunnel` (the Node seed, lossy resume).
+    #[arg(long, value_name = "PROTOCOL", value_parser = ["ws-stream-tunnel"])]
+    pub compat: Option<String>,
+    /// With --compat: where each stream opened by a compat client is connected.
+    #[arg(long, value_name = "HOST:PORT", requires = "compat")]
+    pub compat_target: Option<Target>,
 }
 
 /// `tunnelkit ws-client`: opens a tunnel to a ws-server and forwards ports through it.

@@ -2,6 +2,7 @@
 //! WebSocket, resumable without losing or duplicating a byte. The wire format is in `docs/protocol.md`.
 
 mod args;
+pub mod compat;
 
 pub use args::{ClientArgs, ServerArgs};
 
