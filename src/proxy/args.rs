@@ -1,18 +1,21 @@
-//! Command-line flags of `tunnelkit proxy`.
+//! Command-line flags of `tunnelkit proxy`. Every flag except `--config` has a key of the same name
+//! (snake_case) in the TOML file; a flag given on the command line wins over the file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::config::parse_duration;
 use crate::policy::{Cidr, Credentials, PortSet};
 
 /// `tunnelkit proxy`: an HTTP forward proxy with CONNECT, and optionally SOCKS5.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Args {
-    /// Address to listen on for HTTP proxy clients.
-    #[arg(long, default_value = "127.0.0.1:3128", env = "TUNNELKIT_LISTEN")]
-    pub listen: SocketAddr,
+    /// Address to listen on for HTTP proxy clients [default: 127.0.0.1:3128].
+    #[arg(long, value_name = "ADDR", env = "TUNNELKIT_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// TOML configuration file; flags override its values.
-    #[arg(long, env = "TUNNELKIT_CONFIG")]
+    #[arg(long, value_name = "FILE", env = "TUNNELKIT_CONFIG")]
     pub config: Option<PathBuf>,
     /// Allow a special-purpose range (loopback, private...) that is denied by default. Repeatable.
     #[arg(long, value_name = "CIDR")]
@@ -20,9 +23,12 @@ pub struct Args {
     /// Always deny a range (wins over --allow). Repeatable.
     #[arg(long, value_name = "CIDR")]
     pub deny: Vec<Cidr>,
-    /// Ports CONNECT and SOCKS may reach, e.g. `443,8443` or `1-65535`.
+    /// Ports CONNECT and SOCKS may reach, e.g. `443,8443` or `1-65535` [default: 443].
     #[arg(long, value_name = "LIST")]
     pub connect_ports: Option<PortSet>,
+    /// Ports absolute-form HTTP requests may reach [default: 80,443,1024-65535].
+    #[arg(long, value_name = "LIST")]
+    pub http_ports: Option<PortSet>,
     /// Require this user (Basic auth). Repeatable.
     #[arg(long, value_name = "USER:PASS", value_parser = Credentials::parse_pair)]
     pub auth: Vec<Credentials>,
@@ -44,4 +50,28 @@ pub struct Args {
     /// Dial everything through this parent proxy (http://, https://, socks5://).
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
+    /// Time allowed to receive a complete request head [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+    /// Time allowed to resolve and connect to a destination [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub dial_timeout: Option<Duration>,
+    /// Close idle client keep-alive connections after this long [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Close pooled upstream connections idle this long [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub upstream_idle_timeout: Option<Duration>,
+    /// Give up on an upstream that sends nothing for this long while a response is due [default: 120s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub upstream_timeout: Option<Duration>,
+    /// End CONNECT, SOCKS and WebSocket tunnels with no traffic for this long [default: 10m].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub tunnel_idle_timeout: Option<Duration>,
+    /// Most client connections at once; more are answered 503 [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// On SIGTERM/SIGINT, let running requests and tunnels finish for this long [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
 }

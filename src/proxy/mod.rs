@@ -1,13 +1,26 @@
 //! The forward proxy (`tunnelkit proxy`): absolute-form HTTP forwarding, CONNECT tunnels, WebSocket
 //! upgrades, proxy authentication, the SSRF-safe policy, strict framing, and a SOCKS5 listener.
+//!
+//! - [`settings`]: defaults, TOML file and flags resolved into one [`Settings`].
+//! - `server`: listeners, the per-connection request loop, limits, graceful shutdown.
+//! - `forward`: absolute-form requests and WebSocket upgrades over the upstream [`pool`].
+//! - `connect`: CONNECT tunnels.
+//! - [`socks`]: the SOCKS5 listener on the same dialer and policy.
 
 mod args;
+mod connect;
+mod forward;
+pub mod pool;
+mod server;
+pub mod settings;
 pub mod socks;
 
 pub use args::Args;
+pub use server::run_with;
+pub use settings::Settings;
 
 /// Runs `tunnelkit proxy` until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("tunnelkit proxy is not implemented yet")
+    let settings = Settings::load(args)?;
+    run_with(settings, crate::shutdown::signal()).await
 }

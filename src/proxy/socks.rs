@@ -1,15 +1,22 @@
 //! The SOCKS5 listener of `tunnelkit proxy --socks ADDR` (RFC 1928 CONNECT, RFC 1929 user/password
 //! when authentication is on), dialling through the same [`Dialer`] and policy as the HTTP proxy.
+//!
+//! Only CONNECT is offered: BIND and UDP ASSOCIATE get reply 7 (command not supported). Every
+//! refusal maps onto the reply a SOCKS client understands: policy → 2, network unreachable or DNS
+//! failure → 4, connection refused → 5, anything else → 1.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
-use crate::net::Dialer;
-use crate::policy::Users;
+use crate::net::relay::Relay;
+use crate::net::{socket, DialError, Dialer, Host, Purpose, Target};
+use crate::policy::{Credentials, Users};
 use crate::shutdown::Drain;
-use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::access_log::{AccessLog, AccessRecord};
 
 /// A SOCKS5 server sharing the HTTP proxy's dialer, users and access log.
 pub struct SocksServer {
@@ -18,6 +25,17 @@ pub struct SocksServer {
     access_log: AccessLog,
     handshake_timeout: Duration,
     idle_timeout: Option<Duration>,
+}
+
+/// Why a handshake ended without a tunnel.
+#[derive(Debug)]
+enum Refusal {
+    /// The peer is not speaking SOCKS5 or broke the protocol: just close.
+    Protocol,
+    /// Authentication failed (already answered).
+    Auth,
+    /// Answer with this reply code.
+    Reply(u8, String),
 }
 
 impl SocksServer {
@@ -46,7 +64,194 @@ impl SocksServer {
 
     /// Accepts connections until `drain` is triggered; each connection runs as a tracked task.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, drain: Drain) {
-        let _ = (&self.dialer, &self.users, &self.access_log, listener, drain);
-        tracing::error!("SOCKS5 listener not implemented yet");
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = drain.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("socks accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            socket::set_nodelay(&tcp);
+            let me = self.clone();
+            drain.spawn(async move { me.serve_connection(tcp, peer).await });
+        }
     }
+
+    async fn serve_connection(&self, mut tcp: TcpStream, peer: SocketAddr) {
+        let started = Instant::now();
+        let handshake = tokio::time::timeout(self.handshake_timeout, self.handshake(&mut tcp)).await;
+        let target = match handshake {
+            Err(_) | Ok(Err(Refusal::Protocol)) | Ok(Err(Refusal::Auth)) => return,
+            Ok(Err(Refusal::Reply(code, why))) => {
+                let _ = tcp.write_all(&reply(code, None)).await;
+                self.log(peer, "-", 403, 0, 0, started, Some(&why));
+                return;
+            }
+            Ok(Ok(t)) => t,
+        };
+        let mut upstream = match self.dialer.dial(&target, Purpose::Tunnel).await {
+            Ok(s) => s,
+            Err(e) => {
+                let code = reply_code(&e);
+                let _ = tcp.write_all(&reply(code, None)).await;
+                metrics::counter!("tunnelkit_proxy_errors_total", "kind" => e.proxy_status_error())
+                    .increment(1);
+                self.log(
+                    peer,
+                    &target.to_string(),
+                    e.http_status(),
+                    0,
+                    0,
+                    started,
+                    Some(e.proxy_status_error()),
+                );
+                return;
+            }
+        };
+        if tcp.write_all(&reply(0, tcp.local_addr().ok())).await.is_err() {
+            return;
+        }
+        metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "socks5").increment(1);
+        metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
+        let mut relay = Relay::new(&mut tcp, &mut upstream, self.idle_timeout);
+        let result = (&mut relay).await;
+        let stats = result.as_ref().map(|s| *s).unwrap_or_else(|_| relay.stats());
+        metrics::gauge!("tunnelkit_proxy_tunnels_active").decrement(1.0);
+        metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "up").increment(stats.a_to_b);
+        metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "down").increment(stats.b_to_a);
+        self.log(peer, &target.to_string(), 200, stats.a_to_b, stats.b_to_a, started, None);
+    }
+
+    /// Method negotiation, optional RFC 1929 auth, and the request; returns the CONNECT target.
+    async fn handshake(&self, tcp: &mut TcpStream) -> Result<Target, Refusal> {
+        let mut hdr = [0u8; 2];
+        tcp.read_exact(&mut hdr).await.map_err(|_| Refusal::Protocol)?;
+        if hdr[0] != 5 || hdr[1] == 0 {
+            return Err(Refusal::Protocol);
+        }
+        let mut methods = vec![0u8; hdr[1] as usize];
+        tcp.read_exact(&mut methods).await.map_err(|_| Refusal::Protocol)?;
+        let wanted = if self.users.is_empty() { 0 } else { 2 };
+        if !methods.contains(&wanted) {
+            let _ = tcp.write_all(&[5, 0xff]).await;
+            return Err(Refusal::Auth);
+        }
+        tcp.write_all(&[5, wanted]).await.map_err(|_| Refusal::Protocol)?;
+        if wanted == 2 {
+            let creds = read_user_pass(tcp).await.ok_or(Refusal::Protocol)?;
+            let ok = self.users.verify(&creds);
+            let _ = tcp.write_all(&[1, if ok { 0 } else { 1 }]).await;
+            if !ok {
+                metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "auth").increment(1);
+                return Err(Refusal::Auth);
+            }
+        }
+        let mut req = [0u8; 4];
+        tcp.read_exact(&mut req).await.map_err(|_| Refusal::Protocol)?;
+        if req[0] != 5 || req[2] != 0 {
+            return Err(Refusal::Protocol);
+        }
+        let host = match req[3] {
+            1 => {
+                let mut a = [0u8; 4];
+                tcp.read_exact(&mut a).await.map_err(|_| Refusal::Protocol)?;
+                Host::Ip(IpAddr::from(a))
+            }
+            4 => {
+                let mut a = [0u8; 16];
+                tcp.read_exact(&mut a).await.map_err(|_| Refusal::Protocol)?;
+                Host::Ip(crate::net::canonical_ip(IpAddr::from(a)))
+            }
+            3 => {
+                let mut len = [0u8; 1];
+                tcp.read_exact(&mut len).await.map_err(|_| Refusal::Protocol)?;
+                let mut name = vec![0u8; len[0] as usize];
+                tcp.read_exact(&mut name).await.map_err(|_| Refusal::Protocol)?;
+                let name = String::from_utf8(name).map_err(|_| Refusal::Reply(1, "bad name".into()))?;
+                // Parsing normalises numeric forms such as 2130706433, so the policy sees the address.
+                Host::parse(&name).map_err(|e| Refusal::Reply(4, e.to_string()))?
+            }
+            _ => return Err(Refusal::Reply(8, "address type not supported".into())),
+        };
+        let mut port = [0u8; 2];
+        tcp.read_exact(&mut port).await.map_err(|_| Refusal::Protocol)?;
+        let port = u16::from_be_bytes(port);
+        if req[1] != 1 {
+            return Err(Refusal::Reply(7, "only CONNECT is supported".into()));
+        }
+        if port == 0 {
+            return Err(Refusal::Reply(2, "port 0".into()));
+        }
+        Ok(Target::new(host, port))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log(
+        &self,
+        peer: SocketAddr,
+        target: &str,
+        status: u16,
+        up: u64,
+        down: u64,
+        started: Instant,
+        note: Option<&str>,
+    ) {
+        self.access_log.record(&AccessRecord {
+            client: peer,
+            method: "SOCKS5".into(),
+            target: target.to_owned(),
+            status,
+            bytes_up: up,
+            bytes_down: down,
+            duration: started.elapsed(),
+            note: note.map(|n| n.replace(' ', "_")),
+        });
+    }
+}
+
+async fn read_user_pass(tcp: &mut TcpStream) -> Option<Credentials> {
+    let mut ver = [0u8; 2];
+    tcp.read_exact(&mut ver).await.ok()?;
+    if ver[0] != 1 {
+        return None;
+    }
+    let mut user = vec![0u8; ver[1] as usize];
+    tcp.read_exact(&mut user).await.ok()?;
+    let mut plen = [0u8; 1];
+    tcp.read_exact(&mut plen).await.ok()?;
+    let mut pass = vec![0u8; plen[0] as usize];
+    tcp.read_exact(&mut pass).await.ok()?;
+    Some(Credentials { user: String::from_utf8(user).ok()?, password: String::from_utf8(pass).ok()? })
+}
+
+fn reply_code(e: &DialError) -> u8 {
+    match e {
+        DialError::Denied(_) => 2,
+        DialError::Resolve(_) | DialError::Timeout(_) => 4,
+        DialError::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused => 5,
+        _ => 1,
+    }
+}
+
+fn reply(code: u8, bound: Option<SocketAddr>) -> Vec<u8> {
+    let mut out = vec![5, code, 0];
+    match bound {
+        Some(SocketAddr::V6(a)) => {
+            out.push(4);
+            out.extend_from_slice(&a.ip().octets());
+            out.extend_from_slice(&a.port().to_be_bytes());
+        }
+        Some(SocketAddr::V4(a)) => {
+            out.push(1);
+            out.extend_from_slice(&a.ip().octets());
+            out.extend_from_slice(&a.port().to_be_bytes());
+        }
+        None => out.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0]),
+    }
+    out
 }

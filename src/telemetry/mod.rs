@@ -10,7 +10,12 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global tracing subscriber. `RUST_LOG` scopes it; the default is `info`.
 pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 /// Serves Prometheus metrics on `addr` (any path answers). Call once, inside the runtime.

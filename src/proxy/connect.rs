@@ -1,0 +1,83 @@
+//! CONNECT tunnels: dial first, answer 200 only once the destination is reached, then relay.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+
+use super::server::{log, reply_error, Client, Next, Shared};
+use crate::http::head::RequestHead;
+use crate::net::{relay::Relay, Purpose, Target};
+
+pub(super) async fn handle(
+    shared: &Shared,
+    client: &mut Client,
+    peer: SocketAddr,
+    head: RequestHead,
+    started: Instant,
+) -> Next {
+    let target = match Target::parse(&head.target) {
+        Ok(t) => t,
+        Err(e) => {
+            let detail = format!("CONNECT needs host:port: {e}");
+            reply_error(
+                shared,
+                client,
+                peer,
+                "CONNECT",
+                &head.target,
+                400,
+                Some("http_request_error"),
+                &detail,
+            )
+            .await;
+            return Next::Close;
+        }
+    };
+    let mut upstream = match shared.dialer.dial(&target, Purpose::Tunnel).await {
+        Ok(s) => s,
+        Err(e) => {
+            metrics::counter!("tunnelkit_proxy_errors_total", "kind" => e.proxy_status_error()).increment(1);
+            let status = e.http_status();
+            reply_error(
+                shared,
+                client,
+                peer,
+                "CONNECT",
+                &head.target,
+                status,
+                Some(e.proxy_status_error()),
+                &e.to_string(),
+            )
+            .await;
+            return Next::Close;
+        }
+    };
+    if client.io.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_err() {
+        return Next::Close;
+    }
+    // The client may have sent its first bytes (a TLS ClientHello) right behind the CONNECT head.
+    let pipelined = std::mem::take(&mut client.buf);
+    if !pipelined.is_empty() && upstream.write_all(&pipelined).await.is_err() {
+        return Next::Close;
+    }
+    metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "connect").increment(1);
+    metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
+    let mut relay = Relay::new(&mut client.io, &mut upstream, Some(shared.settings.tunnel_idle_timeout));
+    let result = (&mut relay).await;
+    let stats = match &result {
+        Ok(s) => *s,
+        Err(_) => relay.stats(),
+    };
+    metrics::gauge!("tunnelkit_proxy_tunnels_active").decrement(1.0);
+    let up = stats.a_to_b + pipelined.len() as u64;
+    metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "up").increment(up);
+    metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "down").increment(stats.b_to_a);
+    let note = match &result {
+        Err(_) => Some("relay_error"),
+        Ok(s) if s.idle_timeout => Some("idle_timeout"),
+        Ok(_) => None,
+    };
+    log(shared, peer, "CONNECT", &head.target, 200, up, stats.b_to_a, started, note);
+    Next::Close
+}

@@ -1,0 +1,340 @@
+//! Listeners and the per-connection request loop of `tunnelkit proxy`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::pool::Pool;
+use super::socks::SocksServer;
+use super::{connect, forward, Settings};
+use crate::client::ProxyDialer;
+use crate::http::body::BufIo;
+use crate::http::head::{self, HeadError, RequestHead};
+use crate::http::response;
+use crate::net::{socket, Dialer, DirectDialer};
+use crate::shutdown::Drain;
+use crate::telemetry::access_log::{AccessLog, AccessRecord};
+
+/// State shared by every connection of one proxy.
+pub(super) struct Shared {
+    pub settings: Settings,
+    /// Dials CONNECT targets and origins (directly under the policy, or through `--upstream`).
+    pub dialer: Arc<dyn Dialer>,
+    /// The parent proxy, when absolute-form requests should be sent to it as they are.
+    pub parent: Option<Arc<ProxyDialer>>,
+    pub pool: Pool,
+    pub access_log: AccessLog,
+    pub drain: Drain,
+}
+
+/// A client connection: the socket with its read buffer, and who it is.
+pub(super) type Client = BufIo<TcpStream>;
+
+/// What the request loop does after one exchange.
+pub(super) enum Next {
+    /// Read the next request on this connection.
+    KeepAlive,
+    /// Close the connection.
+    Close,
+}
+
+/// Runs the proxy with resolved settings until `shutdown` resolves, then drains.
+///
+/// Prints `listening on ADDR` (and `socks5 listening on ADDR`) to stderr once bound, so a caller
+/// that asked for port 0 can learn the port.
+pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", settings.listen))?;
+    let socks_listener = match settings.socks {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--socks): {e}"))?,
+        ),
+        None => None,
+    };
+    if let Some(addr) = settings.metrics {
+        crate::telemetry::serve_metrics(addr)?;
+    }
+    let access_log = match &settings.access_log {
+        Some(dest) => {
+            AccessLog::open(dest).map_err(|e| anyhow::anyhow!("cannot open access log {dest}: {e}"))?
+        }
+        None => AccessLog::disabled(),
+    };
+    let direct = DirectDialer::new(Arc::new(settings.policy.clone()), settings.dial_timeout);
+    let (dialer, parent): (Arc<dyn Dialer>, Option<Arc<ProxyDialer>>) = match &settings.upstream {
+        Some(url) => {
+            let p =
+                Arc::new(ProxyDialer::from_url(url).map_err(|e| anyhow::anyhow!("--upstream {url}: {e}"))?);
+            (p.clone(), Some(p))
+        }
+        None => (Arc::new(direct), None),
+    };
+    let users = Arc::new(settings.users.clone());
+    let drain = Drain::new();
+    let shared = Arc::new(Shared {
+        pool: Pool::new(settings.upstream_idle_timeout),
+        settings,
+        dialer: dialer.clone(),
+        parent,
+        access_log: access_log.clone(),
+        drain: drain.clone(),
+    });
+
+    let local = listener.local_addr()?;
+    eprintln!("listening on {local}");
+    tracing::info!(%local, "proxy listening");
+    if let Some(l) = socks_listener {
+        let addr = l.local_addr()?;
+        eprintln!("socks5 listening on {addr}");
+        let socks = SocksServer::new(dialer, users, access_log)
+            .handshake_timeout(shared.settings.header_timeout)
+            .idle_timeout(Some(shared.settings.tunnel_idle_timeout));
+        let d = drain.clone();
+        drain.spawn(Arc::new(socks).serve(l, d));
+    }
+
+    let sweeper = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                shared.pool.sweep();
+            }
+        })
+    };
+
+    let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "accept").increment(1);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        socket::set_nodelay(&tcp);
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "max_connections").increment(1);
+                drain.spawn(async move {
+                    let mut tcp = tcp;
+                    let msg =
+                        response::error(503, Some("connection_limit_reached"), "too many connections", &[]);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&msg)).await;
+                });
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        drain.spawn(async move {
+            metrics::gauge!("tunnelkit_proxy_connections").increment(1.0);
+            serve_connection(&shared, tcp, peer).await;
+            metrics::gauge!("tunnelkit_proxy_connections").decrement(1.0);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining for up to {:?}", shared.settings.shutdown_timeout);
+    let left = drain.finish(shared.settings.shutdown_timeout).await;
+    if left > 0 {
+        tracing::warn!("{left} connections still open at the shutdown deadline");
+    }
+    sweeper.abort();
+    shared.pool.clear();
+    Ok(())
+}
+
+async fn serve_connection(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
+    let mut client = BufIo::new(tcp);
+    let mut first = true;
+    loop {
+        let head = match read_head(shared, &mut client, first).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(status) => {
+                let (msg, kind) = match &status {
+                    ReadError::Head(e) => (e.to_string(), "http_request_error"),
+                    ReadError::Timeout => {
+                        ("request head not received in time".to_owned(), "http_request_error")
+                    }
+                };
+                let code = match &status {
+                    ReadError::Head(e) => e.status(),
+                    ReadError::Timeout => 408,
+                };
+                metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "bad_request").increment(1);
+                reply_error(shared, &mut client, peer, "-", "-", code, Some(kind), &msg).await;
+                return;
+            }
+        };
+        first = false;
+        let next = handle(shared, &mut client, peer, head).await;
+        if matches!(next, Next::Close) || shared.drain.is_triggered() {
+            let _ = client.io.shutdown().await;
+            return;
+        }
+    }
+}
+
+enum ReadError {
+    Head(HeadError),
+    Timeout,
+}
+
+/// Reads one request head. `Ok(None)`: the client closed (or went idle, or we are shutting down)
+/// between requests, which is not an error.
+async fn read_head(
+    shared: &Shared,
+    client: &mut Client,
+    first: bool,
+) -> Result<Option<RequestHead>, ReadError> {
+    let s = &shared.settings;
+    let idle_deadline = Instant::now() + if first { s.header_timeout } else { s.idle_timeout };
+    let mut head_deadline = None;
+    loop {
+        if !client.buf.is_empty() {
+            match head::parse_request(&client.buf) {
+                Ok(Some((head, len))) => {
+                    let _ = client.buf.split_to(len);
+                    return Ok(Some(head));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ReadError::Head(e)),
+            }
+        }
+        let deadline = if client.buf.is_empty() {
+            idle_deadline
+        } else {
+            *head_deadline.get_or_insert_with(|| Instant::now() + s.header_timeout)
+        };
+        let waiting_idle = client.buf.is_empty() && !first;
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline.into(), client.fill()) => r,
+            _ = shared.drain.cancelled(), if waiting_idle => return Ok(None),
+        };
+        match read {
+            Err(_) if waiting_idle => return Ok(None),
+            Err(_) => return Err(ReadError::Timeout),
+            Ok(Ok(0)) if client.buf.is_empty() => return Ok(None),
+            Ok(Ok(0)) => return Err(ReadError::Head(HeadError::Malformed("request head cut short".into()))),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Ok(None),
+        }
+    }
+}
+
+async fn handle(shared: &Shared, client: &mut Client, peer: SocketAddr, head: RequestHead) -> Next {
+    let started = Instant::now();
+    let framing = match head::check_request(&head) {
+        Ok(f) => f,
+        Err(e) => {
+            reply_error(
+                shared,
+                client,
+                peer,
+                &head.method,
+                &head.target,
+                e.status(),
+                Some("http_request_error"),
+                &e.to_string(),
+            )
+            .await;
+            return Next::Close;
+        }
+    };
+    if !shared.settings.users.is_empty()
+        && !shared.settings.users.verify_header(head::value(&head.headers, "proxy-authorization"))
+    {
+        metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "auth").increment(1);
+        let msg = response::error(
+            407,
+            None,
+            "proxy authentication required",
+            &[("Proxy-Authenticate", "Basic realm=\"tunnelkit\", charset=\"UTF-8\"")],
+        );
+        let _ = client.io.write_all(&msg).await;
+        log(shared, peer, &head.method, &head.target, 407, 0, 0, started, Some("auth"));
+        return Next::Close;
+    }
+    if head.method == "CONNECT" {
+        return connect::handle(shared, client, peer, head, started).await;
+    }
+    forward::handle(shared, client, peer, head, framing, started).await
+}
+
+/// Writes a short error response, logs it, and leaves the connection to be closed.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn reply_error(
+    shared: &Shared,
+    client: &mut Client,
+    peer: SocketAddr,
+    method: &str,
+    target: &str,
+    status: u16,
+    proxy_status: Option<&str>,
+    detail: &str,
+) {
+    let msg = response::error(status, proxy_status, detail, &[]);
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.io.write_all(&msg)).await;
+    log(shared, peer, method, target, status, 0, 0, Instant::now(), proxy_status);
+    metrics::counter!("tunnelkit_proxy_requests_total", "method" => metric_method(method), "status" => status.to_string())
+        .increment(1);
+}
+
+/// One access-log line.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn log(
+    shared: &Shared,
+    peer: SocketAddr,
+    method: &str,
+    target: &str,
+    status: u16,
+    up: u64,
+    down: u64,
+    started: Instant,
+    note: Option<&str>,
+) {
+    shared.access_log.record(&AccessRecord {
+        client: peer,
+        method: method.to_owned(),
+        target: target.to_owned(),
+        status,
+        bytes_up: up,
+        bytes_down: down,
+        duration: started.elapsed(),
+        note: note.map(str::to_owned),
+    });
+}
+
+/// Bounds metric label cardinality: unknown methods share one label.
+pub(super) fn metric_method(m: &str) -> &'static str {
+    match m {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
+    }
+}

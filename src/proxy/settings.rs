@@ -1,0 +1,220 @@
+//! `tunnelkit proxy` settings: built-in defaults, then the TOML file, then flags (one loader).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::Args;
+use crate::config::{self, ConfigError};
+use crate::policy::{Cidr, Credentials, Policy, PortSet, Users};
+
+/// The TOML file: every key optional, unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    connect_ports: Option<String>,
+    http_ports: Option<String>,
+    #[serde(default)]
+    auth: Vec<String>,
+    users: Option<PathBuf>,
+    socks: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+    access_log: Option<String>,
+    open: Option<bool>,
+    upstream: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    dial_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    upstream_idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    upstream_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    tunnel_idle_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    shutdown_timeout: Option<Duration>,
+}
+
+/// Everything the proxy runs with, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// HTTP listener.
+    pub listen: SocketAddr,
+    /// Destination policy.
+    pub policy: Policy,
+    /// Accepted users (empty: no auth).
+    pub users: Users,
+    /// SOCKS5 listener.
+    pub socks: Option<SocketAddr>,
+    /// Metrics listener.
+    pub metrics: Option<SocketAddr>,
+    /// Access log destination.
+    pub access_log: Option<String>,
+    /// Parent proxy URL.
+    pub upstream: Option<String>,
+    /// Request head deadline.
+    pub header_timeout: Duration,
+    /// DNS + connect deadline.
+    pub dial_timeout: Duration,
+    /// Client keep-alive idle limit.
+    pub idle_timeout: Duration,
+    /// Pooled upstream idle limit.
+    pub upstream_idle_timeout: Duration,
+    /// Upstream silence limit while a response is due.
+    pub upstream_timeout: Duration,
+    /// Tunnel idle limit.
+    pub tunnel_idle_timeout: Duration,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Drain deadline.
+    pub shutdown_timeout: Duration,
+}
+
+fn parse_list<T: std::str::FromStr<Err = String>>(
+    key: &str,
+    items: &[String],
+) -> Result<Vec<T>, ConfigError> {
+    items.iter().map(|s| s.parse().map_err(|e: String| ConfigError::invalid(key, e))).collect()
+}
+
+impl Settings {
+    /// Resolves flags over the file over defaults, and checks the combination is safe.
+    pub fn load(args: Args) -> Result<Settings, ConfigError> {
+        let file: File = match &args.config {
+            Some(p) => config::load(p)?,
+            None => File::default(),
+        };
+        let mut allow: Vec<Cidr> = parse_list("allow", &file.allow)?;
+        allow.extend(args.allow);
+        let mut deny: Vec<Cidr> = parse_list("deny", &file.deny)?;
+        deny.extend(args.deny);
+        let connect_ports = match (args.connect_ports, file.connect_ports) {
+            (Some(p), _) => Some(p),
+            (None, Some(s)) => {
+                Some(PortSet::parse(&s).map_err(|e| ConfigError::invalid("connect_ports", e))?)
+            }
+            _ => None,
+        };
+        let http_ports = match (args.http_ports, file.http_ports) {
+            (Some(p), _) => Some(p),
+            (None, Some(s)) => Some(PortSet::parse(&s).map_err(|e| ConfigError::invalid("http_ports", e))?),
+            _ => None,
+        };
+        let mut policy = Policy::new().allow(allow).deny(deny);
+        if let Some(p) = connect_ports {
+            policy = policy.connect_ports(p);
+        }
+        if let Some(p) = http_ports {
+            policy = policy.http_ports(p);
+        }
+        let mut users = Users::new();
+        for c in file.auth.iter().map(|s| Credentials::parse_pair(s)) {
+            users.add(
+                c.map_err(|e| ConfigError::invalid("auth", format!("{e}; write it as \"user:password\"")))?,
+            );
+        }
+        for c in args.auth {
+            users.add(c);
+        }
+        if let Some(p) = args.users.or(file.users) {
+            users.load_file(&p)?;
+        }
+        let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:3128".parse().expect("static"));
+        let open = args.open || file.open.unwrap_or(false);
+        let socks = args.socks.or(file.socks);
+        if users.is_empty() && !open {
+            for (key, addr) in [("listen", Some(listen)), ("socks", socks)] {
+                if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!(
+                            "{addr} is reachable from other machines and no user is configured; \
+                             add --auth USER:PASS (or --users FILE), listen on 127.0.0.1, or pass --open \
+                             to run an open proxy on purpose"
+                        ),
+                    ));
+                }
+            }
+        }
+        let max_connections = args.max_connections.or(file.max_connections).unwrap_or(10_000);
+        if max_connections == 0 {
+            return Err(ConfigError::invalid("max_connections", "must be at least 1"));
+        }
+        Ok(Settings {
+            listen,
+            policy,
+            users,
+            socks,
+            metrics: args.metrics.or(file.metrics),
+            access_log: args.access_log.or(file.access_log),
+            upstream: args.upstream.or(file.upstream),
+            header_timeout: args.header_timeout.or(file.header_timeout).unwrap_or(Duration::from_secs(10)),
+            dial_timeout: args.dial_timeout.or(file.dial_timeout).unwrap_or(Duration::from_secs(10)),
+            idle_timeout: args.idle_timeout.or(file.idle_timeout).unwrap_or(Duration::from_secs(60)),
+            upstream_idle_timeout: args
+                .upstream_idle_timeout
+                .or(file.upstream_idle_timeout)
+                .unwrap_or(Duration::from_secs(30)),
+            upstream_timeout: args
+                .upstream_timeout
+                .or(file.upstream_timeout)
+                .unwrap_or(Duration::from_secs(120)),
+            tunnel_idle_timeout: args
+                .tunnel_idle_timeout
+                .or(file.tunnel_idle_timeout)
+                .unwrap_or(Duration::from_secs(600)),
+            max_connections,
+            shutdown_timeout: args
+                .shutdown_timeout
+                .or(file.shutdown_timeout)
+                .unwrap_or(Duration::from_secs(30)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_proxy_needs_consent() {
+        let args = Args { listen: Some("0.0.0.0:3128".parse().unwrap()), ..Args::default() };
+        let err = Settings::load(args.clone()).unwrap_err().to_string();
+        assert!(err.contains("--open") && err.contains("listen"), "{err}");
+        assert!(Settings::load(Args { open: true, ..args }).is_ok());
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.toml");
+        std::fs::write(
+            &p,
+            "listen = \"127.0.0.1:9999\"\ndial_timeout = \"3s\"\nconnect_ports = \"443,8443\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Args {
+            config: Some(p.clone()),
+            dial_timeout: Some(Duration::from_secs(1)),
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(s.listen.port(), 9999);
+        assert_eq!(s.dial_timeout, Duration::from_secs(1));
+        assert!(s.policy.check_port(8443, crate::net::Purpose::Tunnel).is_ok());
+        std::fs::write(&p, "listen_port = 1\n").unwrap();
+        let err = Settings::load(Args { config: Some(p), ..Args::default() }).unwrap_err().to_string();
+        assert!(err.contains("listen_port"), "{err}");
+    }
+}
