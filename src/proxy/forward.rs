@@ -99,7 +99,7 @@ pub(super) async fn handle(
     let upgrade = head.method == "GET"
         && head::has_token(&head.headers, "connection", "upgrade")
         && head::value(&head.headers, "upgrade").is_some();
-    let keep_client = client_wants_keep_alive(&head) && !upgrade;
+    let keep_client = client_wants_keep_alive(&head);
     let via_parent = shared.parent.is_some();
 
     let mut out = Vec::with_capacity(512);

@@ -1,0 +1,116 @@
+//! Helpers shared by the integration tests: the real binary as a child process, and small origins.
+#![allow(dead_code)]
+
+pub mod origin;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+/// The `tunnelkit` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tunnelkit")
+}
+
+/// A running `tunnelkit` child, killed on drop.
+pub struct Proc {
+    pub child: Child,
+    /// Every `... listening on ADDR` line, in order, as (label, addr).
+    pub listening: Vec<(String, SocketAddr)>,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    /// Starts `tunnelkit ARGS...` and waits until it printed `expect_listeners` listening lines.
+    pub fn start(args: &[&str], expect_listeners: usize) -> Proc {
+        Self::start_env(args, expect_listeners, &[])
+    }
+
+    /// Like [`Proc::start`] with extra environment variables.
+    pub fn start_env(args: &[&str], expect_listeners: usize, env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(bin());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.env("RUST_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tunnelkit");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some((label, addr)) = line.split_once("listening on ") {
+                    if let Ok(a) = addr.trim().parse::<SocketAddr>() {
+                        let _ = tx.send((label.trim().to_owned(), a));
+                    }
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut listening = Vec::new();
+        while listening.len() < expect_listeners {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(x) => listening.push(x),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("tunnelkit {args:?} did not start; stderr:\n{}", log.lock().unwrap());
+                }
+            }
+        }
+        Proc { child, listening, stderr: log }
+    }
+
+    /// The first listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listening[0].1
+    }
+
+    /// The address printed with `label` (e.g. `socks5`).
+    pub fn addr_of(&self, label: &str) -> SocketAddr {
+        self.listening.iter().find(|(l, _)| l == label).unwrap_or_else(|| panic!("no {label} listener")).1
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+    }
+
+    /// Waits for exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs curl with `args`, returning (exit ok, stdout, stderr). Bounded by `--max-time 20`.
+pub async fn curl(args: &[&str]) -> (bool, Vec<u8>, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .await
+        .expect("curl is installed (run ./test.sh)");
+    (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
