@@ -40,7 +40,8 @@ fn status(resp: &str) -> u16 {
 async fn absolute_form_get_and_keep_alive_pool() {
     let origin = Origin::start().await;
     let p = proxy(LOOPBACK);
-    let (ok, body, err) = curl(&["-x", &proxy_url(&p), &origin.url("/1k"), &origin.url("/1k"), &origin.url("/1k")]).await;
+    let (ok, body, err) =
+        curl(&["-x", &proxy_url(&p), &origin.url("/1k"), &origin.url("/1k"), &origin.url("/1k")]).await;
     assert!(ok, "{err}");
     assert_eq!(body.len(), 3 * 1024);
     // Three requests on one client connection reuse one pooled upstream connection.
@@ -70,17 +71,26 @@ async fn chunked_close_delimited_and_bodiless_responses_arrive_whole() {
     assert!(ok);
     assert_eq!(body, b"hello world");
     // Raw: a close-delimited response is re-framed as chunked for an HTTP/1.1 client.
-    let req = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", origin.url("/close"), origin.addr);
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        origin.url("/close"),
+        origin.addr
+    );
     let resp = raw(p.addr(), req.as_bytes()).await;
     assert!(resp.contains("Transfer-Encoding: chunked"), "{resp}");
     assert!(resp.ends_with("d\r\nuntil the end\r\n0\r\n\r\n"), "{resp}");
     // HEAD, 204, 304 carry no body.
     let (ok, out, _) = curl(&["-I", "-x", &x, &origin.url("/anything")]).await;
     assert!(ok && String::from_utf8_lossy(&out).contains("Content-Length: 1234"));
-    let (ok, out, _) = curl(&["-i", "-x", &x, &origin.url("/204"), &origin.url("/304"), &origin.url("/1k")]).await;
+    let (ok, out, _) =
+        curl(&["-i", "-x", &x, &origin.url("/204"), &origin.url("/304"), &origin.url("/1k")]).await;
     assert!(ok);
     let text = String::from_utf8_lossy(&out);
-    assert!(text.contains("204 No Content") && text.contains("304 Not Modified") && text.ends_with(&"x".repeat(1024)));
+    assert!(
+        text.contains("204 No Content")
+            && text.contains("304 Not Modified")
+            && text.ends_with(&"x".repeat(1024))
+    );
 }
 
 #[tokio::test]
@@ -93,7 +103,11 @@ async fn request_bodies_stream_with_and_without_expect() {
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::File::create(&f).unwrap().write_all(&data).unwrap();
     let at = format!("@{}", f.display());
-    for extra in [&["-H", "Expect: 100-continue"][..], &["-H", "Expect:"][..], &["-H", "Transfer-Encoding: chunked"][..]] {
+    for extra in [
+        &["-H", "Expect: 100-continue"][..],
+        &["-H", "Expect:"][..],
+        &["-H", "Transfer-Encoding: chunked"][..],
+    ] {
         let mut args = vec!["-x", x.as_str(), "--data-binary", at.as_str()];
         args.extend_from_slice(extra);
         let url = origin.url("/echo");
@@ -110,7 +124,9 @@ async fn connect_tunnel_keeps_pipelined_bytes_and_half_close() {
     let p = proxy(LOOPBACK);
     let mut s = TcpStream::connect(p.addr()).await.unwrap();
     // CONNECT head and the first tunnel bytes in one write.
-    s.write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\nearly bytes").as_bytes()).await.unwrap();
+    s.write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\nearly bytes").as_bytes())
+        .await
+        .unwrap();
     s.shutdown().await.unwrap();
     let mut out = String::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await.unwrap().unwrap();
@@ -130,7 +146,8 @@ async fn dial_failures_map_to_502_and_504() {
     let resp = raw(p.addr(), format!("CONNECT {closed} HTTP/1.1\r\nHost: {closed}\r\n\r\n").as_bytes()).await;
     assert_eq!(status(&resp), 502, "{resp}");
     assert!(resp.contains("Proxy-Status: tunnelkit; error=connection_refused"), "{resp}");
-    let resp = raw(p.addr(), format!("GET http://{closed}/ HTTP/1.1\r\nHost: {closed}\r\n\r\n").as_bytes()).await;
+    let resp =
+        raw(p.addr(), format!("GET http://{closed}/ HTTP/1.1\r\nHost: {closed}\r\n\r\n").as_bytes()).await;
     assert_eq!(status(&resp), 502, "{resp}");
     // A listener whose backlog is full drops SYNs, so connecting hangs until the dial timeout.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -184,7 +201,16 @@ async fn websocket_upgrade_and_refused_upgrade() {
     assert!(resp.starts_with("HTTP/1.1 502 Bad Gateway"), "{resp}");
     assert!(resp.contains("nope") && resp.ends_with(&"x".repeat(1024)), "{resp}");
     // An origin that resets instead of answering.
-    let (ok, _, _) = curl(&["-x", &proxy_url(&p), "-H", "Connection: Upgrade", "-H", "Upgrade: websocket", &origin.url("/reset")]).await;
+    let (ok, _, _) = curl(&[
+        "-x",
+        &proxy_url(&p),
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: websocket",
+        &origin.url("/reset"),
+    ])
+    .await;
     let _ = ok;
     let (ok, body, _) = curl(&["-x", &proxy_url(&p), &origin.url("/1k")]).await;
     assert!(ok && body.len() == 1024);
@@ -213,7 +239,16 @@ async fn hop_by_hop_fields_are_removed_and_via_added() {
     let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
     let forwarded = text.split("\r\n\r\n").nth(1).unwrap();
     assert!(forwarded.starts_with("get /head http/1.1\r\n"), "{forwarded}");
-    for gone in ["proxy-authorization", "x-drop-me", "keep-alive", "\r\nte:", "trailer", "upgrade", "proxy-connection", "connection:"] {
+    for gone in [
+        "proxy-authorization",
+        "x-drop-me",
+        "keep-alive",
+        "\r\nte:",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "connection:",
+    ] {
         assert!(!forwarded.contains(gone), "{gone} forwarded: {forwarded}");
     }
     assert!(forwarded.contains("x-keep: yes"));
@@ -225,12 +260,26 @@ async fn hop_by_hop_fields_are_removed_and_via_added() {
 async fn max_forwards_for_options_and_trace() {
     let origin = Origin::start().await;
     let p = proxy(LOOPBACK);
-    let resp = raw(p.addr(), format!("OPTIONS {} HTTP/1.1\r\nHost: {}\r\nMax-Forwards: 0\r\n\r\n", origin.url("/head"), origin.addr).as_bytes()).await;
+    let resp = raw(
+        p.addr(),
+        format!(
+            "OPTIONS {} HTTP/1.1\r\nHost: {}\r\nMax-Forwards: 0\r\n\r\n",
+            origin.url("/head"),
+            origin.addr
+        )
+        .as_bytes(),
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 200 OK") && resp.contains("Allow: "), "{resp}");
     assert_eq!(origin.connection_count(), 0, "Max-Forwards: 0 must not reach the origin");
     let resp = raw(
         p.addr(),
-        format!("OPTIONS {} HTTP/1.1\r\nHost: {}\r\nMax-Forwards: 3\r\nConnection: close\r\n\r\n", origin.url("/head"), origin.addr).as_bytes(),
+        format!(
+            "OPTIONS {} HTTP/1.1\r\nHost: {}\r\nMax-Forwards: 3\r\nConnection: close\r\n\r\n",
+            origin.url("/head"),
+            origin.addr
+        )
+        .as_bytes(),
     )
     .await;
     assert!(resp.contains("Max-Forwards: 2"), "{resp}");
@@ -242,14 +291,29 @@ async fn policy_denies_special_ranges_by_default_and_before_dialing() {
     let echo = echo_server().await;
     let p = proxy(&["--connect-ports", "1-65535"]);
     let port = origin.addr.port();
-    for host in ["127.0.0.1", "2130706433", "0x7f.1", "127.1", "0177.0.0.1", "[::ffff:127.0.0.1]", "localhost", "[::1]"] {
-        let resp = raw(p.addr(), format!("GET http://{host}:{port}/1k HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
+    for host in [
+        "127.0.0.1",
+        "2130706433",
+        "0x7f.1",
+        "127.1",
+        "0177.0.0.1",
+        "[::ffff:127.0.0.1]",
+        "localhost",
+        "[::1]",
+    ] {
+        let resp =
+            raw(p.addr(), format!("GET http://{host}:{port}/1k HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+                .await;
         assert_eq!(status(&resp), 403, "{host}: {resp}");
         assert!(resp.contains("destination_ip_prohibited"), "{resp}");
-        let resp = raw(p.addr(), format!("CONNECT {host}:{} HTTP/1.1\r\nHost: x\r\n\r\n", echo.port()).as_bytes()).await;
+        let resp =
+            raw(p.addr(), format!("CONNECT {host}:{} HTTP/1.1\r\nHost: x\r\n\r\n", echo.port()).as_bytes())
+                .await;
         assert_eq!(status(&resp), 403, "{host}: {resp}");
     }
-    for target in ["169.254.169.254:443", "10.0.0.1:443", "192.168.1.1:443", "[fd00::1]:443", "100.64.0.1:443"] {
+    for target in
+        ["169.254.169.254:443", "10.0.0.1:443", "192.168.1.1:443", "[fd00::1]:443", "100.64.0.1:443"]
+    {
         let resp = raw(p.addr(), format!("CONNECT {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await;
         assert_eq!(status(&resp), 403, "{target}: {resp}");
     }
@@ -272,12 +336,30 @@ async fn authentication_407_and_success() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
     std::fs::write(&users, "# users\nbob:hunter2\n").unwrap();
-    let p = proxy(&["--allow", "127.0.0.0/8", "--connect-ports", "1-65535", "--auth", "alice:s3cret", "--users", users.to_str().unwrap()]);
+    let p = proxy(&[
+        "--allow",
+        "127.0.0.0/8",
+        "--connect-ports",
+        "1-65535",
+        "--auth",
+        "alice:s3cret",
+        "--users",
+        users.to_str().unwrap(),
+    ]);
     let x = proxy_url(&p);
-    let resp = raw(p.addr(), format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.url("/1k"), origin.addr).as_bytes()).await;
+    let resp = raw(
+        p.addr(),
+        format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.url("/1k"), origin.addr).as_bytes(),
+    )
+    .await;
     assert_eq!(status(&resp), 407, "{resp}");
     assert!(resp.contains("Proxy-Authenticate: Basic realm=\"tunnelkit\""), "{resp}");
-    let resp = raw(p.addr(), format!("CONNECT {} HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6d3Jvbmc=\r\n\r\n", origin.addr).as_bytes()).await;
+    let resp = raw(
+        p.addr(),
+        format!("CONNECT {} HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6d3Jvbmc=\r\n\r\n", origin.addr)
+            .as_bytes(),
+    )
+    .await;
     assert_eq!(status(&resp), 407, "{resp}");
     for user in ["alice:s3cret", "bob:hunter2"] {
         let (ok, body, err) = curl(&["-x", &x, "--proxy-user", user, &origin.url("/1k")]).await;
@@ -285,16 +367,25 @@ async fn authentication_407_and_success() {
         let (ok, body, err) = curl(&["-p", "-x", &x, "--proxy-user", user, &origin.url("/1k")]).await;
         assert!(ok && body.len() == 1024, "{user}: {err}");
     }
-    let (_, out, _) = curl(&["-x", &x, "--proxy-user", "alice:nope", "-o", "/dev/null", "-w", "%{http_code}", &origin.url("/1k")]).await;
+    let (_, out, _) = curl(&[
+        "-x",
+        &x,
+        "--proxy-user",
+        "alice:nope",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &origin.url("/1k"),
+    ])
+    .await;
     assert_eq!(out, b"407");
 }
 
 #[test]
 fn refuses_open_proxy_on_public_address_without_consent() {
-    let out = std::process::Command::new(support::bin())
-        .args(["proxy", "--listen", "0.0.0.0:0"])
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(support::bin()).args(["proxy", "--listen", "0.0.0.0:0"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--open") && err.contains("--auth"), "{err}");
@@ -313,7 +404,9 @@ async fn slow_headers_get_408_and_big_heads_431() {
     assert_eq!(status(&resp), 408, "{resp}");
     let mut big = b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n".to_vec();
     while big.len() < 70 * 1024 {
-        big.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789012345678901234567890123456789\r\n");
+        big.extend_from_slice(
+            b"X-Filler: 0123456789012345678901234567890123456789012345678901234567890123456789\r\n",
+        );
     }
     big.extend_from_slice(b"\r\n");
     let resp = raw(p.addr(), &big).await;
@@ -329,11 +422,15 @@ async fn slow_headers_get_408_and_big_heads_431() {
 async fn upstream_framing_errors_are_502() {
     let origin = Origin::start().await;
     let p = proxy(LOOPBACK);
-    let (_, out, _) = curl(&["-x", &proxy_url(&p), "-o", "/dev/null", "-w", "%{http_code}", &origin.url("/bad-framing")]).await;
+    let (_, out, _) =
+        curl(&["-x", &proxy_url(&p), "-o", "/dev/null", "-w", "%{http_code}", &origin.url("/bad-framing")])
+            .await;
     assert_eq!(out, b"502");
-    let (_, out, _) = curl(&["-x", &proxy_url(&p), "-o", "/dev/null", "-w", "%{http_code}", &origin.url("/reset")]).await;
+    let (_, out, _) =
+        curl(&["-x", &proxy_url(&p), "-o", "/dev/null", "-w", "%{http_code}", &origin.url("/reset")]).await;
     assert_eq!(out, b"502");
-    let resp = raw(p.addr(), format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url("/1k")).as_bytes()).await;
+    let resp =
+        raw(p.addr(), format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url("/1k")).as_bytes()).await;
     assert_eq!(status(&resp), 200, "still healthy");
 }
 
@@ -376,7 +473,16 @@ async fn access_log_and_metrics() {
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let metrics_addr = metrics_port.to_string();
     drop(std::net::TcpListener::bind(metrics_port));
-    let p = proxy(&["--allow", "127.0.0.0/8", "--connect-ports", "1-65535", "--access-log", log.to_str().unwrap(), "--metrics", &metrics_addr]);
+    let p = proxy(&[
+        "--allow",
+        "127.0.0.0/8",
+        "--connect-ports",
+        "1-65535",
+        "--access-log",
+        log.to_str().unwrap(),
+        "--metrics",
+        &metrics_addr,
+    ]);
     let x = proxy_url(&p);
     assert!(curl(&["-x", &x, &origin.url("/1k")]).await.0);
     assert!(curl(&["-p", "-x", &x, &origin.url("/1k")]).await.0);
@@ -402,20 +508,47 @@ async fn access_log_and_metrics() {
 #[tokio::test]
 async fn socks5_listener_shares_policy_and_auth() {
     let origin = Origin::start().await;
-    let p = Proc::start(&["proxy", "--listen", "127.0.0.1:0", "--socks", "127.0.0.1:0", "--allow", "127.0.0.0/8", "--connect-ports", "1-65535"], 2);
+    let p = Proc::start(
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--socks",
+            "127.0.0.1:0",
+            "--allow",
+            "127.0.0.0/8",
+            "--connect-ports",
+            "1-65535",
+        ],
+        2,
+    );
     let socks = p.addr_of("socks5");
     let (ok, body, err) = curl(&["--socks5-hostname", &socks.to_string(), &origin.url("/1k")]).await;
     assert!(ok && body.len() == 1024, "{err}");
     let (ok, body, err) = curl(&["--socks5", &socks.to_string(), &origin.url("/1k")]).await;
     assert!(ok && body.len() == 1024, "{err}");
 
-    let p = Proc::start(&["proxy", "--listen", "127.0.0.1:0", "--socks", "127.0.0.1:0", "--auth", "u:pw", "--connect-ports", "1-65535"], 2);
+    let p = Proc::start(
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--socks",
+            "127.0.0.1:0",
+            "--auth",
+            "u:pw",
+            "--connect-ports",
+            "1-65535",
+        ],
+        2,
+    );
     let socks = p.addr_of("socks5").to_string();
     let url = format!("http://2130706433:{}/1k", origin.addr.port());
     // Correct credentials, but the destination is loopback (numeric form): refused by policy.
     let (ok, _, err) = curl(&["--socks5-hostname", &socks, "--proxy-user", "u:pw", &url]).await;
     assert!(!ok && (err.contains("not allowed") || err.contains("(2)") || err.contains("ruleset")), "{err}");
-    let (ok, _, err) = curl(&["--socks5-hostname", &socks, "--proxy-user", "u:wrong", &origin.url("/1k")]).await;
+    let (ok, _, err) =
+        curl(&["--socks5-hostname", &socks, "--proxy-user", "u:wrong", &origin.url("/1k")]).await;
     assert!(!ok, "{err}");
     // Unsupported command (BIND) gets reply 7.
     let mut s = TcpStream::connect(&socks).await.unwrap();

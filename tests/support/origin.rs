@@ -75,7 +75,10 @@ async fn serve(s: TcpStream) {
         if head::has_token(&req.headers, "expect", "100-continue") {
             let _ = c.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
-        if copy_body(&mut c, framing, &mut body, Encode::Identity, Vec::new(), Duration::from_secs(10)).await.is_err() {
+        if copy_body(&mut c, framing, &mut body, Encode::Identity, Vec::new(), Duration::from_secs(10))
+            .await
+            .is_err()
+        {
             return;
         }
         let path = req.target.as_str();
