@@ -29,6 +29,7 @@ fn post(extra_headers: &str, body: &str) -> String {
     )
 }
 
+#[allow(clippy::vec_init_then_push)]
 fn corpus() -> Vec<Case> {
     let mut c = Vec::new();
     // Accepted baselines: the proxy must not be so strict that real clients break.
