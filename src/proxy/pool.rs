@@ -15,6 +15,9 @@ use tokio::io::AsyncReadExt;
 use crate::http::body::BufIo;
 use crate::net::{BoxStream, Target};
 
+/// Connections idle less than this are handed out without a liveness probe.
+const FRESH: Duration = Duration::from_millis(250);
+
 /// An upstream connection with its read buffer.
 pub type UpConn = BufIo<BoxStream>;
 
@@ -54,6 +57,11 @@ impl Pool {
             };
             if since.elapsed() >= self.idle_timeout {
                 continue;
+            }
+            // Under load connections come back within microseconds; skip the extra syscall then
+            // (a connection that died that fast is caught by the retry of idempotent requests).
+            if since.elapsed() < FRESH {
+                return Some(conn);
             }
             // A pooled connection must have nothing to read: data or EOF means the origin closed it
             // or broke framing, and a pending read means it is still open and quiet.
