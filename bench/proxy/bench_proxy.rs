@@ -97,6 +97,8 @@ async fn main() {
             let mut line = String::new();
             let _ = BufReader::new(tokio::io::stdin()).read_line(&mut line).await;
         }
-        _ => eprintln!("usage: bench_proxy sink ADDR | throughput TARGET SECONDS [PROXY] | idle TARGET COUNT PROXY"),
+        _ => eprintln!(
+            "usage: bench_proxy sink ADDR | throughput TARGET SECONDS [PROXY] | idle TARGET COUNT PROXY"
+        ),
     }
 }

@@ -1,38 +1,241 @@
 //! [`ProxyDialer`]: a [`Dialer`] that reaches targets through an upstream proxy (CONNECT for
 //! http:// and https:// proxies, the SOCKS handshake for socks5://, socks5h://, socks4a://).
-//! `proxy --upstream` and `ws-client --proxy` dial through it.
+//! `proxy --upstream`, `tunnelkit connect`, `tunnelkit forward` and `ws-client --proxy` dial
+//! through it.
 
-use crate::net::{BoxStream, DialError, Dialer, Purpose, Target};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use super::handshake::{self, ConnectError};
+use super::proxy_url::{ProxyKind, ProxyUrl};
+use crate::net::{socket, BoxStream, DialError, DialFuture, Dialer, Host, Purpose, Target};
 
 /// Dials through one upstream proxy given by URL (credentials from the userinfo).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProxyDialer {
-    url: String,
+    url: ProxyUrl,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+    handshake_timeout: Duration,
+    keepalive: Option<Duration>,
+}
+
+impl std::fmt::Debug for ProxyDialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyDialer").field("url", &self.url).finish_non_exhaustive()
+    }
 }
 
 impl ProxyDialer {
     /// Parses a proxy URL: `http://[user:pass@]host:port`, `https://...`, `socks5://`, `socks5h://`,
     /// `socks4a://`.
     pub fn from_url(url: &str) -> anyhow::Result<Self> {
-        Ok(ProxyDialer { url: url.to_owned() })
+        let url = ProxyUrl::parse(url).map_err(anyhow::Error::msg)?;
+        let tls = match url.kind {
+            ProxyKind::Https => Some(Arc::new(tls_config(&[])?)),
+            _ => None,
+        };
+        Ok(ProxyDialer {
+            url,
+            tls,
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(30),
+            keepalive: Some(Duration::from_secs(60)),
+        })
+    }
+
+    /// Trusts these extra CA certificates (PEM) for an https:// proxy, besides the web PKI roots.
+    pub fn with_extra_roots(mut self, pem: &[u8]) -> anyhow::Result<Self> {
+        if self.url.kind == ProxyKind::Https {
+            self.tls = Some(Arc::new(tls_config(&[pem])?));
+        }
+        Ok(self)
+    }
+
+    /// Bounds the TCP connect to the proxy.
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Bounds TLS to the proxy plus the CONNECT or SOCKS answer.
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// The proxy this dialer uses.
+    pub fn url(&self) -> &ProxyUrl {
+        &self.url
     }
 
     /// For http:// and https:// proxies: a new connection to the proxy itself (TLS already done for
     /// https://), on which absolute-form requests may be sent. `None` for SOCKS proxies.
     pub async fn connect_proxy(&self) -> Result<Option<BoxStream>, DialError> {
-        Err(DialError::Upstream(format!("{}: proxy dialer not implemented yet", self.url)))
+        match self.url.kind {
+            ProxyKind::Http | ProxyKind::Https => Ok(Some(self.open().await?)),
+            _ => Ok(None),
+        }
     }
 
     /// The `Proxy-Authorization` value to add to absolute-form requests sent to an HTTP proxy.
     pub fn proxy_authorization(&self) -> Option<String> {
-        None
+        match self.url.kind {
+            ProxyKind::Http | ProxyKind::Https => self.url.credentials.as_ref().map(|c| c.to_basic_header()),
+            _ => None,
+        }
+    }
+
+    /// TCP (and TLS for https://) to the proxy.
+    async fn open(&self) -> Result<BoxStream, DialError> {
+        let proxy = self.url.addr.to_string();
+        let tcp = match tokio::time::timeout(self.connect_timeout, connect_host(&self.url.addr)).await {
+            Err(_) => return Err(DialError::Timeout(format!("proxy {proxy}"))),
+            Ok(Err(e)) => return Err(DialError::Connect { target: format!("proxy {proxy}"), source: e }),
+            Ok(Ok(s)) => s,
+        };
+        socket::set_nodelay(&tcp);
+        if let Some(ka) = self.keepalive {
+            socket::set_keepalive(&tcp, ka);
+        }
+        match &self.tls {
+            None => Ok(Box::new(tcp)),
+            Some(cfg) => {
+                let name = server_name(&self.url.addr.host)
+                    .map_err(|e| DialError::Upstream(format!("proxy {proxy}: {e}")))?;
+                let tls = tokio_rustls::TlsConnector::from(cfg.clone());
+                match tokio::time::timeout(self.handshake_timeout, tls.connect(name, tcp)).await {
+                    Err(_) => Err(DialError::Timeout(format!("TLS to proxy {proxy}"))),
+                    Ok(Err(e)) => Err(DialError::Upstream(format!("TLS to proxy {proxy}: {e}"))),
+                    Ok(Ok(s)) => Ok(Box::new(s)),
+                }
+            }
+        }
+    }
+
+    /// Opens a tunnel to `target` through the proxy.
+    pub async fn tunnel(&self, target: &Target) -> Result<BoxStream, DialError> {
+        let stream = self.open().await?;
+        let creds = self.url.credentials.as_ref();
+        let handshake = async {
+            match self.url.kind {
+                ProxyKind::Http | ProxyKind::Https => handshake::connect(stream, target, creds)
+                    .await
+                    .map(|s| Box::new(s) as BoxStream)
+                    .map_err(|e| match e {
+                        ConnectError::Io(e) => DialError::Connect { target: target.to_string(), source: e },
+                        e => DialError::Upstream(e.to_string()),
+                    }),
+                ProxyKind::Socks5 | ProxyKind::Socks5h => {
+                    let dest: (String, u16) = match (&target.host, self.url.kind) {
+                        (Host::Domain(name), ProxyKind::Socks5) => {
+                            // socks5:// resolves locally, like curl's --socks5.
+                            let addr = tokio::net::lookup_host((name.as_str(), target.port))
+                                .await
+                                .ok()
+                                .and_then(|mut a| a.next())
+                                .ok_or_else(|| DialError::Resolve(format!("cannot resolve {name}")))?;
+                            (addr.ip().to_string(), addr.port())
+                        }
+                        (Host::Domain(name), _) => (name.clone(), target.port),
+                        (Host::Ip(ip), _) => (ip.to_string(), target.port),
+                    };
+                    let r = match creds {
+                        Some(c) => {
+                            tokio_socks::tcp::Socks5Stream::connect_with_password_and_socket(
+                                stream,
+                                (dest.0.as_str(), dest.1),
+                                &c.user,
+                                &c.password,
+                            )
+                            .await
+                        }
+                        None => {
+                            tokio_socks::tcp::Socks5Stream::connect_with_socket(
+                                stream,
+                                (dest.0.as_str(), dest.1),
+                            )
+                            .await
+                        }
+                    };
+                    r.map(|s| Box::new(s) as BoxStream).map_err(|e| socks_error(e, target))
+                }
+                ProxyKind::Socks4a => {
+                    let host = match &target.host {
+                        Host::Domain(n) => n.clone(),
+                        Host::Ip(ip) => ip.to_string(),
+                    };
+                    let r = match creds {
+                        Some(c) => {
+                            tokio_socks::tcp::Socks4Stream::connect_with_userid_and_socket(
+                                stream,
+                                (host.as_str(), target.port),
+                                &c.user,
+                            )
+                            .await
+                        }
+                        None => {
+                            tokio_socks::tcp::Socks4Stream::connect_with_socket(
+                                stream,
+                                (host.as_str(), target.port),
+                            )
+                            .await
+                        }
+                    };
+                    r.map(|s| Box::new(s) as BoxStream).map_err(|e| socks_error(e, target))
+                }
+            }
+        };
+        match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Err(_) => Err(DialError::Timeout(format!("proxy {} answering for {target}", self.url.addr))),
+            Ok(r) => r,
+        }
     }
 }
 
+fn socks_error(e: tokio_socks::Error, target: &Target) -> DialError {
+    match e {
+        tokio_socks::Error::Io(source) => DialError::Connect { target: target.to_string(), source },
+        e => DialError::Upstream(format!("SOCKS proxy refused {target}: {e}")),
+    }
+}
+
+async fn connect_host(addr: &Target) -> std::io::Result<TcpStream> {
+    match &addr.host {
+        Host::Ip(ip) => TcpStream::connect((*ip, addr.port)).await,
+        Host::Domain(name) => TcpStream::connect((name.as_str(), addr.port)).await,
+    }
+}
+
+fn server_name(host: &Host) -> anyhow::Result<rustls_pki_types::ServerName<'static>> {
+    Ok(match host {
+        Host::Ip(ip) => rustls_pki_types::ServerName::IpAddress((*ip).into()),
+        Host::Domain(d) => rustls_pki_types::ServerName::try_from(d.clone())?,
+    })
+}
+
+/// A rustls client config trusting the web PKI roots plus `extra` PEM bundles (ring provider).
+pub fn tls_config(extra: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for pem in extra {
+        for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(pem) {
+            let cert: rustls_pki_types::CertificateDer<'static> =
+                cert.map_err(|e| anyhow::anyhow!("invalid PEM certificate: {e}"))?;
+            roots.add(cert).map_err(|e| anyhow::anyhow!("unusable CA certificate: {e}"))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 impl Dialer for ProxyDialer {
-    fn dial<'a>(&'a self, target: &'a Target, _purpose: Purpose) -> crate::net::DialFuture<'a> {
-        Box::pin(async move {
-            Err(DialError::Upstream(format!("{}: cannot reach {target}: not implemented yet", self.url)))
-        })
+    fn dial<'a>(&'a self, target: &'a Target, _purpose: Purpose) -> DialFuture<'a> {
+        Box::pin(self.tunnel(target))
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use super::pool::Pool;
 use super::socks::SocksServer;
 use super::{connect, forward, Settings};
-use crate::client::ProxyDialer;
+use crate::client::{ProxyDialer, ProxyKind};
 use crate::http::body::BufIo;
 use crate::http::head::{self, HeadError, RequestHead};
 use crate::http::response;
@@ -73,7 +73,9 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         Some(url) => {
             let p =
                 Arc::new(ProxyDialer::from_url(url).map_err(|e| anyhow::anyhow!("--upstream {url}: {e}"))?);
-            (p.clone(), Some(p))
+            // Only an HTTP parent takes absolute-form requests; through SOCKS we reach origins.
+            let http_parent = matches!(p.url().kind, ProxyKind::Http | ProxyKind::Https);
+            (p.clone(), http_parent.then_some(p))
         }
         None => (Arc::new(direct), None),
     };

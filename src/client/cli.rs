@@ -1,0 +1,143 @@
+//! `tunnelkit connect` (stdin/stdout through a proxy, for ssh `ProxyCommand`) and
+//! `tunnelkit forward` (local port forwards through a proxy).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::FutureExt;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::{env, ProxyDialer};
+use crate::net::{relay, socket, BoxStream, DialError, Host, Target};
+use crate::shutdown::{self, Drain};
+
+use super::args::{ConnectArgs, ForwardArgs};
+
+/// Picks the proxy: the flag, else the environment for an https-like (tunnelled) destination.
+fn proxy_for(flag: &Option<String>, target: &Target) -> Option<String> {
+    flag.clone().or_else(|| env::proxy_for("https", target))
+}
+
+/// Opens a stream to `target`, through `proxy` if given.
+async fn open(proxy: Option<&ProxyDialer>, target: &Target) -> Result<BoxStream, DialError> {
+    match proxy {
+        Some(p) => p.tunnel(target).await,
+        None => {
+            let tcp = match &target.host {
+                Host::Ip(ip) => TcpStream::connect((*ip, target.port)).await,
+                Host::Domain(d) => TcpStream::connect((d.as_str(), target.port)).await,
+            }
+            .map_err(|source| DialError::Connect { target: target.to_string(), source })?;
+            socket::set_nodelay(&tcp);
+            Ok(Box::new(tcp))
+        }
+    }
+}
+
+/// Runs `tunnelkit connect`: stdin/stdout through the proxy, half-close both ways.
+pub async fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
+    let proxy = match proxy_for(&args.proxy, &args.target) {
+        Some(url) => Some(ProxyDialer::from_url(&url).with_context(|| "--proxy")?),
+        None => None,
+    };
+    let mut stream = open(proxy.as_ref(), &args.target).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+    relay(&mut stdio, &mut stream, None).await.context("relay")?;
+    Ok(())
+}
+
+/// Runs `tunnelkit forward` until SIGTERM/SIGINT.
+pub async fn run_forward(args: ForwardArgs) -> anyhow::Result<()> {
+    let drain = Drain::new();
+    for spec in &args.local {
+        let listener = TcpListener::bind(spec.bind)
+            .await
+            .with_context(|| format!("cannot listen on {} (-L {spec})", spec.bind))?;
+        let proxy = match proxy_for(&args.proxy, &spec.target) {
+            Some(url) => Some(Arc::new(ProxyDialer::from_url(&url).context("--proxy")?)),
+            None => None,
+        };
+        eprintln!("listening on {}", listener.local_addr()?);
+        let spare = (args.prewarm > 0)
+            .then(|| prewarm(proxy.clone(), spec.target.clone(), args.prewarm, drain.clone()));
+        let target = spec.target.clone();
+        let d = drain.clone();
+        drain.spawn(async move {
+            let mut spare = spare;
+            loop {
+                let (client, peer) = tokio::select! {
+                    _ = d.cancelled() => return,
+                    r = listener.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                socket::set_nodelay(&client);
+                let ready = spare.as_mut().and_then(take_live);
+                let proxy = proxy.clone();
+                let target = target.clone();
+                d.spawn(async move {
+                    let upstream = match ready {
+                        Some(s) => Ok(s),
+                        None => open(proxy.as_deref(), &target).await,
+                    };
+                    match upstream {
+                        Ok(mut up) => {
+                            let mut client = client;
+                            let _ = relay(&mut client, &mut up, None).await;
+                        }
+                        Err(e) => tracing::warn!(%peer, "forward to {target} failed: {e}"),
+                    }
+                });
+            }
+        });
+    }
+    shutdown::signal().await;
+    drain.finish(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+/// Keeps up to `n` established tunnels ready for the next connections of one forward.
+fn prewarm(
+    proxy: Option<Arc<ProxyDialer>>,
+    target: Target,
+    n: usize,
+    drain: Drain,
+) -> mpsc::Receiver<BoxStream> {
+    let (tx, rx) = mpsc::channel(n);
+    tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                _ = drain.cancelled() => return,
+                p = tx.reserve() => match p { Ok(p) => p, Err(_) => return },
+            };
+            match open(proxy.as_deref(), &target).await {
+                Ok(s) => permit.send(s),
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!("prewarming a tunnel to {target} failed: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// A prewarmed tunnel that is still open (one the proxy closed meanwhile is dropped).
+fn take_live(rx: &mut mpsc::Receiver<BoxStream>) -> Option<BoxStream> {
+    while let Ok(mut s) = rx.try_recv() {
+        let mut probe = [0u8; 1];
+        if s.read(&mut probe).now_or_never().is_none() {
+            return Some(s);
+        }
+    }
+    None
+}
