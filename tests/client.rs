@@ -75,7 +75,7 @@ async fn tinyproxy(connect_port: u16, auth: Option<&str>) -> Tinyproxy {
     }
     let path = dir.path().join("tinyproxy.conf");
     std::fs::write(&path, conf).unwrap();
-    let child = std::process::Command::new("tinyproxy")
+    let mut child = std::process::Command::new("tinyproxy")
         .args(["-d", "-c", path.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -87,6 +87,8 @@ async fn tinyproxy(connect_port: u16, auth: Option<&str>) -> Tinyproxy {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("tinyproxy did not start");
 }
 
