@@ -4,57 +4,13 @@
 
 mod support;
 
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
+use support::tls_origin::HttpsOrigin;
 use support::Proc;
 use tokio::net::TcpListener;
 use tunnelkit::client::Client;
-
-struct HttpsOrigin {
-    port: u16,
-    ca_pem: String,
-    connections: Arc<AtomicUsize>,
-}
-
-async fn https_origin() -> HttpsOrigin {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let ca_pem = ck.cert.pem();
-    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let c = connections.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = l.accept().await else { return };
-            c.fetch_add(1, Ordering::SeqCst);
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(vec![b'x'; 1024]))))
-                });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
-            });
-        }
-    });
-    HttpsOrigin { port, ca_pem, connections }
-}
 
 fn connect_lines(log: &std::path::Path) -> usize {
     std::fs::read_to_string(log).unwrap_or_default().lines().filter(|l| l.contains(" CONNECT ")).count()
@@ -62,7 +18,7 @@ fn connect_lines(log: &std::path::Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_https_requests_use_one_connect_and_idle_close_is_seen() {
-    let origin = https_origin().await;
+    let origin = HttpsOrigin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let p = Proc::start(
@@ -92,7 +48,7 @@ async fn two_hundred_https_requests_use_one_connect_and_idle_close_is_seen() {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body.len(), 1024);
     }
-    assert_eq!(origin.connections.load(Ordering::SeqCst), 1, "one TLS connection to the origin");
+    assert_eq!(origin.connection_count(), 1, "one TLS connection to the origin");
     // The proxy logs a tunnel when it ends; the pool closes it after the idle timeout.
     assert_eq!(connect_lines(&log), 0, "tunnel closed too early");
     let mut seen = 0;
@@ -108,7 +64,7 @@ async fn two_hundred_https_requests_use_one_connect_and_idle_close_is_seen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_killed_by_the_proxy_causes_no_error() {
-    let origin = https_origin().await;
+    let origin = HttpsOrigin::start().await;
     let p = Proc::start(
         &[
             "proxy",
@@ -136,7 +92,7 @@ async fn a_tunnel_killed_by_the_proxy_causes_no_error() {
         resp.into_body().collect().await.unwrap();
         tokio::time::sleep(Duration::from_millis(800)).await;
     }
-    assert_eq!(origin.connections.load(Ordering::SeqCst), 3);
+    assert_eq!(origin.connection_count(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,10 +23,12 @@ async fn main() -> anyhow::Result<()> {
             let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
             std::fs::write(&args[1], ck.cert.pem())?;
             let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-            let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_single_cert(vec![ck.cert.der().clone()], key)?;
+            let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)?;
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
             let l = TcpListener::bind("127.0.0.1:0").await?;
             println!("listening on {}", l.local_addr()?);
@@ -38,7 +40,9 @@ async fn main() -> anyhow::Result<()> {
                     let svc = hyper::service::service_fn(|_| async {
                         Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(vec![b'x'; 1024]))))
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
                 });
             }
         }

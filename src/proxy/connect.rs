@@ -1,57 +1,22 @@
 //! CONNECT tunnels: dial first, answer 200 only once the destination is reached, then relay.
 
-use std::net::SocketAddr;
-use std::time::Instant;
-
 use tokio::io::AsyncWriteExt;
 
-use super::server::{log, reply_error, Client, Next, Shared};
+use super::server::{Client, Exchange, Next};
 use crate::http::head::RequestHead;
 use crate::net::{relay::Relay, Purpose, Target};
 
-pub(super) async fn handle(
-    shared: &Shared,
-    client: &mut Client,
-    peer: SocketAddr,
-    head: RequestHead,
-    started: Instant,
-) -> Next {
+pub(super) async fn handle(ex: &Exchange<'_>, client: &mut Client, head: &RequestHead) -> Next {
     let target = match Target::parse(&head.target) {
         Ok(t) => t,
         Err(e) => {
             let detail = format!("CONNECT needs host:port: {e}");
-            reply_error(
-                shared,
-                client,
-                peer,
-                "CONNECT",
-                &head.target,
-                400,
-                Some("http_request_error"),
-                &detail,
-            )
-            .await;
-            return Next::Close;
+            return ex.fail(client, 400, Some("http_request_error"), &detail).await;
         }
     };
-    let mut upstream = match shared.dialer.dial(&target, Purpose::Tunnel).await {
+    let mut upstream = match ex.shared.dialer.dial(&target, Purpose::Tunnel).await {
         Ok(s) => s,
-        Err(e) => {
-            metrics::counter!("tunnelkit_proxy_errors_total", "kind" => e.proxy_status_error()).increment(1);
-            let status = e.http_status();
-            reply_error(
-                shared,
-                client,
-                peer,
-                "CONNECT",
-                &head.target,
-                status,
-                Some(e.proxy_status_error()),
-                &e.to_string(),
-            )
-            .await;
-            return Next::Close;
-        }
+        Err(e) => return ex.dial_failed(client, &e).await,
     };
     if client.io.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_err() {
         return Next::Close;
@@ -63,7 +28,7 @@ pub(super) async fn handle(
     }
     metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "connect").increment(1);
     metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
-    let mut relay = Relay::new(&mut client.io, &mut upstream, Some(shared.settings.tunnel_idle_timeout));
+    let mut relay = Relay::new(&mut client.io, &mut upstream, Some(ex.shared.settings.tunnel_idle_timeout));
     let result = (&mut relay).await;
     let stats = match &result {
         Ok(s) => *s,
@@ -78,6 +43,6 @@ pub(super) async fn handle(
         Ok(s) if s.idle_timeout => Some("idle_timeout"),
         Ok(_) => None,
     };
-    log(shared, peer, "CONNECT", &head.target, 200, up, stats.b_to_a, started, note);
+    ex.log(200, up, stats.b_to_a, note);
     Next::Close
 }

@@ -6,13 +6,12 @@
 //! origin delimits by closing is re-framed as chunked for HTTP/1.1 clients, so it arrives whole and
 //! the client connection can be kept.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
 use super::pool::{PoolKey, UpConn};
-use super::server::{log, metric_method, reply_error, Client, Next, Shared};
+use super::server::{metric_method, Client, Exchange, Next, Shared};
 use crate::http::body::{copy_body, BodyError, BufIo, Encode};
 use crate::http::head::{self, Framing, RequestHead, ResponseHead};
 use crate::http::{connection_tokens, is_hop_by_hop};
@@ -61,28 +60,16 @@ fn client_wants_keep_alive(head: &RequestHead) -> bool {
 }
 
 pub(super) async fn handle(
-    shared: &Shared,
+    ex: &Exchange<'_>,
     client: &mut Client,
-    peer: SocketAddr,
-    head: RequestHead,
+    head: &RequestHead,
     framing: Framing,
-    started: Instant,
 ) -> Next {
+    let shared = ex.shared;
     let uri = match parse_absolute(&head.target) {
         Ok(u) => u,
         Err(e) => {
-            reply_error(
-                shared,
-                client,
-                peer,
-                &head.method,
-                &head.target,
-                400,
-                Some("http_request_error"),
-                &e,
-            )
-            .await;
-            return Next::Close;
+            return ex.fail(client, 400, Some("http_request_error"), &e).await;
         }
     };
     // Max-Forwards (RFC 9110 §7.6.2): at 0 the proxy itself is the final recipient.
@@ -90,7 +77,7 @@ pub(super) async fn handle(
     if head.method == "OPTIONS" || head.method == "TRACE" {
         if let Some(v) = head::value(&head.headers, "max-forwards") {
             match std::str::from_utf8(v).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
-                Some(0) => return answer_max_forwards(shared, client, peer, &head, started).await,
+                Some(0) => return answer_max_forwards(ex, client, head).await,
                 Some(n) => max_forwards = Some(n - 1),
                 None => {}
             }
@@ -99,7 +86,7 @@ pub(super) async fn handle(
     let upgrade = head.method == "GET"
         && head::has_token(&head.headers, "connection", "upgrade")
         && head::value(&head.headers, "upgrade").is_some();
-    let keep_client = client_wants_keep_alive(&head);
+    let keep_client = client_wants_keep_alive(head);
     let via_parent = shared.parent.is_some();
 
     let mut out = Vec::with_capacity(512);
@@ -156,25 +143,9 @@ pub(super) async fn handle(
         attempt += 1;
         let (mut up, reused) = match acquire(shared, &key, &uri.target, attempt > 1).await {
             Ok(x) => x,
-            Err(e) => {
-                metrics::counter!("tunnelkit_proxy_errors_total", "kind" => e.proxy_status_error())
-                    .increment(1);
-                let detail = e.to_string();
-                reply_error(
-                    shared,
-                    client,
-                    peer,
-                    &head.method,
-                    &head.target,
-                    e.http_status(),
-                    Some(e.proxy_status_error()),
-                    &detail,
-                )
-                .await;
-                return Next::Close;
-            }
+            Err(e) => return ex.dial_failed(client, &e).await,
         };
-        match send_and_receive(shared, client, &mut up, framing, out.clone(), expect_continue, &head).await {
+        match send_and_receive(shared, client, &mut up, framing, out.clone(), expect_continue, head).await {
             Ok((resp, body_up)) => break (up, resp, body_up),
             Err(Failure::Retryable) if reused && retry_allowed && attempt == 1 => {
                 metrics::counter!("tunnelkit_proxy_upstream_retries_total").increment(1);
@@ -182,69 +153,25 @@ pub(super) async fn handle(
             }
             Err(Failure::Retryable) => {
                 let detail = "upstream closed the connection without answering";
-                reply_error(
-                    shared,
-                    client,
-                    peer,
-                    &head.method,
-                    &head.target,
-                    502,
-                    Some("connection_terminated"),
-                    detail,
-                )
-                .await;
-                return Next::Close;
+                return ex.fail(client, 502, Some("connection_terminated"), detail).await;
             }
             Err(Failure::Upstream(why)) => {
                 let detail = format!("invalid upstream response: {why}");
-                reply_error(
-                    shared,
-                    client,
-                    peer,
-                    &head.method,
-                    &head.target,
-                    502,
-                    Some("http_protocol_error"),
-                    &detail,
-                )
-                .await;
-                return Next::Close;
+                return ex.fail(client, 502, Some("http_protocol_error"), &detail).await;
             }
             Err(Failure::Timeout) => {
                 let detail = "upstream did not answer in time";
-                reply_error(
-                    shared,
-                    client,
-                    peer,
-                    &head.method,
-                    &head.target,
-                    504,
-                    Some("http_response_timeout"),
-                    detail,
-                )
-                .await;
-                return Next::Close;
+                return ex.fail(client, 504, Some("http_response_timeout"), detail).await;
             }
             Err(Failure::Client(status, detail)) => {
-                reply_error(
-                    shared,
-                    client,
-                    peer,
-                    &head.method,
-                    &head.target,
-                    status,
-                    Some("http_request_error"),
-                    &detail,
-                )
-                .await;
-                return Next::Close;
+                return ex.fail(client, status, Some("http_request_error"), &detail).await;
             }
             Err(Failure::ClientGone) => return Next::Close,
             Err(Failure::Answered(resp)) => {
                 // The origin answered before we sent the body (Expect: 100-continue refused): relay the
                 // answer and close both sides, since the body the client may still send is unread.
-                let _ = relay_response(shared, client, &mut up, &head, resp, false).await;
-                log(shared, peer, &head.method, &head.target, 0, 0, 0, started, Some("expect_refused"));
+                let _ = relay_response(shared, client, &mut up, head, resp, false).await;
+                ex.log(0, 0, 0, Some("expect_refused"));
                 return Next::Close;
             }
         }
@@ -252,24 +179,14 @@ pub(super) async fn handle(
 
     let status = resp.status;
     if upgrade && status == 101 {
-        return finish_upgrade(shared, client, peer, &head, up, resp, started).await;
+        return finish_upgrade(ex, client, up, resp).await;
     }
     let keep = keep_client && !shared.drain.is_triggered();
-    let result = relay_response(shared, client, &mut up, &head, resp, keep).await;
+    let result = relay_response(shared, client, &mut up, head, resp, keep).await;
     let (down, client_keep, up_reusable) = match result {
         Ok(x) => x,
         Err(_) => {
-            log(
-                shared,
-                peer,
-                &head.method,
-                &head.target,
-                status,
-                body_up,
-                0,
-                started,
-                Some("response_body_error"),
-            );
+            ex.log(status, body_up, 0, Some("response_body_error"));
             return Next::Close;
         }
     };
@@ -280,7 +197,7 @@ pub(super) async fn handle(
         .increment(1);
     metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "up").increment(body_up);
     metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "down").increment(down);
-    log(shared, peer, &head.method, &head.target, status, body_up, down, started, None);
+    ex.log(status, body_up, down, None);
     if client_keep {
         Next::KeepAlive
     } else {
@@ -492,15 +409,8 @@ async fn relay_response(
 }
 
 /// Relays the 101 to the client and then bytes both ways until either side ends.
-async fn finish_upgrade(
-    shared: &Shared,
-    client: &mut Client,
-    peer: SocketAddr,
-    head: &RequestHead,
-    mut up: UpConn,
-    resp: ResponseHead,
-    started: Instant,
-) -> Next {
+async fn finish_upgrade(ex: &Exchange<'_>, client: &mut Client, mut up: UpConn, resp: ResponseHead) -> Next {
+    let shared = ex.shared;
     let mut out = format!("HTTP/1.1 101 {}\r\n", resp.reason).into_bytes();
     let tokens = connection_tokens(head::values(&resp.headers, "connection"));
     for h in &resp.headers {
@@ -525,18 +435,12 @@ async fn finish_upgrade(
     let result = (&mut relay).await;
     let stats = result.as_ref().map(|s| *s).unwrap_or_else(|_| relay.stats());
     metrics::gauge!("tunnelkit_proxy_tunnels_active").decrement(1.0);
-    log(shared, peer, &head.method, &head.target, 101, stats.a_to_b, stats.b_to_a, started, Some("upgrade"));
+    ex.log(101, stats.a_to_b, stats.b_to_a, Some("upgrade"));
     Next::Close
 }
 
 /// Max-Forwards reached zero: OPTIONS and TRACE are answered by the proxy itself.
-async fn answer_max_forwards(
-    shared: &Shared,
-    client: &mut Client,
-    peer: SocketAddr,
-    head: &RequestHead,
-    started: Instant,
-) -> Next {
+async fn answer_max_forwards(ex: &Exchange<'_>, client: &mut Client, head: &RequestHead) -> Next {
     let msg = if head.method == "OPTIONS" {
         b"HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH, CONNECT\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
     } else {
@@ -561,7 +465,7 @@ async fn answer_max_forwards(
         m
     };
     let _ = client.io.write_all(&msg).await;
-    log(shared, peer, &head.method, &head.target, 200, 0, msg.len() as u64, started, Some("max_forwards"));
+    ex.log(200, 0, msg.len() as u64, Some("max_forwards"));
     Next::Close
 }
 

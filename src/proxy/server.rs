@@ -16,7 +16,7 @@ use crate::client::{ProxyDialer, ProxyKind};
 use crate::http::body::BufIo;
 use crate::http::head::{self, HeadError, RequestHead};
 use crate::http::response;
-use crate::net::{socket, Dialer, DirectDialer};
+use crate::net::{socket, DialError, Dialer, DirectDialer};
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::{AccessLog, AccessRecord};
 
@@ -243,23 +243,10 @@ async fn read_head(
 }
 
 async fn handle(shared: &Shared, client: &mut Client, peer: SocketAddr, head: RequestHead) -> Next {
-    let started = Instant::now();
+    let ex = Exchange { shared, peer, method: &head.method, target: &head.target, started: Instant::now() };
     let framing = match head::check_request(&head) {
         Ok(f) => f,
-        Err(e) => {
-            reply_error(
-                shared,
-                client,
-                peer,
-                &head.method,
-                &head.target,
-                e.status(),
-                Some("http_request_error"),
-                &e.to_string(),
-            )
-            .await;
-            return Next::Close;
-        }
+        Err(e) => return ex.fail(client, e.status(), Some("http_request_error"), &e.to_string()).await,
     };
     if !shared.settings.users.is_empty()
         && !shared.settings.users.verify_header(head::value(&head.headers, "proxy-authorization"))
@@ -272,13 +259,48 @@ async fn handle(shared: &Shared, client: &mut Client, peer: SocketAddr, head: Re
             &[("Proxy-Authenticate", "Basic realm=\"tunnelkit\", charset=\"UTF-8\"")],
         );
         let _ = client.io.write_all(&msg).await;
-        log(shared, peer, &head.method, &head.target, 407, 0, 0, started, Some("auth"));
+        ex.log(407, 0, 0, Some("auth"));
         return Next::Close;
     }
     if head.method == "CONNECT" {
-        return connect::handle(shared, client, peer, head, started).await;
+        return connect::handle(&ex, client, &head).await;
     }
-    forward::handle(shared, client, peer, head, framing, started).await
+    forward::handle(&ex, client, &head, framing).await
+}
+
+/// One request being handled: who asked for what, and since when. Errors and log lines go through it.
+pub(super) struct Exchange<'a> {
+    pub shared: &'a Shared,
+    pub peer: SocketAddr,
+    pub method: &'a str,
+    pub target: &'a str,
+    pub started: Instant,
+}
+
+impl Exchange<'_> {
+    /// Answers with a short error response (the connection is then closed).
+    pub async fn fail(
+        &self,
+        client: &mut Client,
+        status: u16,
+        proxy_status: Option<&str>,
+        detail: &str,
+    ) -> Next {
+        reply_error(self.shared, client, self.peer, self.method, self.target, status, proxy_status, detail)
+            .await;
+        Next::Close
+    }
+
+    /// Answers a failed dial with the status its error maps to (403, 502, 504).
+    pub async fn dial_failed(&self, client: &mut Client, e: &DialError) -> Next {
+        metrics::counter!("tunnelkit_proxy_errors_total", "kind" => e.proxy_status_error()).increment(1);
+        self.fail(client, e.http_status(), Some(e.proxy_status_error()), &e.to_string()).await
+    }
+
+    /// Writes the access-log line for this exchange.
+    pub fn log(&self, status: u16, up: u64, down: u64, note: Option<&str>) {
+        log(self.shared, self.peer, self.method, self.target, status, up, down, self.started, note);
+    }
 }
 
 /// Writes a short error response, logs it, and leaves the connection to be closed.

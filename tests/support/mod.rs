@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod origin;
+pub mod tls_origin;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
