@@ -39,13 +39,37 @@ async fn connect(args: &[&str], env: &[(&str, &str)], input: &[u8]) -> (bool, Ve
     }
     let mut child = cmd.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input).await.unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (progress, mut seen) = tokio::sync::watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = stdout.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            let _ = progress.send(out.len());
+        }
+        out
+    });
+    let err_reader = tokio::spawn(async move {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err).await;
+        err
+    });
+    let _ = stdin.write_all(input).await;
+    // Close stdin only once the echo is back (or the process ended): some proxies (tinyproxy) turn a
+    // client's half-close into a full close and would drop the reply still in flight.
+    let want = input.len();
+    let _ = tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|n| *n >= want)).await;
     drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .expect("connect exits")
-        .unwrap();
-    (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    let status =
+        tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("connect exits").unwrap();
+    let out = reader.await.unwrap();
+    let err = err_reader.await.unwrap();
+    (status.success(), out, err)
 }
 
 /// A tinyproxy on an ephemeral port allowing CONNECT to `connect_port`, optionally with Basic auth.
