@@ -116,7 +116,7 @@ async fn plain_http_through_the_proxy_and_errors() {
     });
     let client = Client::builder()
         .proxy(format!("http://{silent_addr}"))
-        .handshake_timeout(Duration::from_millis(300))
+        .connect_answer_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
     let r =

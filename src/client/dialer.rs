@@ -18,7 +18,9 @@ pub struct ProxyDialer {
     url: ProxyUrl,
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
-    handshake_timeout: Duration,
+    tls_timeout: Duration,
+    answer_timeout: Duration,
+    preemptive_auth: bool,
     keepalive: Option<Duration>,
 }
 
@@ -41,15 +43,17 @@ impl ProxyDialer {
             url,
             tls,
             connect_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(30),
+            tls_timeout: Duration::from_secs(10),
+            answer_timeout: Duration::from_secs(30),
+            preemptive_auth: false,
             keepalive: Some(Duration::from_secs(60)),
         })
     }
 
-    /// Trusts these extra CA certificates (PEM) for an https:// proxy, besides the web PKI roots.
-    pub fn with_extra_roots(mut self, pem: &[u8]) -> anyhow::Result<Self> {
+    /// Trusts these extra CA certificates (PEM bundles) for an https:// proxy, besides the web PKI roots.
+    pub fn with_extra_roots(mut self, pems: &[&[u8]]) -> anyhow::Result<Self> {
         if self.url.kind == ProxyKind::Https {
-            self.tls = Some(Arc::new(tls_config(&[pem])?));
+            self.tls = Some(Arc::new(tls_config(pems)?));
         }
         Ok(self)
     }
@@ -60,9 +64,21 @@ impl ProxyDialer {
         self
     }
 
-    /// Bounds TLS to the proxy plus the CONNECT or SOCKS answer.
-    pub fn handshake_timeout(mut self, t: Duration) -> Self {
-        self.handshake_timeout = t;
+    /// Bounds the TLS handshake with an https:// proxy.
+    pub fn tls_timeout(mut self, t: Duration) -> Self {
+        self.tls_timeout = t;
+        self
+    }
+
+    /// Bounds the wait for the CONNECT (or SOCKS) answer.
+    pub fn answer_timeout(mut self, t: Duration) -> Self {
+        self.answer_timeout = t;
+        self
+    }
+
+    /// Sends Basic credentials with the first CONNECT instead of only after a 407.
+    pub fn preemptive_auth(mut self, on: bool) -> Self {
+        self.preemptive_auth = on;
         self
     }
 
@@ -106,7 +122,7 @@ impl ProxyDialer {
                 let name = server_name(&self.url.addr.host)
                     .map_err(|e| DialError::Upstream(format!("proxy {proxy}: {e}")))?;
                 let tls = tokio_rustls::TlsConnector::from(cfg.clone());
-                match tokio::time::timeout(self.handshake_timeout, tls.connect(name, tcp)).await {
+                match tokio::time::timeout(self.tls_timeout, tls.connect(name, tcp)).await {
                     Err(_) => Err(DialError::Timeout(format!("TLS to proxy {proxy}"))),
                     Ok(Err(e)) => Err(DialError::Upstream(format!("TLS to proxy {proxy}: {e}"))),
                     Ok(Ok(s)) => Ok(Box::new(s)),
@@ -116,18 +132,23 @@ impl ProxyDialer {
     }
 
     /// Opens a tunnel to `target` through the proxy.
+    ///
+    /// For HTTP proxies, credentials go with the first CONNECT only if [`ProxyDialer::preemptive_auth`]
+    /// is on; otherwise a 407 answer is retried once, on a fresh connection, with Basic credentials.
     pub async fn tunnel(&self, target: &Target) -> Result<BoxStream, DialError> {
-        let stream = self.open().await?;
         let creds = self.url.credentials.as_ref();
+        if matches!(self.url.kind, ProxyKind::Http | ProxyKind::Https) {
+            let first = if self.preemptive_auth { creds } else { None };
+            return match self.http_connect(target, first).await {
+                Err(ConnectError::Status { status: 407, .. }) if first.is_none() && creds.is_some() => {
+                    self.http_connect(target, creds).await.map_err(|e| connect_error(e, target))
+                }
+                r => r.map_err(|e| connect_error(e, target)),
+            };
+        }
+        let stream = self.open().await?;
         let handshake = async {
             match self.url.kind {
-                ProxyKind::Http | ProxyKind::Https => handshake::connect(stream, target, creds)
-                    .await
-                    .map(|s| Box::new(s) as BoxStream)
-                    .map_err(|e| match e {
-                        ConnectError::Io(e) => DialError::Connect { target: target.to_string(), source: e },
-                        e => DialError::Upstream(e.to_string()),
-                    }),
                 ProxyKind::Socks5 | ProxyKind::Socks5h => {
                     let dest: (String, u16) = match (&target.host, self.url.kind) {
                         (Host::Domain(name), ProxyKind::Socks5) => {
@@ -162,7 +183,7 @@ impl ProxyDialer {
                     };
                     r.map(|s| Box::new(s) as BoxStream).map_err(|e| socks_error(e, target))
                 }
-                ProxyKind::Socks4a => {
+                _ => {
                     let host = match &target.host {
                         Host::Domain(n) => n.clone(),
                         Host::Ip(ip) => ip.to_string(),
@@ -188,10 +209,34 @@ impl ProxyDialer {
                 }
             }
         };
-        match tokio::time::timeout(self.handshake_timeout, handshake).await {
+        match tokio::time::timeout(self.answer_timeout, handshake).await {
             Err(_) => Err(DialError::Timeout(format!("proxy {} answering for {target}", self.url.addr))),
             Ok(r) => r,
         }
+    }
+
+    /// One CONNECT attempt on a fresh connection to the proxy.
+    async fn http_connect(
+        &self,
+        target: &Target,
+        creds: Option<&crate::policy::Credentials>,
+    ) -> Result<BoxStream, ConnectError> {
+        let stream = self.open().await.map_err(|e| ConnectError::Io(std::io::Error::other(e.to_string())))?;
+        match tokio::time::timeout(self.answer_timeout, handshake::connect(stream, target, creds)).await {
+            Err(_) => Err(ConnectError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("proxy {} did not answer CONNECT in time", self.url.addr),
+            ))),
+            Ok(r) => r.map(|s| Box::new(s) as BoxStream),
+        }
+    }
+}
+
+fn connect_error(e: ConnectError, target: &Target) -> DialError {
+    match e {
+        ConnectError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => DialError::Timeout(e.to_string()),
+        ConnectError::Io(e) => DialError::Connect { target: target.to_string(), source: e },
+        e => DialError::Upstream(e.to_string()),
     }
 }
 

@@ -219,7 +219,9 @@ pub struct ClientBuilder {
     tcp_keepalive: Option<Duration>,
     max_idle_per_target: usize,
     connect_timeout: Duration,
-    handshake_timeout: Duration,
+    tls_timeout: Duration,
+    connect_answer_timeout: Duration,
+    preemptive_auth: bool,
     extra_roots: Vec<Vec<u8>>,
 }
 
@@ -232,7 +234,9 @@ impl Default for ClientBuilder {
             tcp_keepalive: Some(Duration::from_secs(30)),
             max_idle_per_target: 32,
             connect_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(30),
+            tls_timeout: Duration::from_secs(10),
+            connect_answer_timeout: Duration::from_secs(30),
+            preemptive_auth: false,
             extra_roots: Vec::new(),
         }
     }
@@ -275,9 +279,21 @@ impl ClientBuilder {
         self
     }
 
-    /// Bounds TLS to the proxy plus the CONNECT/SOCKS answer.
-    pub fn handshake_timeout(mut self, d: Duration) -> Self {
-        self.handshake_timeout = d;
+    /// Bounds the TLS handshake with an https:// proxy.
+    pub fn tls_timeout(mut self, d: Duration) -> Self {
+        self.tls_timeout = d;
+        self
+    }
+
+    /// Bounds the wait for the proxy's CONNECT (or SOCKS) answer.
+    pub fn connect_answer_timeout(mut self, d: Duration) -> Self {
+        self.connect_answer_timeout = d;
+        self
+    }
+
+    /// Sends proxy credentials with the first CONNECT (default: only after a 407).
+    pub fn preemptive_auth(mut self, on: bool) -> Self {
+        self.preemptive_auth = on;
         self
     }
 
@@ -292,12 +308,12 @@ impl ClientBuilder {
         let roots: Vec<&[u8]> = self.extra_roots.iter().map(Vec::as_slice).collect();
         let proxy = match &self.proxy {
             Some(url) => {
-                let mut d = ProxyDialer::from_url(url)?
+                let d = ProxyDialer::from_url(url)?
                     .connect_timeout(self.connect_timeout)
-                    .handshake_timeout(self.handshake_timeout);
-                for pem in &roots {
-                    d = d.with_extra_roots(pem)?;
-                }
+                    .tls_timeout(self.tls_timeout)
+                    .answer_timeout(self.connect_answer_timeout)
+                    .preemptive_auth(self.preemptive_auth)
+                    .with_extra_roots(&roots)?;
                 Some(d)
             }
             None => None,
