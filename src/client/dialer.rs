@@ -76,6 +76,12 @@ impl ProxyDialer {
         self
     }
 
+    /// TCP keepalive probes on the connection to the proxy (`None` turns them off).
+    pub fn tcp_keepalive(mut self, d: Option<Duration>) -> Self {
+        self.keepalive = d;
+        self
+    }
+
     /// Sends Basic credentials with the first CONNECT instead of only after a 407.
     pub fn preemptive_auth(mut self, on: bool) -> Self {
         self.preemptive_auth = on;

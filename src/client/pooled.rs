@@ -313,6 +313,7 @@ impl ClientBuilder {
                     .tls_timeout(self.tls_timeout)
                     .answer_timeout(self.connect_answer_timeout)
                     .preemptive_auth(self.preemptive_auth)
+                    .tcp_keepalive(self.tcp_keepalive)
                     .with_extra_roots(&roots)?;
                 Some(d)
             }
