@@ -1,4 +1,6 @@
 //! Command-line flags of `tunnelkit sticky` (option names and defaults follow socket.io-proxy2).
+//! Every flag except `--config` has a TOML key of the same name in snake_case (`backend` is
+//! `backends = [...]`); flags win over the file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,36 +9,39 @@ use std::time::Duration;
 use crate::config::parse_duration;
 
 /// `tunnelkit sticky`: a sticky-session balancer for Socket.IO backends.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:4000")]
-    pub listen: SocketAddr,
+    /// Address to listen on [default: 127.0.0.1:4000].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
     /// A Socket.IO backend HOST:PORT. Repeatable.
     #[arg(long, value_name = "HOST:PORT")]
     pub backend: Vec<String>,
     /// Keep the sid map in Redis (redis:// or rediss://) so several balancers agree.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
-    /// Engine.IO path.
-    #[arg(long, default_value = "/socket.io/")]
-    pub path: String,
-    /// Health-check interval.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub check_interval: Duration,
-    /// Health-check timeout.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub check_timeout: Duration,
-    /// Redis key prefix.
-    #[arg(long, default_value = "socket.io#")]
-    pub key_prefix: String,
-    /// Expiry of a sid binding.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub key_expiry: Duration,
-    /// How new sessions pick a backend.
-    #[arg(long, default_value = "least-sessions", value_parser = ["least-sessions", "round-robin", "random"])]
-    pub balance: String,
+    /// Engine.IO path [default: /socket.io/].
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+    /// Health-check interval [default: 2s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub check_interval: Option<Duration>,
+    /// Health-check timeout [default: 1s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub check_timeout: Option<Duration>,
+    /// Redis key prefix [default: socket.io#].
+    #[arg(long, value_name = "PREFIX")]
+    pub key_prefix: Option<String>,
+    /// Expiry of a sid binding, refreshed while the session is active [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub key_expiry: Option<Duration>,
+    /// How new sessions pick a backend [default: least-sessions].
+    #[arg(long, value_name = "MODE", value_parser = ["least-sessions", "round-robin", "random"])]
+    pub balance: Option<String>,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// TOML configuration file; flags override its values.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

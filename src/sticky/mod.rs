@@ -1,12 +1,24 @@
 //! The sticky-session Socket.IO balancer (`tunnelkit sticky`): every Engine.IO request and upgrade of
 //! one session reaches the backend that created it.
+//!
+//! - [`engine`]: what the balancer parses of Engine.IO (paths, query, the sid in a handshake).
+//! - [`store`]: the sid -> backend map with lazily refreshed expiry.
+//! - [`backend`]: backends, health, and balancing of new sessions.
+//! - `server`: routing, handshake learning, WebSocket relaying, health checks.
 
 mod args;
+pub mod backend;
+pub mod engine;
+mod server;
+pub mod settings;
+pub mod store;
 
 pub use args::Args;
+pub use server::run_with;
+pub use settings::Settings;
 
-/// Runs `tunnelkit sticky`.
+/// Runs `tunnelkit sticky` until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("tunnelkit sticky is not implemented yet")
+    let settings = Settings::load(args)?;
+    run_with(settings, crate::shutdown::signal()).await
 }

@@ -1,0 +1,158 @@
+//! What a sid-routing balancer must understand of Engine.IO (v3 and v4): which requests belong to
+//! the balancer's path, the `sid` and `transport` query parameters (the last duplicate wins, as in
+//! the engine.io server), and the session id in a handshake response.
+//!
+//! The sid is read with a JSON parser from the open packet `0{"sid":...}`, never with a regex:
+//! custom `generateId` functions may put any character in it. Only sid-less polling handshakes
+//! are parsed: later polls carry `40{"sid":...}`, the Socket.IO id, which is not the engine's.
+
+/// The query parameters that route a request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EngineQuery {
+    /// `sid`, percent-decoded.
+    pub sid: Option<String>,
+    /// `transport` (`polling`, `websocket`).
+    pub transport: Option<String>,
+    /// `EIO` protocol version.
+    pub eio: Option<String>,
+}
+
+/// True if `path` is under the Engine.IO `prefix` (`/socket.io/` also matches `/socket.io`).
+pub fn under_path(path: &str, prefix: &str) -> bool {
+    let bare = prefix.trim_end_matches('/');
+    path == bare || path.starts_with(&format!("{bare}/"))
+}
+
+/// Parses the query string (last duplicate wins).
+pub fn parse_query(query: &str) -> EngineQuery {
+    let mut q = EngineQuery::default();
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        match k {
+            "sid" => q.sid = Some(v).filter(|s| !s.is_empty()),
+            "transport" => q.transport = Some(v),
+            "EIO" => q.eio = Some(v),
+            _ => {}
+        }
+    }
+    q
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() + 1
+                && s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()).is_some() =>
+            {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).expect("checked"));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What the handshake told us about the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenPacket {
+    /// The Engine.IO session id.
+    pub sid: String,
+}
+
+/// Extracts the sid from a polling handshake response body.
+///
+/// Handles v4 (`\x1e`-separated packets), v3 text (`<len>:<packet>`), v3 XHR2 binary framing
+/// (`application/octet-stream`) and v3 JSONP (`___eio[n]("...")`).
+pub fn learn_sid(content_type: &str, body: &[u8]) -> Option<OpenPacket> {
+    let first: Vec<u8> = if content_type.starts_with("application/octet-stream") {
+        // <0x00 string | 0x01 binary><length digits as bytes 0-9><0xFF><packet>
+        let (&kind, rest) = body.split_first()?;
+        if kind != 0 {
+            return None;
+        }
+        let ff = rest.iter().position(|&b| b == 0xff)?;
+        let len = rest[..ff].iter().try_fold(0usize, |acc, &d| (d <= 9).then(|| acc * 10 + d as usize))?;
+        rest.get(ff + 1..ff + 1 + len)?.to_vec()
+    } else if body.starts_with(b"___eio[") {
+        let start = body.iter().position(|&b| b == b'(')? + 1;
+        let end = body.iter().rposition(|&b| b == b')')?;
+        let literal: String = serde_json::from_slice(body.get(start..end)?).ok()?;
+        return learn_text(literal.as_bytes());
+    } else {
+        return learn_text(body);
+    };
+    parse_open(&first)
+}
+
+fn learn_text(body: &[u8]) -> Option<OpenPacket> {
+    // v3 text framing starts with digits and a colon; v4 starts with the packet type directly.
+    let digits = body.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits > 0 && body.get(digits) == Some(&b':') {
+        let len: usize = std::str::from_utf8(&body[..digits]).ok()?.parse().ok()?;
+        // The length counts UTF-16 units; the open packet is ASCII, so bytes are units.
+        let packet = body.get(digits + 1..digits + 1 + len).unwrap_or(&body[digits + 1..]);
+        return parse_open(packet);
+    }
+    let end = body.iter().position(|&b| b == 0x1e).unwrap_or(body.len());
+    parse_open(&body[..end])
+}
+
+fn parse_open(packet: &[u8]) -> Option<OpenPacket> {
+    let json = packet.strip_prefix(b"0")?;
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let sid = v.get("sid")?.as_str()?.to_owned();
+    (!sid.is_empty()).then_some(OpenPacket { sid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_queries() {
+        assert!(under_path("/socket.io/", "/socket.io/"));
+        assert!(under_path("/socket.io", "/socket.io/"));
+        assert!(under_path("/socket.io/x", "/socket.io/"));
+        assert!(!under_path("/socket.iox", "/socket.io/"));
+        let q = parse_query("EIO=4&transport=polling&sid=a&t=x&sid=b%2Bc");
+        assert_eq!(q.sid.as_deref(), Some("b+c"));
+        assert_eq!(q.transport.as_deref(), Some("polling"));
+        assert_eq!(parse_query("EIO=4&sid=").sid, None);
+    }
+
+    #[test]
+    fn handshakes() {
+        let v4 = br#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000}"#;
+        assert_eq!(learn_sid("text/plain", v4).unwrap().sid, "lv_VI97HAXpY6yYWAAAC");
+        let mut with_more = v4.to_vec();
+        with_more.extend_from_slice(b"\x1e40{\"sid\":\"WRONG\"}");
+        assert_eq!(learn_sid("text/plain", &with_more).unwrap().sid, "lv_VI97HAXpY6yYWAAAC");
+        let v3 = br#"96:0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":5000}2:40"#;
+        assert_eq!(learn_sid("text/plain; charset=UTF-8", v3).unwrap().sid, "lv_VI97HAXpY6yYWAAAC");
+        let jsonp = br#"___eio[0]("96:0{\"sid\":\"abc:def/\\\"q\",\"upgrades\":[]}");"#;
+        assert_eq!(learn_sid("text/javascript", jsonp).unwrap().sid, "abc:def/\"q");
+        let packet = br#"0{"sid":"bin-sid"}"#;
+        let mut bin = vec![0u8];
+        bin.extend(packet.len().to_string().bytes().map(|d| d - b'0'));
+        bin.push(0xff);
+        bin.extend_from_slice(packet);
+        assert_eq!(learn_sid("application/octet-stream", &bin).unwrap().sid, "bin-sid");
+        let odd = "0{\"sid\":\"ü ✓ {}:1e\"}";
+        assert_eq!(learn_sid("text/plain", odd.as_bytes()).unwrap().sid, "ü ✓ {}:1e");
+        // The Socket.IO CONNECT ack is not an open packet.
+        assert!(learn_sid("text/plain", br#"40{"sid":"GNpWD7LbGCBNCr8GAAAB"}"#).is_none());
+        assert!(learn_sid("text/plain", b"not json").is_none());
+    }
+}

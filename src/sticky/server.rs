@@ -1,0 +1,344 @@
+//! The balancer's HTTP side: classify each request, route it, learn sids from handshakes, relay
+//! WebSocket upgrades, and health-check the backends.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONNECTION, CONTENT_TYPE, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use super::backend::Backends;
+use super::engine::{self, EngineQuery};
+use super::settings::Settings;
+use super::store::SidStore;
+use crate::http::strip_hop_by_hop;
+use crate::shutdown::Drain;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Handshake bodies are buffered to read the sid; larger ones are not handshakes.
+const MAX_HANDSHAKE: usize = 64 * 1024;
+
+struct State {
+    settings: Settings,
+    backends: Backends,
+    store: SidStore,
+    client: Client<HttpConnector, Body>,
+    probe: Client<HttpConnector, Full<Bytes>>,
+}
+
+fn full(status: StatusCode, content_type: &'static str, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes())).map_err(|e: Infallible| match e {}).boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn empty() -> Body {
+    http_body_util::Empty::new().map_err(|e: Infallible| match e {}).boxed()
+}
+
+/// Engine.IO's own answer for a session it does not know: the client reconnects at once.
+fn session_unknown() -> Response<Body> {
+    full(StatusCode::BAD_REQUEST, "application/json", r#"{"code":1,"message":"Session ID unknown"}"#)
+}
+
+/// Runs the balancer with resolved settings until `shutdown` resolves.
+pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    if let Some(url) = &settings.redis {
+        anyhow::bail!(
+            "--redis {url}: the Redis sid store is not available in this build yet; run without --redis \
+             (bindings are kept in memory) or put one balancer in front"
+        );
+    }
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", settings.listen))?;
+    if let Some(addr) = settings.metrics {
+        crate::telemetry::serve_metrics(addr)?;
+    }
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    let client = Client::builder(TokioExecutor::new()).build(connector.clone());
+    let probe = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
+    let state = Arc::new(State {
+        backends: Backends::new(settings.backends.clone(), settings.balance),
+        store: SidStore::new(settings.key_expiry),
+        settings,
+        client,
+        probe,
+    });
+    let local = listener.local_addr()?;
+    eprintln!("listening on {local}");
+    let drain = Drain::new();
+    let checker = tokio::spawn(health_loop(state.clone()));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        crate::net::socket::set_nodelay(&tcp);
+        let state = state.clone();
+        drain.spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, req, peer).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .with_upgrades()
+                .await;
+        });
+    }
+    checker.abort();
+    drain.finish(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+async fn route(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    if !engine::under_path(&path, &state.settings.path) {
+        return match state.backends.any() {
+            Some(b) => forward(state, b, req.map(BodyExt::boxed), false).await,
+            None => full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n"),
+        };
+    }
+    let q = engine::parse_query(req.uri().query().unwrap_or(""));
+    if let Some(sid) = q.sid.clone() {
+        let bound = state.store.get(&sid);
+        return match bound {
+            Some(b) if state.backends.list[b].is_healthy() => {
+                tracing::debug!(%peer, %sid, backend = %state.backends.list[b].addr, "route by sid");
+                let resp = forward(state, b, req.map(BodyExt::boxed), false).await;
+                if resp.status() == StatusCode::BAD_REQUEST
+                    && resp
+                        .headers()
+                        .get(CONTENT_TYPE)
+                        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+                {
+                    // The backend no longer knows the session (it may have closed it): forget it.
+                    state.store.remove(&sid);
+                }
+                resp
+            }
+            other => {
+                if other.is_some() {
+                    state.store.remove(&sid);
+                }
+                metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "session_unknown")
+                    .increment(1);
+                tracing::debug!(%peer, %sid, "unknown sid or backend down: 400 Session ID unknown");
+                session_unknown()
+            }
+        };
+    }
+    if req.method() != hyper::Method::GET {
+        // Engine.IO answers a sid-less POST with its own 400; any backend will do.
+        return match state.backends.any() {
+            Some(b) => forward(state, b, req.map(BodyExt::boxed), false).await,
+            None => full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n"),
+        };
+    }
+    handshake(state, req, &q, peer).await
+}
+
+/// A new session: pick a backend, forward, learn the sid, bind it, and only then answer. A backend
+/// that cannot be reached is marked down and the next one is tried.
+async fn handshake(
+    state: &State,
+    req: Request<Incoming>,
+    q: &EngineQuery,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let polling = q.transport.as_deref() != Some("websocket");
+    // A handshake is a GET without a body, so it can be re-sent to another backend.
+    let (parts, _) = req.into_parts();
+    let mut tried = Vec::new();
+    loop {
+        let sessions = state.store.sessions_per_backend(state.backends.list.len());
+        let Some(b) = state.backends.pick(&sessions, &tried) else {
+            metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "no_backend").increment(1);
+            return full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n");
+        };
+        tried.push(b);
+        tracing::debug!(%peer, backend = %state.backends.list[b].addr, polling, "new session");
+        let req = Request::from_parts(parts.clone(), empty());
+        if !polling {
+            return forward(state, b, req, false).await;
+        }
+        match send(state, b, req, true).await {
+            Err(Failure::Connect) => continue,
+            Err(Failure::Other(resp)) => return resp,
+            Ok(resp) => return learn(state, b, resp).await,
+        }
+    }
+}
+
+enum Failure {
+    /// The backend could not be reached (it has been marked down).
+    Connect,
+    /// An answer to give the client as is.
+    Other(Response<Body>),
+}
+
+/// Sends `req` to backend `b`; `learning` strips Accept-Encoding so the handshake body is readable.
+async fn send(
+    state: &State,
+    b: usize,
+    mut req: Request<Body>,
+    learning: bool,
+) -> Result<Response<Incoming>, Failure> {
+    let backend = &state.backends.list[b];
+    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    *req.uri_mut() = match format!("http://{}{pq}", backend.addr).parse() {
+        Ok(u) => u,
+        Err(_) => {
+            return Err(Failure::Other(full(StatusCode::BAD_REQUEST, "text/plain", "bad request target\n")))
+        }
+    };
+    let upgrade = req.headers().contains_key(UPGRADE);
+    strip_hop_by_hop(req.headers_mut(), upgrade);
+    if upgrade {
+        req.headers_mut().insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if learning {
+        req.headers_mut().remove(ACCEPT_ENCODING);
+    }
+    match state.client.request(req).await {
+        Ok(r) => Ok(r),
+        Err(e) if e.is_connect() => {
+            if state.backends.mark(b, false) {
+                tracing::warn!(backend = %backend.addr, "backend unreachable, marked down: {e}");
+            }
+            metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "connect").increment(1);
+            Err(Failure::Connect)
+        }
+        Err(e) => {
+            tracing::debug!(backend = %backend.addr, "backend request failed: {e}");
+            metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "backend").increment(1);
+            Err(Failure::Other(full(StatusCode::BAD_GATEWAY, "text/plain", "backend failed\n")))
+        }
+    }
+}
+
+/// Reads a handshake answer, binds its sid, then releases it to the client.
+async fn learn(state: &State, b: usize, resp: Response<Incoming>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    if parts.status != StatusCode::OK {
+        return Response::from_parts(parts, body.boxed());
+    }
+    let bytes = match Limited::new(body, MAX_HANDSHAKE).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            return full(StatusCode::BAD_GATEWAY, "text/plain", "handshake answer unreadable or too large\n")
+        }
+    };
+    let ct = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    match engine::learn_sid(ct, &bytes) {
+        Some(open) => {
+            // Bind before the client sees the sid: its very next request must find the binding.
+            state.store.put(&open.sid, b);
+            metrics::counter!("tunnelkit_sticky_sessions_total", "backend" => state.backends.list[b].addr.clone())
+                .increment(1);
+            tracing::debug!(sid = %open.sid, backend = %state.backends.list[b].addr, "bound");
+        }
+        None => {
+            metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "sid_not_learned")
+                .increment(1);
+            tracing::warn!(backend = %state.backends.list[b].addr, "could not read a sid from a handshake answer");
+        }
+    }
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Full::new(bytes).map_err(|e: Infallible| match e {}).boxed())
+}
+
+/// Forwards a request to backend `b`, relaying a WebSocket upgrade byte for byte after the 101.
+async fn forward(state: &State, b: usize, mut req: Request<Body>, learning: bool) -> Response<Body> {
+    let upgrade = req.headers().contains_key(UPGRADE);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut resp = match send(state, b, req, learning).await {
+        Ok(r) => r,
+        // The session's backend just became unreachable: answer as Engine.IO does for a lost session.
+        Err(Failure::Connect) => return session_unknown(),
+        Err(Failure::Other(r)) => return r,
+    };
+    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
+        let backend_upgrade = hyper::upgrade::on(&mut resp);
+        let stop = state.backends.list[b].tunnel_token();
+        tokio::spawn(async move {
+            let (Ok(c), Ok(u)) = (client_upgrade.await, backend_upgrade.await) else { return };
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            // No idle timeout: Socket.IO's own pings keep the session alive, and cutting them is the
+            // classic balancer misconfiguration.
+            tokio::select! {
+                _ = crate::net::relay(&mut c, &mut u, None) => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+        let (mut parts, _) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, true);
+        parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        return Response::from_parts(parts, empty());
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, body.boxed())
+}
+
+/// Probes every backend each interval with a request that allocates no session: a polling GET with
+/// an unknown sid, which a live engine answers with 400 (code 1). Each probe is bounded by the
+/// check timeout, so a hung backend counts as down.
+async fn health_loop(state: Arc<State>) {
+    let mut tick = tokio::time::interval(state.settings.check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let checks = state.backends.list.iter().enumerate().map(|(i, b)| {
+            let state = state.clone();
+            let uri = format!(
+                "http://{}{}?EIO=4&transport=polling&sid=tunnelkit-health-check",
+                b.addr,
+                if state.settings.path.ends_with('/') { state.settings.path.clone() } else { format!("{}/", state.settings.path) }
+            );
+            async move {
+                let req = Request::get(uri).body(Full::new(Bytes::new())).expect("valid probe");
+                let up = match tokio::time::timeout(state.settings.check_timeout, state.probe.request(req)).await {
+                    Ok(Ok(r)) => r.status() == StatusCode::BAD_REQUEST,
+                    _ => false,
+                };
+                if state.backends.mark(i, up) {
+                    tracing::warn!(backend = %state.backends.list[i].addr, "backend is now {}", if up { "up" } else { "down" });
+                }
+            }
+        });
+        futures_util::future::join_all(checks).await;
+        let counts = state.store.sessions_per_backend(state.backends.list.len());
+        for (i, n) in counts.iter().enumerate() {
+            metrics::gauge!("tunnelkit_sticky_sessions", "backend" => state.backends.list[i].addr.clone())
+                .set(*n as f64);
+        }
+    }
+}
