@@ -209,6 +209,138 @@ async fn dead_backend_gets_fast_400_and_returns_after_restart() {
     }
 }
 
+/// A redis-server on a loopback port, killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    async fn start(port: u16) -> Redis {
+        let port = if port == 0 {
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        } else {
+            port
+        };
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (run ./test.sh)");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Redis { child, port };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn query(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A poll through `url` for `sid`: the backend that answered.
+async fn poll_backend(url: &str, sid: &str) -> String {
+    let (ok, out, err) = curl(&[
+        "-i",
+        "-X",
+        "POST",
+        "-d",
+        "40",
+        &format!("{url}/socket.io/?EIO=4&transport=polling&sid={sid}"),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.lines()
+        .find_map(|l| l.to_ascii_lowercase().starts_with("x-backend:").then(|| l[10..].trim().to_owned()))
+        .unwrap_or_else(|| panic!("no backend answered: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_balancers_share_sessions_through_redis_and_survive_its_outage() {
+    let (a, b, c) = (Backend::start("A", 0), Backend::start("B", 0), Backend::start("C", 0));
+    let redis = Redis::start(0).await;
+    let redis_port = redis.port;
+    let common = [
+        "--redis",
+        &redis.url(),
+        "--key-expiry",
+        "30s",
+        "--check-interval",
+        "200ms",
+        "--check-timeout",
+        "200ms",
+    ];
+    // The second balancer lists the backends in another order: Redis holds addresses, not indexes.
+    let s1 = sticky(&[&a, &b, &c], &common);
+    let s2 = sticky(&[&c, &a, &b], &common);
+    let (u1, u2) = (format!("http://{}", s1.addr()), format!("http://{}", s2.addr()));
+    for _ in 0..3 {
+        let (sid, backend) = raw_handshake(&u1).await;
+        assert_eq!(poll_backend(&u2, &sid).await, backend, "balancer 2 routes balancer 1's session");
+        let key = format!("socket.io#{sid}");
+        match redis.query(&["PTTL", &key]).await {
+            redis::Value::Int(ms) => assert!(ms > 20_000 && ms <= 30_000, "TTL {ms}"),
+            v => panic!("no TTL for {key}: {v:?}"),
+        }
+    }
+    // Real clients alternate nothing between balancers, but each stays sticky through either.
+    let r = client(&u2, "polling,websocket", 20, false).await;
+    assert_eq!((r.acks, r.backends.len()), (20, 1));
+
+    // Redis goes away: known sessions keep working, new sessions are still assigned.
+    let (live_sid, live_backend) = raw_handshake(&u1).await;
+    drop(redis);
+    assert_eq!(poll_backend(&u1, &live_sid).await, live_backend);
+    let r = client(&u1, "polling", 10, false).await;
+    assert_eq!((r.acks, r.backends.len()), (10, 1));
+    let (during_sid, during_backend) = raw_handshake(&u1).await;
+
+    // Redis returns (empty): new sessions are stored again, and cached ones are written back.
+    let redis = Redis::start(redis_port).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (sid, _) = raw_handshake(&u1).await;
+        let stored =
+            matches!(redis.query(&["EXISTS", &format!("socket.io#{sid}")]).await, redis::Value::Int(1));
+        let resynced = matches!(
+            redis.query(&["EXISTS", &format!("socket.io#{during_sid}")]).await,
+            redis::Value::Int(1)
+        );
+        if stored && resynced {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bindings not written to the restarted Redis");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        poll_backend(&u2, &during_sid).await,
+        during_backend,
+        "a session made during the outage is shared after it"
+    );
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let out = Command::new(support::bin()).args(["sticky", "--listen", "127.0.0.1:0"]).output().unwrap();

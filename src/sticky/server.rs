@@ -58,12 +58,6 @@ fn session_unknown() -> Response<Body> {
 
 /// Runs the balancer with resolved settings until `shutdown` resolves.
 pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    if let Some(url) = &settings.redis {
-        anyhow::bail!(
-            "--redis {url}: the Redis sid store is not available in this build yet; run without --redis \
-             (bindings are kept in memory) or put one balancer in front"
-        );
-    }
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", settings.listen))?;
@@ -75,9 +69,16 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
     let client = Client::builder(TokioExecutor::new()).build(connector.clone());
     let probe = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
+    let store = match &settings.redis {
+        Some(url) => {
+            SidStore::with_redis(settings.key_expiry, url, &settings.key_prefix, settings.backends.clone())
+                .await?
+        }
+        None => SidStore::new(settings.key_expiry),
+    };
     let state = Arc::new(State {
         backends: Backends::new(settings.backends.clone(), settings.balance),
-        store: SidStore::new(settings.key_expiry),
+        store,
         settings,
         client,
         probe,
@@ -127,7 +128,7 @@ async fn route(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Respo
     }
     let q = engine::parse_query(req.uri().query().unwrap_or(""));
     if let Some(sid) = q.sid.clone() {
-        let bound = state.store.get(&sid);
+        let bound = state.store.get(&sid).await;
         return match bound {
             Some(b) if state.backends.list[b].is_healthy() => {
                 tracing::debug!(%peer, %sid, backend = %state.backends.list[b].addr, "route by sid");
@@ -139,13 +140,13 @@ async fn route(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Respo
                         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
                 {
                     // The backend no longer knows the session (it may have closed it): forget it.
-                    state.store.remove(&sid);
+                    state.store.remove(&sid).await;
                 }
                 resp
             }
             other => {
                 if other.is_some() {
-                    state.store.remove(&sid);
+                    state.store.remove(&sid).await;
                 }
                 metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "session_unknown")
                     .increment(1);
@@ -260,7 +261,7 @@ async fn learn(state: &State, b: usize, resp: Response<Incoming>) -> Response<Bo
     match engine::learn_sid(ct, &bytes) {
         Some(open) => {
             // Bind before the client sees the sid: its very next request must find the binding.
-            state.store.put(&open.sid, b);
+            state.store.put(&open.sid, b).await;
             metrics::counter!("tunnelkit_sticky_sessions_total", "backend" => state.backends.list[b].addr.clone())
                 .increment(1);
             tracing::debug!(sid = %open.sid, backend = %state.backends.list[b].addr, "bound");
@@ -335,6 +336,7 @@ async fn health_loop(state: Arc<State>) {
             }
         });
         futures_util::future::join_all(checks).await;
+        state.store.check_redis().await;
         let counts = state.store.sessions_per_backend(state.backends.list.len());
         for (i, n) in counts.iter().enumerate() {
             metrics::gauge!("tunnelkit_sticky_sessions", "backend" => state.backends.list[i].addr.clone())

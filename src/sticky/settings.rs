@@ -36,7 +36,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Backends as `host:port`.
     pub backends: Vec<String>,
-    /// Redis URL (not supported yet: refused with a clear error).
+    /// Redis URL for a shared sid map.
     pub redis: Option<String>,
     /// Engine.IO path prefix.
     pub path: String,

@@ -1,54 +1,142 @@
-//! `SidStore`: where sid -> backend bindings live. In memory by default; entries expire after
-//! `--key-expiry` and are refreshed lazily (only when less than half the expiry remains), so a live
-//! session never expires and steady-state requests do not rewrite anything.
+//! `SidStore`: where sid -> backend bindings live.
+//!
+//! Always a local map (the cache that keeps steady-state requests off the network); with `--redis`,
+//! also Redis under `<key-prefix><sid>` with the key expiry, so several balancers agree. Bindings
+//! are refreshed lazily, only when less than half the expiry remains, so a live session never
+//! expires and steady-state requests rewrite nothing. Redis keeps the backend's address, not an
+//! index, so balancers listing backends in different orders still agree.
+//!
+//! A Redis outage is logged once; sessions known locally keep working, new ones are still assigned
+//! and cached, and when Redis answers again every cached binding is written back.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The sid -> backend map, in process memory.
+use redis::aio::ConnectionManager;
+
+/// Bound on every Redis command, so an unresponsive Redis never stalls a request for long.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The sid -> backend map.
 pub struct SidStore {
     entries: Mutex<HashMap<String, (usize, Instant)>>,
     expiry: Duration,
+    redis: Option<RedisMap>,
+}
+
+/// The shared half of the store.
+struct RedisMap {
+    conn: ConnectionManager,
+    prefix: String,
+    /// Backend addresses, to translate between indexes and what Redis holds.
+    backends: Vec<String>,
+    down: AtomicBool,
 }
 
 impl SidStore {
-    /// An empty store whose bindings live `expiry` past their last refresh.
+    /// A store in memory only, whose bindings live `expiry` past their last refresh.
     pub fn new(expiry: Duration) -> Self {
-        SidStore { entries: Mutex::new(HashMap::new()), expiry }
+        SidStore { entries: Mutex::new(HashMap::new()), expiry, redis: None }
     }
 
-    /// Binds `sid` to backend index `backend`.
-    pub fn put(&self, sid: &str, backend: usize) {
-        let mut e = self.entries.lock().expect("store lock");
-        e.insert(sid.to_owned(), (backend, Instant::now() + self.expiry));
+    /// A store backed by Redis at `url` (`redis://[:password@]host:port[/db]`).
+    pub async fn with_redis(
+        expiry: Duration,
+        url: &str,
+        prefix: &str,
+        backends: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn =
+            tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new_with_config(client, config))
+                .await
+                .map_err(|_| anyhow::anyhow!("--redis {url}: no answer within 5s"))?
+                .map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
+        Ok(SidStore {
+            entries: Mutex::new(HashMap::new()),
+            expiry,
+            redis: Some(RedisMap { conn, prefix: prefix.to_owned(), backends, down: AtomicBool::new(false) }),
+        })
     }
 
-    /// The backend of `sid`, refreshing the expiry when under half of it remains.
-    pub fn get(&self, sid: &str) -> Option<usize> {
-        let mut e = self.entries.lock().expect("store lock");
-        let now = Instant::now();
-        match e.get_mut(sid) {
-            Some((b, until)) if *until > now => {
-                if *until - now < self.expiry / 2 {
-                    *until = now + self.expiry;
-                }
-                Some(*b)
-            }
-            Some(_) => {
-                e.remove(sid);
-                None
-            }
-            None => None,
+    /// Binds `sid` to backend index `backend`; with Redis, returns once Redis has it (or failed).
+    pub async fn put(&self, sid: &str, backend: usize) {
+        self.entries
+            .lock()
+            .expect("store lock")
+            .insert(sid.to_owned(), (backend, Instant::now() + self.expiry));
+        if let Some(r) = &self.redis {
+            let cmd = redis::cmd("SET")
+                .arg(format!("{}{sid}", r.prefix))
+                .arg(&r.backends[backend])
+                .arg("PX")
+                .arg(self.expiry.as_millis() as u64)
+                .clone();
+            self.run::<()>(r, cmd).await;
         }
     }
 
-    /// Forgets `sid`; returns the backend it was bound to.
-    pub fn remove(&self, sid: &str) -> Option<usize> {
-        self.entries.lock().expect("store lock").remove(sid).map(|(b, _)| b)
+    /// The backend of `sid`: from the local cache, else from Redis (then cached).
+    pub async fn get(&self, sid: &str) -> Option<usize> {
+        let refresh = {
+            let mut e = self.entries.lock().expect("store lock");
+            let now = Instant::now();
+            match e.get_mut(sid) {
+                Some((b, until)) if *until > now => {
+                    let refresh = *until - now < self.expiry / 2;
+                    if refresh {
+                        *until = now + self.expiry;
+                    }
+                    Some((*b, refresh))
+                }
+                Some(_) => {
+                    e.remove(sid);
+                    None
+                }
+                None => None,
+            }
+        };
+        let r = self.redis.as_ref();
+        match (refresh, r) {
+            (Some((b, true)), Some(r)) => {
+                let cmd = redis::cmd("PEXPIRE")
+                    .arg(format!("{}{sid}", r.prefix))
+                    .arg(self.expiry.as_millis() as u64)
+                    .clone();
+                self.run::<()>(r, cmd).await;
+                Some(b)
+            }
+            (Some((b, _)), _) => Some(b),
+            (None, None) => None,
+            (None, Some(r)) => {
+                let addr: Option<String> =
+                    self.run(r, redis::cmd("GET").arg(format!("{}{sid}", r.prefix)).clone()).await?;
+                let b = r.backends.iter().position(|a| Some(a) == addr.as_ref())?;
+                self.entries
+                    .lock()
+                    .expect("store lock")
+                    .insert(sid.to_owned(), (b, Instant::now() + self.expiry));
+                Some(b)
+            }
+        }
     }
 
-    /// Live sessions per backend (for least-sessions balancing), dropping expired entries.
+    /// Forgets `sid` here and in Redis.
+    pub async fn remove(&self, sid: &str) {
+        self.entries.lock().expect("store lock").remove(sid);
+        if let Some(r) = &self.redis {
+            self.run::<()>(r, redis::cmd("DEL").arg(format!("{}{sid}", r.prefix)).clone()).await;
+        }
+    }
+
+    /// Live sessions per backend known to this balancer (for least-sessions), dropping expired ones.
     pub fn sessions_per_backend(&self, backends: usize) -> Vec<usize> {
         let mut counts = vec![0; backends];
         let now = Instant::now();
@@ -62,22 +150,87 @@ impl SidStore {
         });
         counts
     }
+
+    /// Checks Redis (called from the health loop) so an outage's end is noticed without traffic.
+    pub async fn check_redis(&self) {
+        if let Some(r) = &self.redis {
+            self.run::<String>(r, redis::cmd("PING")).await;
+        }
+    }
+
+    /// Runs one command, tracking outages: logged once, and on recovery every cached binding is
+    /// written back with its remaining lifetime.
+    async fn run<T: redis::FromRedisValue>(&self, r: &RedisMap, cmd: redis::Cmd) -> Option<T> {
+        let started = Instant::now();
+        let mut conn = r.conn.clone();
+        let result = tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut conn)).await;
+        metrics::histogram!("tunnelkit_sticky_redis_seconds").record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(v)) => {
+                if r.down.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("Redis is reachable again; writing back cached bindings");
+                    self.resync(r).await;
+                }
+                Some(v)
+            }
+            Ok(Err(e)) => {
+                self.outage(r, &e.to_string());
+                None
+            }
+            Err(_) => {
+                self.outage(r, "timed out");
+                None
+            }
+        }
+    }
+
+    fn outage(&self, r: &RedisMap, why: &str) {
+        metrics::counter!("tunnelkit_sticky_redis_errors_total").increment(1);
+        if !r.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!("Redis unreachable ({why}); serving known sessions from the local cache");
+        }
+    }
+
+    async fn resync(&self, r: &RedisMap) {
+        let now = Instant::now();
+        let live: Vec<(String, usize, Duration)> = self
+            .entries
+            .lock()
+            .expect("store lock")
+            .iter()
+            .filter(|(_, (_, until))| *until > now)
+            .map(|(sid, (b, until))| (sid.clone(), *b, *until - now))
+            .collect();
+        let mut pipe = redis::pipe();
+        for (sid, b, left) in &live {
+            pipe.cmd("SET")
+                .arg(format!("{}{sid}", r.prefix))
+                .arg(&r.backends[*b])
+                .arg("PX")
+                .arg(left.as_millis().max(1) as u64)
+                .ignore();
+        }
+        let mut conn = r.conn.clone();
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            tracing::warn!("writing back cached bindings to Redis failed: {e}");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn bind_refresh_expire() {
+    #[tokio::test]
+    async fn bind_refresh_expire() {
         let s = SidStore::new(Duration::from_millis(100));
-        s.put("a", 1);
-        assert_eq!(s.get("a"), Some(1));
+        s.put("a", 1).await;
+        assert_eq!(s.get("a").await, Some(1));
         assert_eq!(s.sessions_per_backend(2), vec![0, 1]);
-        std::thread::sleep(Duration::from_millis(120));
-        assert_eq!(s.get("a"), None);
-        s.put("b", 0);
-        assert_eq!(s.remove("b"), Some(0));
-        assert_eq!(s.get("b"), None);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(s.get("a").await, None);
+        s.put("b", 0).await;
+        s.remove("b").await;
+        assert_eq!(s.get("b").await, None);
     }
 }
