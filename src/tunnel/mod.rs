@@ -3,6 +3,7 @@
 
 mod args;
 pub mod compat;
+pub mod frame;
 
 pub use args::{ClientArgs, ServerArgs};
 
