@@ -4,6 +4,7 @@
 mod args;
 pub mod compat;
 pub mod frame;
+pub mod replay;
 
 pub use args::{ClientArgs, ServerArgs};
 
