@@ -44,6 +44,8 @@ fn refuse(status: u16, challenge: bool) -> ErrorResponse {
 }
 
 /// Runs the server until the process is stopped.
+// The upgrade callback's error type (`ErrorResponse`) is fixed by tungstenite's `Callback` trait.
+#[allow(clippy::result_large_err)]
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut policy = Policy::new().allow(args.allow.clone());
     if let Some(ports) = args.connect_ports.clone() {
