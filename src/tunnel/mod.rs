@@ -3,13 +3,15 @@
 
 mod args;
 pub mod compat;
+pub mod frame;
+pub mod replay;
+mod server;
 
 pub use args::{ClientArgs, ServerArgs};
 
 /// Runs `tunnelkit ws-server`.
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("tunnelkit ws-server is not implemented yet")
+    server::run(args).await
 }
 
 /// Runs `tunnelkit ws-client`.
