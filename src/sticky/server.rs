@@ -337,6 +337,7 @@ async fn health_loop(state: Arc<State>) {
         });
         futures_util::future::join_all(checks).await;
         state.store.check_redis().await;
+        state.store.purge_expired();
         let counts = state.store.sessions_per_backend(state.backends.list.len());
         for (i, n) in counts.iter().enumerate() {
             metrics::gauge!("tunnelkit_sticky_sessions", "backend" => state.backends.list[i].addr.clone())

@@ -21,9 +21,41 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The sid -> backend map.
 pub struct SidStore {
-    entries: Mutex<HashMap<String, (usize, Instant)>>,
+    entries: Mutex<Entries>,
     expiry: Duration,
     redis: Option<RedisMap>,
+}
+
+/// The local map with live-session counts per backend kept in step, so picking the least-loaded
+/// backend costs nothing however many sessions there are.
+#[derive(Default)]
+struct Entries {
+    map: HashMap<String, (usize, Instant)>,
+    counts: Vec<usize>,
+}
+
+impl Entries {
+    fn insert(&mut self, sid: &str, backend: usize, until: Instant) {
+        if let Some((old, _)) = self.map.insert(sid.to_owned(), (backend, until)) {
+            self.dec(old);
+        }
+        if self.counts.len() <= backend {
+            self.counts.resize(backend + 1, 0);
+        }
+        self.counts[backend] += 1;
+    }
+
+    fn remove(&mut self, sid: &str) {
+        if let Some((b, _)) = self.map.remove(sid) {
+            self.dec(b);
+        }
+    }
+
+    fn dec(&mut self, b: usize) {
+        if let Some(c) = self.counts.get_mut(b) {
+            *c = c.saturating_sub(1);
+        }
+    }
 }
 
 /// The shared half of the store.
@@ -38,7 +70,7 @@ struct RedisMap {
 impl SidStore {
     /// A store in memory only, whose bindings live `expiry` past their last refresh.
     pub fn new(expiry: Duration) -> Self {
-        SidStore { entries: Mutex::new(HashMap::new()), expiry, redis: None }
+        SidStore { entries: Mutex::new(Entries::default()), expiry, redis: None }
     }
 
     /// A store backed by Redis at `url` (`redis://[:password@]host:port[/db]`).
@@ -60,7 +92,7 @@ impl SidStore {
                 .map_err(|_| anyhow::anyhow!("--redis {url}: no answer within 5s"))?
                 .map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
         Ok(SidStore {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
             expiry,
             redis: Some(RedisMap { conn, prefix: prefix.to_owned(), backends, down: AtomicBool::new(false) }),
         })
@@ -68,10 +100,7 @@ impl SidStore {
 
     /// Binds `sid` to backend index `backend`; with Redis, returns once Redis has it (or failed).
     pub async fn put(&self, sid: &str, backend: usize) {
-        self.entries
-            .lock()
-            .expect("store lock")
-            .insert(sid.to_owned(), (backend, Instant::now() + self.expiry));
+        self.entries.lock().expect("store lock").insert(sid, backend, Instant::now() + self.expiry);
         if let Some(r) = &self.redis {
             let cmd = redis::cmd("SET")
                 .arg(format!("{}{sid}", r.prefix))
@@ -88,7 +117,7 @@ impl SidStore {
         let refresh = {
             let mut e = self.entries.lock().expect("store lock");
             let now = Instant::now();
-            match e.get_mut(sid) {
+            match e.map.get_mut(sid) {
                 Some((b, until)) if *until > now => {
                     let refresh = *until - now < self.expiry / 2;
                     if refresh {
@@ -119,10 +148,7 @@ impl SidStore {
                 let addr: Option<String> =
                     self.run(r, redis::cmd("GET").arg(format!("{}{sid}", r.prefix)).clone()).await?;
                 let b = r.backends.iter().position(|a| Some(a) == addr.as_ref())?;
-                self.entries
-                    .lock()
-                    .expect("store lock")
-                    .insert(sid.to_owned(), (b, Instant::now() + self.expiry));
+                self.entries.lock().expect("store lock").insert(sid, b, Instant::now() + self.expiry);
                 Some(b)
             }
         }
@@ -136,19 +162,21 @@ impl SidStore {
         }
     }
 
-    /// Live sessions per backend known to this balancer (for least-sessions), dropping expired ones.
+    /// Live sessions per backend known to this balancer (for least-sessions).
     pub fn sessions_per_backend(&self, backends: usize) -> Vec<usize> {
-        let mut counts = vec![0; backends];
+        let e = self.entries.lock().expect("store lock");
+        (0..backends).map(|b| e.counts.get(b).copied().unwrap_or(0)).collect()
+    }
+
+    /// Drops expired bindings (called periodically, off the request path).
+    pub fn purge_expired(&self) {
         let now = Instant::now();
         let mut e = self.entries.lock().expect("store lock");
-        e.retain(|_, (b, until)| {
-            let live = *until > now;
-            if live && *b < backends {
-                counts[*b] += 1;
-            }
-            live
-        });
-        counts
+        let expired: Vec<String> =
+            e.map.iter().filter(|(_, (_, until))| *until <= now).map(|(k, _)| k.clone()).collect();
+        for sid in expired {
+            e.remove(&sid);
+        }
     }
 
     /// Checks Redis (called from the health loop) so an outage's end is noticed without traffic.
@@ -197,6 +225,7 @@ impl SidStore {
             .entries
             .lock()
             .expect("store lock")
+            .map
             .iter()
             .filter(|(_, (_, until))| *until > now)
             .map(|(sid, (b, until))| (sid.clone(), *b, *until - now))
@@ -228,6 +257,8 @@ mod tests {
         assert_eq!(s.get("a").await, Some(1));
         assert_eq!(s.sessions_per_backend(2), vec![0, 1]);
         tokio::time::sleep(Duration::from_millis(120)).await;
+        s.purge_expired();
+        assert_eq!(s.sessions_per_backend(2), vec![0, 0]);
         assert_eq!(s.get("a").await, None);
         s.put("b", 0).await;
         s.remove("b").await;

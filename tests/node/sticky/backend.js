@@ -15,7 +15,7 @@ const io = new Server(server, { allowEIO3: true, cors: { origin: '*' } });
 // Name the backend on every Engine.IO answer, so tests can see who served a raw request.
 io.engine.on('headers', (headers) => { headers['X-Backend'] = name; });
 io.on('connection', (socket) => {
-  socket.on('echo', (n, ack) => ack({ backend: name, n }));
+  socket.on('echo', (n, ack) => { if (typeof ack === 'function') ack({ backend: name, n }); });
 });
 server.listen(port, '127.0.0.1', () => {
   console.log(`listening on 127.0.0.1:${server.address().port}`);

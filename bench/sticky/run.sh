@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Sticky-balancer benchmark: handshakes/s, polling requests/s and WebSocket acks/s through tunnelkit
+# (memory and Redis stores), HAProxy sticking on the sid URL parameter, and NGINX ip_hash, against the
+# same 3 Socket.IO backends, in one run. Not a test. Usage: bench/sticky/run.sh [SECONDS] [CONCURRENCY]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECS="${1:-5}"; CONC="${2:-32}"
+need=()
+for t in haproxy:haproxy nginx:nginx redis-server:redis-server; do command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t##*:}"); done
+if [ "${#need[@]}" -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+[ -d tests/node/sticky/node_modules/socket.io ] || (cd tests/node/sticky && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+cargo build --release --quiet --bin tunnelkit
+TK=$PWD/target/release/tunnelkit
+work=$(mktemp -d); pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+
+B=(); for n in A B C; do p=$(port); (cd tests/node/sticky && node backend.js "$n" "$p" >/dev/null) & pids+=($!); B+=("$p"); done
+RP=$(port); redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >/dev/null & pids+=($!)
+for p in "${B[@]}" "$RP"; do wait_port "$p"; done
+backs=(); for p in "${B[@]}"; do backs+=(--backend "127.0.0.1:$p"); done
+TM=$(port); $TK sticky --listen 127.0.0.1:$TM "${backs[@]}" 2>/dev/null & pids+=($!)
+TR=$(port); $TK sticky --listen 127.0.0.1:$TR "${backs[@]}" --redis redis://127.0.0.1:$RP 2>/dev/null & pids+=($!)
+HP=$(port)
+cat > "$work/haproxy.cfg" <<CONF
+global
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 1h
+frontend fe
+  bind 127.0.0.1:$HP
+  default_backend be
+backend be
+  balance roundrobin
+  stick-table type string len 64 size 1m expire 60s
+  stick on url_param(sid)
+  server a 127.0.0.1:${B[0]}
+  server b 127.0.0.1:${B[1]}
+  server c 127.0.0.1:${B[2]}
+CONF
+haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!)
+NP=$(port)
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
+events { worker_connections 8192; }
+http { access_log off;
+  upstream io { ip_hash; server 127.0.0.1:${B[0]}; server 127.0.0.1:${B[1]}; server 127.0.0.1:${B[2]}; keepalive 64; }
+  server { listen 127.0.0.1:$NP;
+    location /socket.io/ { proxy_pass http://io; proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade; proxy_set_header Connection "upgrade"; proxy_set_header Host \$host; } } }
+CONF
+nginx -c "$work/nginx.conf" & pids+=($!)
+for p in $TM $TR $HP $NP; do wait_port "$p"; done
+
+measure() { (cd tests/node/sticky && node ../../../bench/sticky/load.js "http://127.0.0.1:$1" "$2" "$CONC" "$SECS"); }
+declare -A R
+for name in direct:${B[0]} tunnelkit-memory:$TM tunnelkit-redis:$TR haproxy:$HP nginx-ip_hash:$NP; do
+  label=${name%%:*}; p=${name##*:}
+  for mode in handshake poll ws; do
+    echo "measuring $label $mode..." >&2
+    R[$label.$mode]=$(measure "$p" "$mode")
+  done
+done
+val() { sed -E 's/.*"rate":([0-9]+).*/\1/' <<<"$1"; }
+err() { sed -E 's/.*"errors":([0-9]+).*/\1/' <<<"$1"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0) print "n/a"; else printf "%.2f", a/b }'; }
+mkdir -p bench/results
+out="bench/results/sticky-$(date -u +%Y-%m-%d).md"
+{
+  echo "# Sticky balancer benchmark ($(date -u +%Y-%m-%d))"
+  echo
+  echo "Machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), kernel $(uname -r)."
+  echo "Versions: $($TK --version), $(haproxy -v | head -1), $(nginx -v 2>&1), $(redis-server --version | cut -d' ' -f1-3), node $(node --version), socket.io $(node -p "require('./tests/node/sticky/node_modules/socket.io/package.json').version")."
+  echo
+  echo "3 Socket.IO 4 backends (node, tests/node/sticky/backend.js); load: bench/sticky/load.js, $CONC concurrent loops, ${SECS}s per cell."
+  echo "\"direct\" is one backend without a balancer (the limit). Errors are non-200 answers / failed acks: a balancer that"
+  echo "sends a session's request to the wrong backend gets Engine.IO's 400."
+  echo
+  echo "| path | handshakes/s (errors) | polling POSTs/s (errors) | WebSocket acks/s (errors) | tunnelkit-memory vs it (handshake / poll / ws) |"
+  echo "|---|---|---|---|---|"
+  for label in direct tunnelkit-memory tunnelkit-redis haproxy nginx-ip_hash; do
+    h=${R[$label.handshake]}; p=${R[$label.poll]}; w=${R[$label.ws]}
+    echo "| $label | $(val "$h") ($(err "$h")) | $(val "$p") ($(err "$p")) | $(val "$w") ($(err "$w")) | $(ratio "$(val "${R[tunnelkit-memory.handshake]}")" "$(val "$h")") / $(ratio "$(val "${R[tunnelkit-memory.poll]}")" "$(val "$p")") / $(ratio "$(val "${R[tunnelkit-memory.ws]}")" "$(val "$w")") |"
+  done
+  echo
+  echo "Goal (issue 5): >= HAProxy's rates with the memory store, within 20% of them with Redis."
+  echo "Configs: HAProxy \`balance roundrobin\` + \`stick on url_param(sid)\`; NGINX \`ip_hash\` with WebSocket headers."
+  echo "Command: \`bench/sticky/run.sh $SECS $CONC\`."
+} | tee "$out"
