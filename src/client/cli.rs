@@ -70,16 +70,8 @@ pub async fn run_forward(args: ForwardArgs) -> anyhow::Result<()> {
             loop {
                 let (client, peer) = tokio::select! {
                     _ = d.cancelled() => return,
-                    r = listener.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
+                    x = socket::accept(&listener) => x,
                 };
-                socket::set_nodelay(&client);
                 let ready = spare.as_mut().and_then(take_live);
                 let proxy = proxy.clone();
                 let target = target.clone();

@@ -29,3 +29,24 @@ pub fn keepalive_time(stream: &TcpStream) -> Option<Duration> {
         None
     }
 }
+
+/// Accepts the next connection, with `TCP_NODELAY` set.
+///
+/// Accept errors (out of file descriptors, a connection reset before it was taken) are transient
+/// for a server: they are logged and retried after a short pause instead of ending the accept loop
+/// or spinning on the error.
+pub async fn accept(listener: &tokio::net::TcpListener) -> (TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                set_nodelay(&stream);
+                return (stream, peer);
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                metrics::counter!("tunnelkit_accept_errors_total").increment(1);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

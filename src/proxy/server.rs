@@ -119,18 +119,8 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "accept").increment(1);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            x = socket::accept(&listener) => x,
         };
-        socket::set_nodelay(&tcp);
         let permit = match limit.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {

@@ -67,16 +67,8 @@ impl SocksServer {
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = drain.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("socks accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                x = socket::accept(&listener) => x,
             };
-            socket::set_nodelay(&tcp);
             let me = self.clone();
             drain.spawn(async move { me.serve_connection(tcp, peer).await });
         }

@@ -91,16 +91,8 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            x = crate::net::socket::accept(&listener) => x,
         };
-        crate::net::socket::set_nodelay(&tcp);
         let state = state.clone();
         drain.spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
