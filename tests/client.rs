@@ -226,8 +226,44 @@ async fn forward_local_ports_through_the_proxy_with_prewarm() {
 async fn proxy_upstream_chains_connect_and_absolute_form() {
     let origin = Origin::start().await;
     let parent = tk_proxy(&["--auth", "up:stream", "--access-log", "-"]);
+    let upstream = format!("http://up:stream@{}", parent.addr());
+    // Our own policy still applies in front of the parent: loopback is refused unless allowed here.
+    let strict = Proc::start(&["proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream], 1);
+    let (_, code, _) = curl(&[
+        "-x",
+        &format!("http://{}", strict.addr()),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &origin.url("/1k"),
+    ])
+    .await;
+    assert_eq!(code, b"403");
+    let (_, code, _) = curl(&[
+        "-p",
+        "-x",
+        &format!("http://{}", strict.addr()),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &origin.url("/1k"),
+    ])
+    .await;
+    assert!(code == b"403" || code == b"000", "CONNECT refused locally: {}", String::from_utf8_lossy(&code));
     let child = Proc::start(
-        &["proxy", "--listen", "127.0.0.1:0", "--upstream", &format!("http://up:stream@{}", parent.addr())],
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow",
+            "127.0.0.0/8",
+            "--connect-ports",
+            "1-65535",
+            "--upstream",
+            &upstream,
+        ],
         1,
     );
     let x = format!("http://{}", child.addr());
@@ -258,6 +294,8 @@ async fn proxy_upstream_chains_connect_and_absolute_form() {
             "proxy",
             "--listen",
             "127.0.0.1:0",
+            "--allow",
+            "127.0.0.0/8",
             "--upstream",
             &format!("socks5h://{}", sparent.addr_of("socks5")),
         ],
@@ -268,7 +306,17 @@ async fn proxy_upstream_chains_connect_and_absolute_form() {
     // tinyproxy as the parent.
     let tp = tinyproxy(origin.addr.port(), None).await;
     let tchild = Proc::start(
-        &["proxy", "--listen", "127.0.0.1:0", "--upstream", &format!("http://127.0.0.1:{}", tp.port)],
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow",
+            "127.0.0.0/8",
+            "--connect-ports",
+            "1-65535",
+            "--upstream",
+            &format!("http://127.0.0.1:{}", tp.port),
+        ],
         1,
     );
     let (ok, body, err) = curl(&["-x", &format!("http://{}", tchild.addr()), &origin.url("/1k")]).await;

@@ -181,6 +181,44 @@ impl Dialer for DirectDialer {
     }
 }
 
+/// A dialer that applies the local policy before handing the target to another dialer (one that
+/// goes through an upstream proxy, where names are resolved remotely): the port allowlist always,
+/// and the address ranges whenever the target is a literal address.
+pub struct GatedDialer<D> {
+    policy: Arc<Policy>,
+    inner: D,
+}
+
+impl<D> GatedDialer<D> {
+    /// Wraps `inner` with `policy`.
+    pub fn new(policy: Arc<Policy>, inner: D) -> Self {
+        GatedDialer { policy, inner }
+    }
+
+    /// Checks what can be checked without resolving the name.
+    pub fn check(&self, target: &Target, purpose: Purpose) -> Result<(), DialError> {
+        self.policy.check_port(target.port, purpose)?;
+        if let Some(ip) = target.host.ip() {
+            self.policy.check_ip(ip)?;
+        }
+        Ok(())
+    }
+
+    /// The wrapped dialer.
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+}
+
+impl<D: Dialer> Dialer for GatedDialer<D> {
+    fn dial<'a>(&'a self, target: &'a Target, purpose: Purpose) -> DialFuture<'a> {
+        Box::pin(async move {
+            self.check(target, purpose)?;
+            self.inner.dial(target, purpose).await
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

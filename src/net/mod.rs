@@ -14,7 +14,7 @@ pub mod relay;
 pub mod socket;
 mod target;
 
-pub use dialer::{BoxStream, DialError, DialFuture, Dialer, DirectDialer, Purpose, Stream};
+pub use dialer::{BoxStream, DialError, DialFuture, Dialer, DirectDialer, GatedDialer, Purpose, Stream};
 pub use forward_spec::ForwardSpec;
 pub use relay::{relay, RelayStats};
 pub use target::{canonical_ip, Host, HostError, Target};

@@ -125,13 +125,19 @@ pub(super) async fn handle(
         push_header(&mut out, "Connection", b"Upgrade");
     }
     if via_parent {
-        if let Some(auth) = shared.parent.as_ref().and_then(|p| p.proxy_authorization()) {
+        if let Some(auth) = shared.parent.as_ref().and_then(|p| p.inner().proxy_authorization()) {
             push_header(&mut out, "Proxy-Authorization", auth.as_bytes());
         }
     }
     out.extend_from_slice(b"\r\n");
 
     let key = if via_parent { PoolKey::Parent } else { PoolKey::Origin(uri.target.clone()) };
+    if let Some(parent) = &shared.parent {
+        // Requests handed to a parent proxy as they are still obey our own policy.
+        if let Err(e) = parent.check(&uri.target, Purpose::Http) {
+            return ex.dial_failed(client, &e).await;
+        }
+    }
     let expect_continue = head::has_token(&head.headers, "expect", "100-continue") && head.minor >= 1;
     let idempotent = matches!(head.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE");
     let retry_allowed = framing == Framing::Empty && idempotent && !upgrade;
@@ -226,7 +232,7 @@ async fn acquire(
         }
     }
     let stream = match (&shared.parent, key) {
-        (Some(parent), PoolKey::Parent) => match parent.connect_proxy().await? {
+        (Some(parent), PoolKey::Parent) => match parent.inner().connect_proxy().await? {
             Some(s) => s,
             None => parent.dial(target, Purpose::Http).await?,
         },

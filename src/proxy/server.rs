@@ -16,7 +16,7 @@ use crate::client::{ProxyDialer, ProxyKind};
 use crate::http::body::BufIo;
 use crate::http::head::{self, HeadError, RequestHead};
 use crate::http::response;
-use crate::net::{socket, DialError, Dialer, DirectDialer};
+use crate::net::{socket, DialError, Dialer, DirectDialer, GatedDialer};
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::{AccessLog, AccessRecord};
 
@@ -26,7 +26,7 @@ pub(super) struct Shared {
     /// Dials CONNECT targets and origins (directly under the policy, or through `--upstream`).
     pub dialer: Arc<dyn Dialer>,
     /// The parent proxy, when absolute-form requests should be sent to it as they are.
-    pub parent: Option<Arc<ProxyDialer>>,
+    pub parent: Option<Arc<GatedDialer<ProxyDialer>>>,
     pub pool: Pool,
     pub access_log: AccessLog,
     pub drain: Drain,
@@ -69,12 +69,15 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         None => AccessLog::disabled(),
     };
     let direct = DirectDialer::new(Arc::new(settings.policy.clone()), settings.dial_timeout);
-    let (dialer, parent): (Arc<dyn Dialer>, Option<Arc<ProxyDialer>>) = match &settings.upstream {
+    let (dialer, parent): (Arc<dyn Dialer>, Option<Arc<GatedDialer<ProxyDialer>>>) = match &settings.upstream
+    {
         Some(url) => {
-            let p =
-                Arc::new(ProxyDialer::from_url(url).map_err(|e| anyhow::anyhow!("--upstream {url}: {e}"))?);
+            let p = Arc::new(GatedDialer::new(
+                Arc::new(settings.policy.clone()),
+                ProxyDialer::from_url(url).map_err(|e| anyhow::anyhow!("--upstream {url}: {e}"))?,
+            ));
             // Only an HTTP parent takes absolute-form requests; through SOCKS we reach origins.
-            let http_parent = matches!(p.url().kind, ProxyKind::Http | ProxyKind::Https);
+            let http_parent = matches!(p.inner().url().kind, ProxyKind::Http | ProxyKind::Https);
             (p.clone(), http_parent.then_some(p))
         }
         None => (Arc::new(direct), None),
