@@ -260,7 +260,8 @@ async fn connect_host(addr: &Target) -> std::io::Result<TcpStream> {
     }
 }
 
-fn server_name(host: &Host) -> anyhow::Result<rustls_pki_types::ServerName<'static>> {
+/// The TLS server name to verify for `host` (an IP address or a DNS name).
+pub fn server_name(host: &Host) -> anyhow::Result<rustls_pki_types::ServerName<'static>> {
     Ok(match host {
         Host::Ip(ip) => rustls_pki_types::ServerName::IpAddress((*ip).into()),
         Host::Domain(d) => rustls_pki_types::ServerName::try_from(d.clone())?,

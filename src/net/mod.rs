@@ -5,14 +5,18 @@
 //!   and dials the very address that passed it; the `client` module provides dialers that go through
 //!   an upstream proxy, and the `tunnel` module one that goes through a tunnel.
 //! - [`relay`]: the one bidirectional copy, with pooled buffers, half-close and an idle timeout.
+//! - [`socks`]: the SOCKS5 server, over any dialer.
 //! - [`socket`]: socket options (TCP_NODELAY, keepalive).
+//! - [`tls`]: server-side TLS configs from PEM files.
 //! - [`ForwardSpec`]: the `-L/-R [BIND:]PORT:HOST:PORT` syntax.
 
 mod dialer;
 mod forward_spec;
 pub mod relay;
 pub mod socket;
+pub mod socks;
 mod target;
+pub mod tls;
 
 pub use dialer::{BoxStream, DialError, DialFuture, Dialer, DirectDialer, GatedDialer, Purpose, Stream};
 pub use forward_spec::ForwardSpec;

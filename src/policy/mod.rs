@@ -18,7 +18,7 @@ mod special;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub use auth::{Credentials, Users};
+pub use auth::{constant_time_eq, Credentials, Users};
 pub use cidr::Cidr;
 pub use ports::PortSet;
 pub use special::special_purpose;
@@ -75,6 +75,17 @@ impl Policy {
     /// The safe default: public addresses only, tunnels to 443 only.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Lets every address and port through: for destinations the local user chose themselves (a
+    /// `ws-client -R` target), never for ones a remote peer names.
+    pub fn allow_all() -> Self {
+        Policy {
+            allow: vec!["0.0.0.0/0".parse().expect("static"), "::/0".parse().expect("static")],
+            deny: Vec::new(),
+            connect_ports: PortSet::parse("1-65535").expect("static"),
+            http_ports: PortSet::parse("1-65535").expect("static"),
+        }
     }
 
     /// Adds ranges that are allowed even though they are special-purpose.

@@ -5,7 +5,7 @@
 //! - `server`: listeners, the per-connection request loop, limits, graceful shutdown.
 //! - `forward`: absolute-form requests and WebSocket upgrades over the upstream [`pool`].
 //! - `connect`: CONNECT tunnels.
-//! - [`socks`]: the SOCKS5 listener on the same dialer and policy.
+//! - SOCKS5 (`--socks`): [`crate::net::socks`], on the same dialer and policy.
 
 mod args;
 mod connect;
@@ -13,7 +13,6 @@ mod forward;
 pub mod pool;
 mod server;
 pub mod settings;
-pub mod socks;
 
 pub use args::Args;
 pub use server::run_with;

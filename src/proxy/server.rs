@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::pool::Pool;
-use super::socks::SocksServer;
+use crate::net::socks::SocksServer;
 use super::{connect, forward, Settings};
 use crate::client::{ProxyDialer, ProxyKind};
 use crate::http::body::BufIo;

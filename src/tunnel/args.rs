@@ -32,6 +32,15 @@ pub struct ServerArgs {
     /// TLS private key (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Heartbeat period; a peer silent for twice this long is declared dead and its tunnel broken.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Tunnels alive at once (connected or held broken).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_tunnels: usize,
+    /// Streams open at once in one tunnel.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_streams: u32,
     /// Longest time a broken tunnel is kept for resumption, whatever the client asks.
     #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
     pub max_keep_broken: Duration,

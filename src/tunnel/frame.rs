@@ -32,6 +32,12 @@ pub enum FrameType {
     Window = 0x12,
     /// Abort a stream with a reason.
     Rst = 0x13,
+    /// Client asks the server to listen and open streams back (`-R`).
+    Listen = 0x14,
+    /// Server's answer to a `Listen`: bound address or refusal.
+    Bound = 0x15,
+    /// The accepting side reached the stream's target.
+    Connected = 0x16,
     /// Bare cumulative ack.
     Ack = 0x20,
     /// Heartbeat request.
@@ -56,6 +62,9 @@ impl FrameType {
             0x11 => Data,
             0x12 => Window,
             0x13 => Rst,
+            0x14 => Listen,
+            0x15 => Bound,
+            0x16 => Connected,
             0x20 => Ack,
             0x21 => Ping,
             0x22 => Pong,
@@ -68,7 +77,14 @@ impl FrameType {
     pub fn is_sequenced(self) -> bool {
         matches!(
             self,
-            FrameType::Open | FrameType::Data | FrameType::Window | FrameType::Rst | FrameType::Close
+            FrameType::Open
+                | FrameType::Data
+                | FrameType::Window
+                | FrameType::Rst
+                | FrameType::Listen
+                | FrameType::Bound
+                | FrameType::Connected
+                | FrameType::Close
         )
     }
 }
@@ -137,6 +153,19 @@ impl Frame {
         b.freeze()
     }
 
+    /// Starts an encoded frame whose payload the caller appends: the header is written with `seq` and `ack`
+    /// zero, to be filled in by [`stamp`] when the link sends it. Building the frame in its final buffer
+    /// means stream bytes are copied once, from the application into the message.
+    pub fn start(kind: FrameType, flags: u8, stream: u32, payload_capacity: usize) -> BytesMut {
+        let mut b = BytesMut::with_capacity(HEADER_LEN + payload_capacity);
+        b.put_u8(kind as u8);
+        b.put_u8(flags);
+        b.put_u32(stream);
+        b.put_u64(0);
+        b.put_u64(0);
+        b
+    }
+
     /// Decodes one message, rejecting payloads above `max_payload`.
     pub fn decode(mut msg: Bytes, max_payload: usize) -> Result<Frame, FrameError> {
         if msg.len() < HEADER_LEN {
@@ -153,6 +182,12 @@ impl Frame {
         }
         Ok(Frame { kind, flags, stream, seq, ack, payload: msg })
     }
+}
+
+/// Writes the link sequence number and cumulative ack into an encoded frame's header.
+pub fn stamp(encoded: &mut [u8], seq: u64, ack: u64) {
+    encoded[6..14].copy_from_slice(&seq.to_be_bytes());
+    encoded[14..22].copy_from_slice(&ack.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -176,6 +211,15 @@ mod tests {
         let dec = Frame::decode(enc, DEFAULT_MAX_FRAME).unwrap();
         assert_eq!(dec, f);
         assert!(dec.fin());
+    }
+
+    #[test]
+    fn start_and_stamp_match_encode() {
+        let mut b = Frame::start(FrameType::Data, FLAG_FIN, 9, 3);
+        b.extend_from_slice(b"abc");
+        stamp(&mut b, 5, 4);
+        let f = Frame { kind: FrameType::Data, flags: FLAG_FIN, stream: 9, seq: 5, ack: 4, payload: "abc".into() };
+        assert_eq!(b.freeze(), f.encode());
     }
 
     #[test]

@@ -1,21 +1,57 @@
 //! The WebSocket stream tunnel (`tunnelkit ws-server`, `tunnelkit ws-client`): many streams over one
 //! WebSocket, resumable without losing or duplicating a byte. The wire format is in `docs/protocol.md`.
+//!
+//! - [`frame`]: the codec; [`replay`]: the bounded replay buffer; [`id`]: tunnel ids and resume secrets.
+//! - `session`: one tunnel's state (streams, credits, sequence numbers), shared by its connection's `link`
+//!   tasks and its [`TunnelStream`] handles.
+//! - [`Server`] / [`Client`]: the two ends, creating and resuming tunnels; [`Tunnel`]: the handle.
+//! - `service`: what `ws-server` does with streams (dial under policy, `-R` listeners); `cli`: `ws-client`.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! let tunnel = tunnelkit::tunnel::Client::new("ws://127.0.0.1:8080/tunnel")?
+//!     .token(Some("secret".into()))
+//!     .connect()
+//!     .await?;
+//! let mut stream = tunnel.open("example.com:80")?;
+//! stream.write_all(b"GET / HTTP/1.0\r\nHost: example.com\r\n\r\n").await?;
+//! stream.shutdown().await?;
+//! let mut page = Vec::new();
+//! stream.read_to_end(&mut page).await?;
+//! # Ok(()) }
+//! ```
 
 mod args;
+mod cli;
+mod client;
 pub mod compat;
 pub mod frame;
+pub mod id;
+mod link;
 pub mod replay;
 mod server;
+mod service;
+mod session;
+pub mod settings;
+mod stream;
+mod tunnel;
 
 pub use args::{ClientArgs, ServerArgs};
+pub use client::{Client, ConnectError};
+pub use id::{ResumeSecret, TunnelId};
+pub use server::{Server, ServerOptions};
+pub use session::{rst, EndReason, TunnelEvent};
+pub use settings::{Limits, LinkParams, Mode};
+pub use stream::TunnelStream;
+pub use tunnel::Tunnel;
 
 /// Runs `tunnelkit ws-server`.
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    server::run(args).await
+    cli::run_server(args).await
 }
 
 /// Runs `tunnelkit ws-client`.
 pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("tunnelkit ws-client is not implemented yet")
+    cli::run_client(args).await
 }

@@ -1,41 +1,119 @@
-//! The `ws-server` front door: accepts TCP, performs the WebSocket upgrade on `--path`, checks the bearer
-//! token (wrong or missing → HTTP 401, nothing dialled), then hands the WebSocket to the protocol in use.
-//! Only the `--compat ws-stream-tunnel` hand-off is wired; our own protocol (docs/protocol.md) is refused
-//! with close code 1011 until the link and multiplexer land.
+//! [`Server`]: the `ws-server` side. Accepts TCP (optionally TLS), performs the WebSocket upgrade on the
+//! configured path, checks the bearer token (wrong or missing → HTTP 401, no tunnel, nothing dialled),
+//! then runs the tunnel handshake: `HELLO` creates a tunnel (id + separate resume secret), `RESUME`
+//! reattaches one after checking its secret in constant time and that the same token presents it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use bytes::{Buf, BufMut, Bytes};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 use super::compat::{self, CompatContext};
-use super::ServerArgs;
-use crate::net::{Dialer, DirectDialer};
+use super::frame::{stamp, Frame, FrameType};
+use super::id::{ct_eq, ResumeSecret, TunnelId};
+use super::link;
+use super::service::{self, ServiceContext};
+use super::session::{Role, Session};
+use super::settings::{LinkParams, Limits, Mode};
+use super::tunnel::Tunnel;
+use crate::net::{socket, BoxStream, Dialer};
 use crate::policy::Policy;
+use crate::shutdown::Drain;
 
-/// Compares two byte strings in time independent of where they differ (length is not secret).
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// REFUSED codes.
+mod refused {
+    pub const UNKNOWN: u16 = 1;
+    pub const PRINCIPAL: u16 = 3;
+    pub const LIMIT: u16 = 4;
+    pub const VERSION: u16 = 5;
 }
 
-/// Whether the upgrade request carries `Authorization: Bearer <one of tokens>`. No tokens configured = open.
-fn authorized(req: &Request, tokens: &[String]) -> bool {
-    if tokens.is_empty() {
-        return true;
+/// How a server is set up.
+pub struct ServerOptions {
+    /// URL path of the WebSocket endpoint.
+    pub path: String,
+    /// Accepted bearer tokens; empty = no authentication.
+    pub tokens: Vec<String>,
+    /// Limits applied to every tunnel.
+    pub limits: Limits,
+    /// Dials stream targets (carries the server's policy).
+    pub dialer: Arc<dyn Dialer>,
+    /// The policy, also used to vet `-R` listen addresses.
+    pub policy: Arc<Policy>,
+    /// TLS for `wss://`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Speak the seed's protocol instead of ours.
+    pub compat: Option<Arc<CompatContext>>,
+    /// When set, new tunnels are handed here and the application serves their streams itself, instead of
+    /// the server dialling their targets.
+    pub on_tunnel: Option<mpsc::UnboundedSender<Tunnel>>,
+}
+
+impl ServerOptions {
+    /// Options with defaults: path `/tunnel`, no tokens, default limits, no TLS.
+    pub fn new(dialer: Arc<dyn Dialer>, policy: Arc<Policy>) -> Self {
+        ServerOptions {
+            path: "/tunnel".into(),
+            tokens: Vec::new(),
+            limits: Limits::default(),
+            dialer,
+            policy,
+            tls: None,
+            compat: None,
+            on_tunnel: None,
+        }
     }
-    let Some(v) = req.headers().get(http::header::AUTHORIZATION) else {
-        return false;
-    };
-    let Some(presented) = v.as_bytes().strip_prefix(b"Bearer ") else {
-        return false;
-    };
-    // Check every token so timing does not reveal which one matched.
-    tokens.iter().fold(false, |ok, t| ct_eq(presented, t.as_bytes()) | ok)
 }
 
-fn refuse(status: u16, challenge: bool) -> ErrorResponse {
+/// A tunnel the server knows, connected or held broken.
+struct Entry {
+    session: Arc<Session>,
+    secret: ResumeSecret,
+    /// The token that created it; a resume must present the same one.
+    principal: Option<String>,
+}
+
+/// A WebSocket tunnel server. Cheap to clone.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: ServerOptions,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    tunnels: Mutex<HashMap<TunnelId, Entry>>,
+}
+
+/// Compares two byte strings... for tokens: checks every configured token so timing reveals nothing.
+fn token_of(req: &Request, tokens: &[String]) -> Result<Option<String>, ()> {
+    if tokens.is_empty() {
+        return Ok(None);
+    }
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .ok_or(())?;
+    let mut found = None;
+    for t in tokens {
+        if ct_eq(presented, t.as_bytes()) {
+            found = Some(t.clone());
+        }
+    }
+    found.map(Some).ok_or(())
+}
+
+fn refuse_http(status: u16, challenge: bool) -> ErrorResponse {
     let mut r = http::Response::builder().status(status);
     if challenge {
         r = r.header(http::header::WWW_AUTHENTICATE, "Bearer");
@@ -43,64 +121,229 @@ fn refuse(status: u16, challenge: bool) -> ErrorResponse {
     r.body(None).expect("static response")
 }
 
-/// Runs the server until the process is stopped.
-// The upgrade callback's error type (`ErrorResponse`) is fixed by tungstenite's `Callback` trait.
-#[allow(clippy::result_large_err)]
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let mut policy = Policy::new().allow(args.allow.clone());
-    if let Some(ports) = args.connect_ports.clone() {
-        policy = policy.connect_ports(ports);
+fn refused_frame(code: u16, reason: &str) -> Message {
+    let mut f = Frame::start(FrameType::Refused, 0, 0, 2 + reason.len());
+    f.put_u16(code);
+    f.put_slice(reason.as_bytes());
+    Message::Binary(f.freeze())
+}
+
+impl Server {
+    /// A server with these options.
+    pub fn new(opts: ServerOptions) -> Self {
+        let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        Server { inner: Arc::new(Inner { opts, tls, tunnels: Mutex::new(HashMap::new()) }) }
     }
-    let dialer: Arc<dyn Dialer> = Arc::new(DirectDialer::new(Arc::new(policy), Duration::from_secs(10)));
-    let compat_ctx = args
-        .compat
-        .as_ref()
-        .map(|_| Arc::new(CompatContext { dialer: dialer.clone(), target: args.compat_target.clone() }));
-    if args.tls_cert.is_some() {
-        anyhow::bail!("ws-server: --tls-cert/--tls-key are not implemented yet");
+
+    /// Tunnels alive (connected or held broken).
+    pub fn tunnel_count(&self) -> usize {
+        self.inner.tunnels.lock().expect("registry lock").len()
     }
-    if let Some(addr) = args.metrics {
-        crate::telemetry::serve_metrics(addr)?;
-    }
-    let listener = TcpListener::bind(args.listen).await?;
-    eprintln!("listening on {}", listener.local_addr()?);
-    let args = Arc::new(args);
-    loop {
-        let (tcp, peer) = listener.accept().await?;
-        let args = args.clone();
-        let compat_ctx = compat_ctx.clone();
-        tokio::spawn(async move {
-            let cfg = WebSocketConfig::default()
-                .max_write_buffer_size(4 << 20)
-                .max_message_size(Some(1 << 20))
-                .max_frame_size(Some(1 << 20));
-            let check = |req: &Request, resp: Response| {
-                if req.uri().path() != args.path {
-                    return Err(refuse(404, false));
-                }
-                if !authorized(req, &args.token) {
-                    return Err(refuse(401, true));
-                }
-                Ok(resp)
+
+    /// Accepts connections until `drain` is triggered.
+    pub async fn serve(self, listener: TcpListener, drain: Drain) {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = drain.cancelled() => return,
+                x = socket::accept(&listener) => x,
             };
-            let ws = match tokio_tungstenite::accept_hdr_async_with_config(tcp, check, Some(cfg)).await {
-                Ok(ws) => ws,
-                Err(e) => {
-                    tracing::debug!(%peer, "upgrade refused: {e}");
-                    return;
-                }
-            };
-            match compat_ctx {
-                Some(ctx) => compat::serve(ws, ctx).await,
-                None => {
-                    let mut ws = ws;
-                    let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
-                        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Error,
-                        reason: "tunnel protocol not implemented yet".into(),
-                    };
-                    let _ = ws.close(Some(frame)).await;
+            let me = self.clone();
+            tokio::spawn(async move { me.serve_connection(tcp, peer).await });
+        }
+    }
+
+    async fn serve_connection(self, tcp: TcpStream, peer: SocketAddr) {
+        let stream: BoxStream = match &self.inner.tls {
+            Some(acceptor) => {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => Box::new(tls),
+                    Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                 }
             }
+            None => Box::new(tcp),
+        };
+        let opts = &self.inner.opts;
+        let mut principal = None;
+        let check = |req: &Request, resp: Response| {
+            if req.uri().path() != opts.path {
+                return Err(refuse_http(404, false));
+            }
+            match token_of(req, &opts.tokens) {
+                Ok(p) => principal = p,
+                Err(()) => return Err(refuse_http(401, true)),
+            }
+            Ok(resp)
+        };
+        let cfg = link::websocket_config(opts.limits.max_frame);
+        let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(cfg));
+        let ws = match tokio::time::timeout(Duration::from_secs(10), upgrade).await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => return tracing::debug!(%peer, "upgrade refused: {e}"),
+            Err(_) => return tracing::debug!(%peer, "upgrade timed out"),
+        };
+        if let Some(ctx) = &opts.compat {
+            return compat::serve(ws, ctx.clone()).await;
+        }
+        self.handshake(ws, principal, peer).await;
+    }
+
+    /// Runs the tunnel handshake on an upgraded WebSocket and hands it to the link.
+    async fn handshake<S>(&self, mut ws: WebSocketStream<S>, principal: Option<String>, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let first = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => b,
+            _ => return tracing::debug!(%peer, "no tunnel handshake"),
+        };
+        let Ok(frame) = Frame::decode(first, 64) else {
+            return tracing::debug!(%peer, "bad tunnel handshake frame");
+        };
+        match frame.kind {
+            FrameType::Hello => self.hello(ws, frame.payload, principal, peer).await,
+            FrameType::Resume => self.resume(ws, frame.payload, frame.ack, principal, peer).await,
+            other => tracing::debug!(%peer, "handshake began with {other:?}"),
+        }
+    }
+
+    async fn hello<S>(&self, mut ws: WebSocketStream<S>, mut p: Bytes, principal: Option<String>, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let limits = &self.inner.opts.limits;
+        if p.len() < 10 || p.get_u8() != 1 {
+            let _ = ws.send(refused_frame(refused::VERSION, "unsupported tunnel protocol version")).await;
+            return;
+        }
+        let Some(mode) = Mode::from_u8(p.get_u8()) else {
+            let _ = ws.send(refused_frame(refused::VERSION, "unknown tunnel mode")).await;
+            return;
+        };
+        let asked = Duration::from_millis(p.get_u64());
+        let params = LinkParams {
+            mode,
+            keep_broken: asked.min(limits.max_keep_broken),
+            max_frame: limits.max_frame,
+            max_streams: if mode == Mode::Single { 1 } else { limits.max_streams },
+            replay_bytes: limits.replay_bytes,
+            heartbeat: limits.heartbeat,
+        };
+        let id = TunnelId::random();
+        let secret = ResumeSecret::random();
+        let (listen_tx, listen_rx) = mpsc::unbounded_channel();
+        let session = Session::new(id, Role::Server, params, Some(listen_tx));
+        let admitted = {
+            let mut tunnels = self.inner.tunnels.lock().expect("registry lock");
+            let room = tunnels.len() < limits.max_tunnels;
+            if room {
+                tunnels.insert(id, Entry { session: session.clone(), secret, principal });
+            }
+            room
+        };
+        if !admitted {
+            let _ = ws.send(refused_frame(refused::LIMIT, "the server has too many tunnels")).await;
+            return;
+        }
+        metrics::gauge!("tunnelkit_tunnel_tunnels").increment(1.0);
+        let mut w = Frame::start(FrameType::Welcome, 0, 0, 60);
+        w.put_slice(&id.0);
+        w.put_slice(&secret.0);
+        w.put_u64(params.keep_broken.as_millis() as u64);
+        w.put_u32(params.max_frame as u32);
+        w.put_u32(params.max_streams);
+        w.put_u64(params.replay_bytes as u64);
+        w.put_u32(params.heartbeat.as_millis() as u32);
+        tracing::info!(tunnel = %id, %peer, ?mode, keep_broken = ?params.keep_broken, "tunnel open");
+        if ws.send(Message::Binary(w.freeze())).await.is_err() {
+            // The client never learned the id: nobody can resume it, so do not hold it.
+            self.forget(id);
+            return;
+        }
+        let (gen, cancel, _) = session.attach(0).expect("a new session has not ended");
+        let tunnel = Tunnel::new(session.clone());
+        let me = self.clone();
+        tokio::spawn(async move {
+            service::hold(session).await;
+            me.forget(id);
         });
+        match &self.inner.opts.on_tunnel {
+            Some(tx) => {
+                let _ = tx.send(tunnel.clone());
+            }
+            None => {
+                let ctx = ServiceContext {
+                    dialer: self.inner.opts.dialer.clone(),
+                    policy: self.inner.opts.policy.clone(),
+                };
+                tokio::spawn(service::serve_streams(tunnel.clone(), ctx, listen_rx));
+            }
+        }
+        link::run(tunnel.session().clone(), ws, gen, cancel).await;
+    }
+
+    async fn resume<S>(
+        &self,
+        mut ws: WebSocketStream<S>,
+        p: Bytes,
+        peer_ack: u64,
+        principal: Option<String>,
+        peer: SocketAddr,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        if p.len() != 32 {
+            let _ = ws.send(refused_frame(refused::VERSION, "malformed RESUME")).await;
+            return;
+        }
+        let id = TunnelId(p[..16].try_into().expect("16 bytes"));
+        let found = {
+            let tunnels = self.inner.tunnels.lock().expect("registry lock");
+            tunnels.get(&id).map(|e| {
+                let secret_ok = e.secret.matches(&p[16..32]);
+                let principal_ok = match (&e.principal, &principal) {
+                    (None, _) => true,
+                    (Some(a), Some(b)) => ct_eq(a.as_bytes(), b.as_bytes()),
+                    (Some(_), None) => false,
+                };
+                (e.session.clone(), secret_ok, principal_ok)
+            })
+        };
+        let session = match found {
+            Some((s, true, true)) => s,
+            Some((_, true, false)) => {
+                tracing::warn!(tunnel = %id, %peer, "resume refused: presented by another token");
+                let _ = ws.send(refused_frame(refused::PRINCIPAL, "tunnel belongs to another principal")).await;
+                return;
+            }
+            _ => {
+                // Unknown id and wrong secret look the same, so ids cannot be probed.
+                tracing::warn!(tunnel = %id, %peer, "resume refused: unknown tunnel or wrong secret");
+                let _ = ws.send(refused_frame(refused::UNKNOWN, "unknown tunnel or wrong secret")).await;
+                return;
+            }
+        };
+        let (gen, cancel, our_ack) = match session.attach(peer_ack) {
+            Ok(x) => x,
+            Err(reason) => {
+                let _ = ws.send(refused_frame(refused::UNKNOWN, &format!("tunnel {reason}"))).await;
+                return;
+            }
+        };
+        let mut r = Frame::start(FrameType::Resumed, 0, 0, 0);
+        stamp(&mut r, 0, our_ack);
+        if ws.send(Message::Binary(r.freeze())).await.is_err() {
+            session.link_down(gen);
+            return;
+        }
+        tracing::info!(tunnel = %id, %peer, gen, "tunnel resumed");
+        link::run(session, ws, gen, cancel).await;
+    }
+
+    fn forget(&self, id: TunnelId) {
+        if self.inner.tunnels.lock().expect("registry lock").remove(&id).is_some() {
+            metrics::gauge!("tunnelkit_tunnel_tunnels").decrement(1.0);
+            tracing::info!(tunnel = %id, "tunnel gone");
+        }
     }
 }

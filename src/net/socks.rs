@@ -1,5 +1,6 @@
-//! The SOCKS5 listener of `tunnelkit proxy --socks ADDR` (RFC 1928 CONNECT, RFC 1929 user/password
-//! when authentication is on), dialling through the same [`Dialer`] and policy as the HTTP proxy.
+//! The SOCKS5 server (RFC 1928 CONNECT, RFC 1929 user/password when authentication is on) behind
+//! `tunnelkit proxy --socks ADDR` and `tunnelkit ws-client --socks ADDR`. It dials through whatever
+//! [`Dialer`] it is given: the proxy's (same policy as HTTP) or a tunnel's.
 //!
 //! Only CONNECT is offered: BIND and UDP ASSOCIATE get reply 7 (command not supported). Every
 //! refusal maps onto the reply a SOCKS client understands: policy → 2, network unreachable or DNS

@@ -1,0 +1,327 @@
+//! [`Client`]: the `ws-client` side. Connects to a server (`ws://` or `wss://`, directly or through an
+//! HTTP/HTTPS/SOCKS proxy with [`crate::client::ProxyDialer`]), creates a tunnel with `HELLO`, and keeps
+//! it: when the connection breaks it reconnects with jittered exponential backoff and resumes with the
+//! tunnel id and secret, until the hold time the server granted runs out. It also closes an idle tunnel.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::{Buf, BufMut};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::frame::{stamp, Frame, FrameType};
+use super::id::{ResumeSecret, TunnelId};
+use super::link;
+use super::session::{EndReason, LinkStatus, Role, Session};
+use super::settings::{LinkParams, Mode};
+use super::tunnel::Tunnel;
+use crate::client::ProxyDialer;
+use crate::net::{socket, BoxStream, Host, Target};
+
+/// How a client reaches its server and what it asks for. Cheap to clone; one client can create many
+/// tunnels (single mode uses one per connection).
+#[derive(Clone)]
+pub struct Client {
+    url: http::Uri,
+    target: Target,
+    tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    token: Option<String>,
+    mode: Mode,
+    keep_broken: Duration,
+    idle_timeout: Option<Duration>,
+    proxy: Option<Arc<ProxyDialer>>,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("url", &self.url).field("mode", &self.mode).finish()
+    }
+}
+
+/// Why a connection attempt failed: refusals are final, the rest are worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The server said no (401, unknown tunnel, wrong secret, other principal, limits).
+    #[error("refused by the server: {0}")]
+    Refused(String),
+    /// Network, TLS, proxy or WebSocket failure.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl Client {
+    /// A client for `url` (`ws://host:port/path` or `wss://...`), trusting the web PKI roots.
+    pub fn new(url: &str) -> anyhow::Result<Client> {
+        let uri: http::Uri = url.parse().with_context(|| format!("`{url}` is not a URL"))?;
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => bail!("`{url}`: the server URL must start with ws:// or wss://"),
+        };
+        let host = uri.host().with_context(|| format!("`{url}` has no host"))?;
+        let host = Host::parse(host.trim_start_matches('[').trim_end_matches(']'))
+            .with_context(|| format!("`{url}`: bad host"))?;
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let target = Target::new(host, port);
+        let mut c = Client {
+            url: uri,
+            target,
+            tls: None,
+            token: None,
+            mode: Mode::Multi,
+            keep_broken: Duration::from_secs(30),
+            idle_timeout: None,
+            proxy: None,
+            connect_timeout: Duration::from_secs(10),
+        };
+        if secure {
+            c = c.with_roots(&[])?;
+        }
+        Ok(c)
+    }
+
+    /// Trusts these extra CA certificates (PEM) for `wss://`, besides the web PKI roots.
+    pub fn with_roots(mut self, pems: &[&[u8]]) -> anyhow::Result<Client> {
+        if self.url.scheme_str() != Some("wss") {
+            return Ok(self);
+        }
+        let cfg = crate::client::tls_config(pems)?;
+        let name = crate::client::server_name(&self.target.host)?;
+        self.tls = Some((tokio_rustls::TlsConnector::from(Arc::new(cfg)), name));
+        Ok(self)
+    }
+
+    /// Presents `Authorization: Bearer <token>`.
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Multi (default) or single.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Hold time to ask for when the connection breaks (the server may grant less).
+    pub fn keep_broken_tunnel(mut self, d: Duration) -> Self {
+        self.keep_broken = d;
+        self
+    }
+
+    /// Closes the tunnel after this long with no stream and no traffic.
+    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
+        self.idle_timeout = d.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Reaches the server through this proxy.
+    pub fn proxy(mut self, proxy: Option<ProxyDialer>) -> Self {
+        self.proxy = proxy.map(Arc::new);
+        self
+    }
+
+    /// Bounds TCP connect + TLS + upgrade + tunnel handshake.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Opens the WebSocket (through the proxy and TLS if configured).
+    async fn websocket(&self) -> Result<WebSocketStream<BoxStream>, ConnectError> {
+        let tcp: BoxStream = match &self.proxy {
+            Some(p) => p.tunnel(&self.target).await.map_err(|e| anyhow::anyhow!("via proxy: {e}"))?,
+            None => {
+                let tcp = connect_host(&self.target)
+                    .await
+                    .with_context(|| format!("connecting to {}", self.target))?;
+                socket::set_nodelay(&tcp);
+                Box::new(tcp)
+            }
+        };
+        let stream: BoxStream = match &self.tls {
+            Some((connector, name)) => {
+                Box::new(connector.connect(name.clone(), tcp).await.context("TLS handshake with the server")?)
+            }
+            None => tcp,
+        };
+        let mut req = self.url.clone().into_client_request().context("building the upgrade request")?;
+        if let Some(t) = &self.token {
+            let v = http::HeaderValue::from_str(&format!("Bearer {t}")).context("the token is not a header value")?;
+            req.headers_mut().insert(http::header::AUTHORIZATION, v);
+        }
+        // The server's frame limit is not known before WELCOME: accept up to 1 MiB messages.
+        let cfg = link::websocket_config(1 << 20);
+        match tokio_tungstenite::client_async_with_config(req, stream, Some(cfg)).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = resp.status();
+                if status == http::StatusCode::UNAUTHORIZED {
+                    Err(ConnectError::Refused("401 Unauthorized: missing or wrong --token".into()))
+                } else {
+                    Err(ConnectError::Failed(anyhow::anyhow!("the server answered the upgrade with {status}")))
+                }
+            }
+            Err(e) => Err(ConnectError::Failed(anyhow::anyhow!("WebSocket upgrade: {e}"))),
+        }
+    }
+
+    /// Creates a new tunnel and keeps it alive (resuming after breaks) until it ends.
+    pub async fn connect(&self) -> Result<Tunnel, ConnectError> {
+        tokio::time::timeout(self.connect_timeout, self.connect_inner())
+            .await
+            .map_err(|_| ConnectError::Failed(anyhow::anyhow!("connecting to {} timed out", self.url)))?
+    }
+
+    async fn connect_inner(&self) -> Result<Tunnel, ConnectError> {
+        let mut ws = self.websocket().await?;
+        let mut hello = Frame::start(FrameType::Hello, 0, 0, 10);
+        hello.put_u8(1);
+        hello.put_u8(self.mode.to_u8());
+        hello.put_u64(self.keep_broken.as_millis() as u64);
+        ws.send(Message::Binary(hello.freeze())).await.context("sending HELLO")?;
+        let answer = first_frame(&mut ws).await?;
+        let mut p = answer.payload;
+        if answer.kind != FrameType::Welcome || p.len() < 60 {
+            return Err(ConnectError::Failed(anyhow::anyhow!("expected WELCOME, got {:?}", answer.kind)));
+        }
+        let id = TunnelId(p[..16].try_into().expect("16 bytes"));
+        p.advance(16);
+        let secret = ResumeSecret(p[..16].try_into().expect("16 bytes"));
+        p.advance(16);
+        let params = LinkParams {
+            mode: self.mode,
+            keep_broken: Duration::from_millis(p.get_u64()),
+            max_frame: p.get_u32() as usize,
+            max_streams: p.get_u32(),
+            replay_bytes: p.get_u64() as usize,
+            heartbeat: Duration::from_millis(p.get_u32().max(100) as u64),
+        };
+        tracing::info!(tunnel = %id, keep_broken = ?params.keep_broken, "tunnel open");
+        let session = Session::new(id, Role::Client, params, None);
+        let (gen, cancel, _) = session.attach(0).expect("a new session has not ended");
+        tokio::spawn(link::run(session.clone(), ws, gen, cancel));
+        tokio::spawn(keep(self.clone(), session.clone(), secret));
+        Ok(Tunnel::new(session))
+    }
+
+    /// One resume attempt: new connection, `RESUME`, wait for `RESUMED`, hand over to the link.
+    async fn resume(&self, session: &Arc<Session>, secret: &ResumeSecret) -> Result<(), ConnectError> {
+        let mut ws = self.websocket().await?;
+        let our_ack = session.lock().recv_seq;
+        let mut f = Frame::start(FrameType::Resume, 0, 0, 32);
+        f.put_slice(&session.id.0);
+        f.put_slice(&secret.0);
+        stamp(&mut f, 0, our_ack);
+        ws.send(Message::Binary(f.freeze())).await.context("sending RESUME")?;
+        let answer = first_frame(&mut ws).await?;
+        if answer.kind != FrameType::Resumed {
+            return Err(ConnectError::Failed(anyhow::anyhow!("expected RESUMED, got {:?}", answer.kind)));
+        }
+        let (gen, cancel, _) = session.attach(answer.ack).map_err(|r| ConnectError::Refused(r.to_string()))?;
+        tracing::info!(tunnel = %session.id, gen, "tunnel resumed");
+        tokio::spawn(link::run(session.clone(), ws, gen, cancel));
+        Ok(())
+    }
+}
+
+async fn connect_host(t: &Target) -> std::io::Result<TcpStream> {
+    match &t.host {
+        Host::Ip(ip) => TcpStream::connect((*ip, t.port)).await,
+        Host::Domain(name) => TcpStream::connect((name.as_str(), t.port)).await,
+    }
+}
+
+/// Reads the server's first frame; a REFUSED becomes [`ConnectError::Refused`].
+async fn first_frame(ws: &mut WebSocketStream<BoxStream>) -> Result<Frame, ConnectError> {
+    let msg = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(Some(Ok(Message::Binary(b)))) => b,
+        Ok(Some(Ok(other))) => return Err(anyhow::anyhow!("unexpected {other:?} in the handshake").into()),
+        Ok(Some(Err(e))) => return Err(anyhow::anyhow!("reading the handshake: {e}").into()),
+        Ok(None) => return Err(anyhow::anyhow!("the server closed during the handshake").into()),
+        Err(_) => return Err(anyhow::anyhow!("no handshake answer within 10 s").into()),
+    };
+    let frame = Frame::decode(msg, 4096).map_err(|e| anyhow::anyhow!("handshake: {e}"))?;
+    if frame.kind == FrameType::Refused {
+        let mut p = frame.payload.clone();
+        let code = if p.len() >= 2 { p.get_u16() } else { 0 };
+        return Err(ConnectError::Refused(format!("{} (code {code})", String::from_utf8_lossy(&p))));
+    }
+    Ok(frame)
+}
+
+/// Keeps a client tunnel: resumes after breaks within the hold time, ends it when that runs out, and
+/// closes it when idle.
+async fn keep(client: Client, session: Arc<Session>, secret: ResumeSecret) {
+    let mut status = session.status();
+    let tunnel = Tunnel::new(session.clone());
+    let idle_tick = client.idle_timeout.map(|d| (d / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
+    loop {
+        let now = *status.borrow_and_update();
+        match now {
+            LinkStatus::Ended => return,
+            LinkStatus::Up(_) => {
+                let idle = async {
+                    match idle_tick {
+                        Some(t) => tokio::time::sleep(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = status.changed() => if r.is_err() { return },
+                    _ = idle => {
+                        let limit = client.idle_timeout.expect("idle tick implies timeout");
+                        let quiet = {
+                            let st = session.lock();
+                            st.streams.is_empty() && st.last_activity.elapsed() >= limit
+                        };
+                        if quiet {
+                            tracing::info!(tunnel = %session.id, "idle for {limit:?}: closing");
+                            tunnel.close().await;
+                        }
+                    }
+                }
+            }
+            LinkStatus::Down(_) => {
+                if session.lock().close_sent {
+                    session.end(EndReason::Closed);
+                    return;
+                }
+                let deadline = Instant::now() + session.params.keep_broken;
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        tracing::warn!(tunnel = %session.id, "could not resume within the hold time");
+                        session.end(EndReason::Expired);
+                        return;
+                    }
+                    match tokio::time::timeout(left.min(client.connect_timeout), client.resume(&session, &secret)).await
+                    {
+                        Ok(Ok(())) => break,
+                        Ok(Err(ConnectError::Refused(why))) => {
+                            tracing::warn!(tunnel = %session.id, "resume refused: {why}");
+                            session.end(EndReason::Refused(why));
+                            return;
+                        }
+                        Ok(Err(e)) => tracing::debug!(tunnel = %session.id, "resume attempt failed: {e}"),
+                        Err(_) => tracing::debug!(tunnel = %session.id, "resume attempt timed out"),
+                    }
+                    if session.is_ended() {
+                        return;
+                    }
+                    let jitter = rand::random_range(0.5..1.5);
+                    let wait = delay.mul_f64(jitter).min(deadline.saturating_duration_since(Instant::now()));
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! What a `ws-server` does for each tunnel: keep it while broken for the granted hold time (then expire
+//! it), dial the targets of the streams the client opens under the server's policy, and serve the
+//! client's remote listeners (`-R`), whose connections become streams opened back to the client.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::session::{rst, EndReason, LinkStatus, ListenRequest, Session};
+use super::stream::TunnelStream;
+use super::tunnel::Tunnel;
+use crate::net::{relay, socket, DialError, Dialer, Purpose, Target};
+
+/// Everything the service needs from the server.
+#[derive(Clone)]
+pub struct ServiceContext {
+    /// Dials stream targets under the server's policy.
+    pub dialer: Arc<dyn Dialer>,
+    /// Decides which addresses a client may ask the server to listen on.
+    pub policy: Arc<crate::policy::Policy>,
+}
+
+/// Expires the tunnel when it stays broken longer than its hold time; returns when it has ended.
+pub async fn hold(session: Arc<Session>) {
+    let mut status = session.status();
+    loop {
+        let now = *status.borrow_and_update();
+        match now {
+            LinkStatus::Ended => return,
+            LinkStatus::Up(_) => {
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+            LinkStatus::Down(_) => {
+                tokio::select! {
+                    r = status.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(session.params.keep_broken) => {
+                        if matches!(*status.borrow(), LinkStatus::Down(_)) {
+                            metrics::counter!("tunnelkit_tunnel_expired_total").increment(1);
+                            session.end(EndReason::Expired);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Maps a dial failure onto the RST the client sees.
+fn rst_code(e: &DialError) -> u16 {
+    match e {
+        DialError::Denied(_) => rst::POLICY,
+        DialError::Timeout(_) => rst::TIMEOUT,
+        _ => rst::DIAL_FAILED,
+    }
+}
+
+/// Dials the target of each stream the client opens and relays it; serves `-R` listeners.
+pub async fn serve_streams(tunnel: Tunnel, ctx: ServiceContext, mut listens: mpsc::UnboundedReceiver<ListenRequest>) {
+    loop {
+        tokio::select! {
+            s = tunnel.accept() => {
+                let Some(stream) = s else { return };
+                tokio::spawn(dial_and_relay(stream, ctx.dialer.clone()));
+            }
+            Some(req) = listens.recv() => {
+                tokio::spawn(remote_listener(tunnel.clone(), req, ctx.policy.clone()));
+            }
+        }
+    }
+}
+
+async fn dial_and_relay(mut stream: TunnelStream, dialer: Arc<dyn Dialer>) {
+    let target = match Target::parse(stream.target()) {
+        Ok(t) => t,
+        Err(e) => return stream.reset(rst::DIAL_FAILED, &format!("bad target: {e}")),
+    };
+    match dialer.dial(&target, Purpose::Tunnel).await {
+        Ok(mut up) => {
+            stream.confirm();
+            let _ = relay(&mut stream, &mut up, None).await;
+        }
+        Err(e) => {
+            tracing::debug!(%target, "tunnel stream refused: {e}");
+            stream.reset(rst_code(&e), &e.to_string());
+        }
+    }
+}
+
+/// Binds what the client asked for (only addresses the policy would let the server reach, and never a
+/// privileged port) and opens a stream back to the client for every accepted connection.
+async fn remote_listener(tunnel: Tunnel, req: ListenRequest, policy: Arc<crate::policy::Policy>) {
+    let session = tunnel.session().clone();
+    let addr = match req.bind.parse::<std::net::SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => return session.answer_listen(req.id, Err(format!("`{}` is not IP:PORT", req.bind))),
+    };
+    if addr.port() != 0 && addr.port() < 1024 {
+        return session.answer_listen(req.id, Err(format!("port {} is privileged", addr.port())));
+    }
+    if !addr.ip().is_loopback() && !addr.ip().is_unspecified() {
+        if let Err(e) = policy.check_ip(addr.ip()) {
+            return session.answer_listen(req.id, Err(e.to_string()));
+        }
+    }
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => return session.answer_listen(req.id, Err(format!("bind {addr}: {e}"))),
+    };
+    let bound = listener.local_addr().expect("bound listener has an address");
+    tracing::info!(tunnel = %session.id, %bound, "remote forward listening");
+    session.answer_listen(req.id, Ok(bound));
+    let target = format!("listen:{}", req.id);
+    loop {
+        let (mut tcp, _) = tokio::select! {
+            _ = session.ended.cancelled() => return,
+            x = socket::accept(&listener) => x,
+        };
+        let Ok(mut stream) = tunnel.open(&target) else { continue };
+        tokio::spawn(async move {
+            if stream.connected().await.is_ok() {
+                let _ = relay(&mut tcp, &mut stream, None).await;
+            }
+        });
+    }
+}
