@@ -52,10 +52,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         policy = policy.connect_ports(ports);
     }
     let dialer: Arc<dyn Dialer> = Arc::new(DirectDialer::new(Arc::new(policy), Duration::from_secs(10)));
-    let compat_ctx = args
-        .compat
-        .as_ref()
-        .map(|_| Arc::new(CompatContext { dialer: dialer.clone(), target: args.compat_target.clone() }));
+    let compat_ctx = args.compat.as_ref().map(|_| {
+        Arc::new(CompatContext::new(dialer.clone(), args.compat_target.clone(), args.max_keep_broken))
+    });
     if args.tls_cert.is_some() {
         anyhow::bail!("ws-server: --tls-cert/--tls-key are not implemented yet");
     }
