@@ -49,7 +49,8 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         opts.tls = Some(Arc::new(crate::net::tls::server_config(cert, key)?));
     }
     if args.compat.is_some() {
-        opts.compat = Some(Arc::new(CompatContext { dialer, target: args.compat_target.clone() }));
+        opts.compat =
+            Some(Arc::new(CompatContext::new(dialer, args.compat_target.clone(), args.max_keep_broken)));
     }
     if let Some(addr) = args.metrics {
         crate::telemetry::serve_metrics(addr)?;

@@ -175,7 +175,11 @@ impl Server {
             }
             Ok(resp)
         };
-        let cfg = link::websocket_config(opts.limits.max_frame);
+        // The seed sends one application write as one message (its limit is 100 MiB); ours are frames.
+        let cfg = match opts.compat {
+            Some(_) => link::websocket_config(64 << 20),
+            None => link::websocket_config(opts.limits.max_frame),
+        };
         let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(cfg));
         let ws = match tokio::time::timeout(Duration::from_secs(10), upgrade).await {
             Ok(Ok(ws)) => ws,
