@@ -10,12 +10,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::pool::Pool;
-use crate::net::socks::SocksServer;
 use super::{connect, forward, Settings};
 use crate::client::{ProxyDialer, ProxyKind};
 use crate::http::body::BufIo;
 use crate::http::head::{self, HeadError, RequestHead};
 use crate::http::response;
+use crate::net::socks::SocksServer;
 use crate::net::{socket, DialError, Dialer, DirectDialer, GatedDialer};
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::{AccessLog, AccessRecord};

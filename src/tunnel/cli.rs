@@ -14,14 +14,16 @@ use tokio::sync::Mutex;
 use super::args::{ClientArgs, ServerArgs};
 use super::client::{Client, ConnectError};
 use super::compat::CompatContext;
+use super::rst;
 use super::server::{Server, ServerOptions};
 use super::settings::{Limits, Mode};
 use super::stream::TunnelStream;
-use super::tunnel::Tunnel;
-use super::rst;
+use super::handle::Tunnel;
 use crate::client::ProxyDialer;
 use crate::net::socks::SocksServer;
-use crate::net::{relay, socket, BoxStream, DialError, DialFuture, Dialer, DirectDialer, ForwardSpec, Purpose, Target};
+use crate::net::{
+    relay, socket, BoxStream, DialError, DialFuture, Dialer, DirectDialer, ForwardSpec, Purpose, Target,
+};
 use crate::policy::{Policy, Users};
 use crate::shutdown::{self, Drain};
 use crate::telemetry::access_log::AccessLog;
@@ -55,7 +57,8 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics {
         crate::telemetry::serve_metrics(addr)?;
     }
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
+    let listener =
+        TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
     eprintln!("listening on {}", listener.local_addr()?);
     let drain = Drain::new();
     let server = Server::new(opts);
@@ -164,7 +167,9 @@ impl Dialer for TunnelDialer {
             let stream = self.open(target).await?;
             // SOCKS must answer success or failure before data flows: wait for the server's dial.
             stream.connected().await.map_err(|e| match e.kind() {
-                std::io::ErrorKind::PermissionDenied => DialError::Upstream(format!("refused by policy: {e}")),
+                std::io::ErrorKind::PermissionDenied => {
+                    DialError::Upstream(format!("refused by policy: {e}"))
+                }
                 _ => DialError::Connect { target: target.to_string(), source: e },
             })?;
             Ok(Box::new(stream) as BoxStream)

@@ -19,7 +19,7 @@ use super::id::{ResumeSecret, TunnelId};
 use super::link;
 use super::session::{EndReason, LinkStatus, Role, Session};
 use super::settings::{LinkParams, Mode};
-use super::tunnel::Tunnel;
+use super::handle::Tunnel;
 use crate::client::ProxyDialer;
 use crate::net::{socket, BoxStream, Host, Target};
 
@@ -153,7 +153,8 @@ impl Client {
         };
         let mut req = self.url.clone().into_client_request().context("building the upgrade request")?;
         if let Some(t) = &self.token {
-            let v = http::HeaderValue::from_str(&format!("Bearer {t}")).context("the token is not a header value")?;
+            let v = http::HeaderValue::from_str(&format!("Bearer {t}"))
+                .context("the token is not a header value")?;
             req.headers_mut().insert(http::header::AUTHORIZATION, v);
         }
         // The server's frame limit is not known before WELCOME: accept up to 1 MiB messages.
@@ -165,7 +166,9 @@ impl Client {
                 if status == http::StatusCode::UNAUTHORIZED {
                     Err(ConnectError::Refused("401 Unauthorized: missing or wrong --token".into()))
                 } else {
-                    Err(ConnectError::Failed(anyhow::anyhow!("the server answered the upgrade with {status}")))
+                    Err(ConnectError::Failed(anyhow::anyhow!(
+                        "the server answered the upgrade with {status}"
+                    )))
                 }
             }
             Err(e) => Err(ConnectError::Failed(anyhow::anyhow!("WebSocket upgrade: {e}"))),
@@ -224,7 +227,8 @@ impl Client {
         if answer.kind != FrameType::Resumed {
             return Err(ConnectError::Failed(anyhow::anyhow!("expected RESUMED, got {:?}", answer.kind)));
         }
-        let (gen, cancel, _) = session.attach(answer.ack).map_err(|r| ConnectError::Refused(r.to_string()))?;
+        let (gen, cancel, _) =
+            session.attach(answer.ack).map_err(|r| ConnectError::Refused(r.to_string()))?;
         tracing::info!(tunnel = %session.id, gen, "tunnel resumed");
         tokio::spawn(link::run(session.clone(), ws, gen, cancel));
         Ok(())
@@ -261,7 +265,8 @@ async fn first_frame(ws: &mut WebSocketStream<BoxStream>) -> Result<Frame, Conne
 async fn keep(client: Client, session: Arc<Session>, secret: ResumeSecret) {
     let mut status = session.status();
     let tunnel = Tunnel::new(session.clone());
-    let idle_tick = client.idle_timeout.map(|d| (d / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
+    let idle_tick =
+        client.idle_timeout.map(|d| (d / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     loop {
         let now = *status.borrow_and_update();
         match now {
@@ -302,7 +307,11 @@ async fn keep(client: Client, session: Arc<Session>, secret: ResumeSecret) {
                         session.end(EndReason::Expired);
                         return;
                     }
-                    match tokio::time::timeout(left.min(client.connect_timeout), client.resume(&session, &secret)).await
+                    match tokio::time::timeout(
+                        left.min(client.connect_timeout),
+                        client.resume(&session, &secret),
+                    )
+                    .await
                     {
                         Ok(Ok(())) => break,
                         Ok(Err(ConnectError::Refused(why))) => {

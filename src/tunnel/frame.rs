@@ -218,7 +218,14 @@ mod tests {
         let mut b = Frame::start(FrameType::Data, FLAG_FIN, 9, 3);
         b.extend_from_slice(b"abc");
         stamp(&mut b, 5, 4);
-        let f = Frame { kind: FrameType::Data, flags: FLAG_FIN, stream: 9, seq: 5, ack: 4, payload: "abc".into() };
+        let f = Frame {
+            kind: FrameType::Data,
+            flags: FLAG_FIN,
+            stream: 9,
+            seq: 5,
+            ack: 4,
+            payload: "abc".into(),
+        };
         assert_eq!(b.freeze(), f.encode());
     }
 

@@ -35,7 +35,7 @@ mod service;
 mod session;
 pub mod settings;
 mod stream;
-mod tunnel;
+mod handle;
 
 pub use args::{ClientArgs, ServerArgs};
 pub use client::{Client, ConnectError};
@@ -44,7 +44,7 @@ pub use server::{Server, ServerOptions};
 pub use session::{rst, EndReason, TunnelEvent};
 pub use settings::{Limits, LinkParams, Mode};
 pub use stream::TunnelStream;
-pub use tunnel::Tunnel;
+pub use handle::Tunnel;
 
 /// Runs `tunnelkit ws-server`.
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {

@@ -23,8 +23,8 @@ use super::id::{ct_eq, ResumeSecret, TunnelId};
 use super::link;
 use super::service::{self, ServiceContext};
 use super::session::{Role, Session};
-use super::settings::{LinkParams, Limits, Mode};
-use super::tunnel::Tunnel;
+use super::settings::{Limits, LinkParams, Mode};
+use super::handle::Tunnel;
 use crate::net::{socket, BoxStream, Dialer};
 use crate::policy::Policy;
 use crate::shutdown::Drain;
@@ -152,6 +152,8 @@ impl Server {
         }
     }
 
+    // The upgrade callback's error type (`ErrorResponse`) is fixed by tungstenite's `Callback` trait.
+    #[allow(clippy::result_large_err)]
     async fn serve_connection(self, tcp: TcpStream, peer: SocketAddr) {
         let stream: BoxStream = match &self.inner.tls {
             Some(acceptor) => {
@@ -211,8 +213,13 @@ impl Server {
         }
     }
 
-    async fn hello<S>(&self, mut ws: WebSocketStream<S>, mut p: Bytes, principal: Option<String>, peer: SocketAddr)
-    where
+    async fn hello<S>(
+        &self,
+        mut ws: WebSocketStream<S>,
+        mut p: Bytes,
+        principal: Option<String>,
+        peer: SocketAddr,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let limits = &self.inner.opts.limits;
@@ -317,7 +324,8 @@ impl Server {
             Some((s, true, true)) => s,
             Some((_, true, false)) => {
                 tracing::warn!(tunnel = %id, %peer, "resume refused: presented by another token");
-                let _ = ws.send(refused_frame(refused::PRINCIPAL, "tunnel belongs to another principal")).await;
+                let _ =
+                    ws.send(refused_frame(refused::PRINCIPAL, "tunnel belongs to another principal")).await;
                 return;
             }
             _ => {

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::session::{rst, EndReason, LinkStatus, ListenRequest, Session};
 use super::stream::TunnelStream;
-use super::tunnel::Tunnel;
+use super::handle::Tunnel;
 use crate::net::{relay, socket, DialError, Dialer, Purpose, Target};
 
 /// Everything the service needs from the server.
@@ -58,7 +58,11 @@ fn rst_code(e: &DialError) -> u16 {
 }
 
 /// Dials the target of each stream the client opens and relays it; serves `-R` listeners.
-pub async fn serve_streams(tunnel: Tunnel, ctx: ServiceContext, mut listens: mpsc::UnboundedReceiver<ListenRequest>) {
+pub async fn serve_streams(
+    tunnel: Tunnel,
+    ctx: ServiceContext,
+    mut listens: mpsc::UnboundedReceiver<ListenRequest>,
+) {
     loop {
         tokio::select! {
             s = tunnel.accept() => {

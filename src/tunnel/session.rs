@@ -458,7 +458,9 @@ impl Session {
             return Err(io::Error::new(io::ErrorKind::NotConnected, format!("tunnel {r}")));
         }
         if self.params.mode == Mode::Single && (self.role == Role::Server || st.opened_streams > 0) {
-            return Err(io::Error::other("a single-mode tunnel carries exactly one stream, opened by the client"));
+            return Err(io::Error::other(
+                "a single-mode tunnel carries exactly one stream, opened by the client",
+            ));
         }
         if st.streams.len() >= self.params.max_streams as usize {
             return Err(io::Error::other("stream limit of the tunnel reached"));
@@ -680,7 +682,9 @@ impl Session {
             }
         }
         let ack_due = st.ack_frames >= 16 || st.ack_bytes >= 64 * 1024;
-        if !sequenced && st.recv_seq > 0 && (ack_due || st.ack_since.is_some_and(|t| t.elapsed() >= ACK_DELAY))
+        if !sequenced
+            && st.recv_seq > 0
+            && (ack_due || st.ack_since.is_some_and(|t| t.elapsed() >= ACK_DELAY))
         {
             let mut f = Frame::start(FrameType::Ack, 0, 0, 0);
             stamp(&mut f, 0, st.recv_seq);
@@ -922,7 +926,11 @@ impl Session {
                 return Ok(());
             }
             FrameType::Ack | FrameType::Pong => {}
-            FrameType::Hello | FrameType::Welcome | FrameType::Resume | FrameType::Resumed | FrameType::Refused => {
+            FrameType::Hello
+            | FrameType::Welcome
+            | FrameType::Resume
+            | FrameType::Resumed
+            | FrameType::Refused => {
                 return Err(proto(format!("{:?} inside an established tunnel", frame.kind)));
             }
         }

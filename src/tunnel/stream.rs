@@ -58,6 +58,12 @@ impl TunnelStream {
         &self.target
     }
 
+    /// Received bytes waiting to be read (at most one credit window).
+    pub fn buffered(&self) -> usize {
+        let st = self.session.lock();
+        st.streams.get(&self.id).map_or(0, |s| s.recv.iter().map(|b| b.len()).sum())
+    }
+
     /// Accepting side: tells the opener that the target was reached.
     pub fn confirm(&self) {
         self.session.confirm(self.id);
@@ -84,7 +90,10 @@ impl TunnelStream {
                 return Poll::Ready(Err(reset_error(*code, reason)));
             }
             if let Some(r) = ended {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, format!("tunnel {r}"))));
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("tunnel {r}"),
+                )));
             }
             slot.read_waker = Some(cx.waker().clone());
             Poll::Pending

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: the real binary as a child process, and small origins.
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod origin;
 pub mod tls_origin;
 

@@ -1,0 +1,435 @@
+//! The WebSocket stream tunnel end to end: `ws-server` and `ws-client` binaries (and the library on
+//! ephemeral ports) with local and remote forwards, the SOCKS5 entry, many streams, half-close, a relay
+//! that resets or blackholes the connection (nothing lost, nothing duplicated), hijack attempts, a
+//! stalled reader, and hold-time expiry.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use ring::digest::{digest, SHA256};
+use support::chaos::ChaosRelay;
+use support::origin::{echo_server, Origin};
+use support::{curl, Proc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tunnelkit::net::DirectDialer;
+use tunnelkit::policy::Policy;
+use tunnelkit::shutdown::Drain;
+use tunnelkit::tunnel::frame::{stamp, Frame, FrameType};
+use tunnelkit::tunnel::{Client, ConnectError, Limits, Server, ServerOptions, TunnelEvent};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn ws_server(extra: &[&str]) -> Proc {
+    let mut args = vec!["ws-server", "--listen", "127.0.0.1:0", "--allow", "127.0.0.0/8"];
+    args.extend_from_slice(extra);
+    Proc::start(&args, 1)
+}
+
+fn ws_client(server: SocketAddr, extra: &[&str], listeners: usize) -> Proc {
+    let url = format!("ws://{server}/tunnel");
+    let mut args = vec!["ws-client", url.as_str()];
+    args.extend_from_slice(extra);
+    Proc::start(&args, listeners)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different per `seed`.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Sends `data` through `addr` (an echo behind it) while reading the echo; returns what came back.
+async fn echo_through(addr: SocketAddr, data: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    let s = TcpStream::connect(addr).await?;
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        for chunk in data.chunks(61 * 1024) {
+            w.write_all(chunk).await?;
+        }
+        w.shutdown().await?;
+        Ok::<_, std::io::Error>(w)
+    });
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).await?;
+    writer.await.unwrap()?;
+    Ok(got)
+}
+
+fn sha(b: &[u8]) -> Vec<u8> {
+    digest(&SHA256, b).as_ref().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_forward_carries_64_concurrent_streams_exactly() {
+    let echo = echo_server().await;
+    let server = ws_server(&[]);
+    let client = ws_client(server.addr(), &["-L", &format!("127.0.0.1:0:{echo}")], 1);
+    let entry = client.addr();
+    let mut tasks = Vec::new();
+    for i in 0..64u64 {
+        tasks.push(tokio::spawn(async move {
+            let data = pattern(64 * 1024 + i as usize * 997, i);
+            let got = echo_through(entry, data.clone()).await.expect("stream works");
+            assert_eq!(sha(&got), sha(&data), "stream {i} echoed exactly");
+        }));
+    }
+    tokio::time::timeout(LIMIT, async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .expect("64 streams finish in time");
+}
+
+/// Origin that reads until EOF, then answers with what it counted: the client half-closed and still
+/// receives. It also first sends a greeting and half-closes its own side while the client keeps writing.
+async fn half_close_origin() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { return };
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                s.read_exact(&mut first).await.unwrap();
+                if first[0] == b'A' {
+                    // Client half-closes after sending; we answer after its EOF.
+                    let mut rest = Vec::new();
+                    s.read_to_end(&mut rest).await.unwrap();
+                    s.write_all(format!("got {}", rest.len() + 1).as_bytes()).await.unwrap();
+                    s.shutdown().await.unwrap();
+                } else {
+                    // We half-close first; the client keeps sending and we count it.
+                    s.write_all(b"bye").await.unwrap();
+                    s.shutdown().await.unwrap();
+                    let mut rest = Vec::new();
+                    s.read_to_end(&mut rest).await.unwrap();
+                    seen.store(rest.len() + 1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_works_both_ways() {
+    let (origin, seen) = half_close_origin().await;
+    let server = ws_server(&[]);
+    let client = ws_client(server.addr(), &["-L", &format!("127.0.0.1:0:{origin}")], 1);
+    let entry = client.addr();
+    tokio::time::timeout(LIMIT, async {
+        // Client → origin EOF first, answer still arrives.
+        let mut s = TcpStream::connect(entry).await.unwrap();
+        s.write_all(&[b'A'; 100_000]).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert_eq!(answer, "got 100000");
+
+        // Origin → client EOF first, client's later bytes still arrive.
+        let mut s = TcpStream::connect(entry).await.unwrap();
+        s.write_all(b"B").await.unwrap();
+        let mut bye = Vec::new();
+        s.read_to_end(&mut bye).await.unwrap();
+        assert_eq!(bye, b"bye", "origin's half-close arrives as EOF");
+        s.write_all(&[b'C'; 50_000]).await.unwrap();
+        s.shutdown().await.unwrap();
+        while seen.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 50_001);
+    })
+    .await
+    .expect("half-close test in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_forward_reaches_a_service_beside_the_client() {
+    let echo = echo_server().await;
+    let server = ws_server(&[]);
+    let client = ws_client(server.addr(), &["-R", &format!("127.0.0.1:0:{echo}")], 1);
+    let remote = client.addr_of("remote");
+    let data = pattern(300_000, 7);
+    let got = tokio::time::timeout(LIMIT, echo_through(remote, data.clone())).await.unwrap().unwrap();
+    assert_eq!(sha(&got), sha(&data));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks_entry_serves_curl_and_reports_policy_refusals() {
+    let origin = Origin::start().await;
+    let server = ws_server(&[]);
+    let client = ws_client(server.addr(), &["--socks", "127.0.0.1:0"], 1);
+    let socks = client.addr_of("socks5");
+    let proxy = format!("socks5h://{socks}");
+    let (ok, body, err) = curl(&["--proxy", &proxy, &origin.url("/big")]).await;
+    assert!(ok, "curl through the SOCKS entry: {err}");
+    assert_eq!(body.len(), 4 << 20);
+    // The server's policy (10/8 is private and not allowed) refuses: curl sees a SOCKS error at once.
+    let (ok, _, err) = curl(&["--proxy", &proxy, "http://10.1.2.3:80/"]).await;
+    assert!(!ok);
+    assert!(err.contains("SOCKS") || err.contains("socks") || err.contains("proxy"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_mode_gives_each_connection_its_own_tunnel() {
+    let echo = echo_server().await;
+    let server = ws_server(&[]);
+    let client = ws_client(server.addr(), &["--mode", "single", "-L", &format!("127.0.0.1:0:{echo}")], 1);
+    for i in 0..3 {
+        let data = pattern(100_000, i);
+        let got =
+            tokio::time::timeout(LIMIT, echo_through(client.addr(), data.clone())).await.unwrap().unwrap();
+        assert_eq!(sha(&got), sha(&data));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_every_half_second_lose_and_duplicate_nothing() {
+    let echo = echo_server().await;
+    let server = ws_server(&[]);
+    let relay = ChaosRelay::start(server.addr()).await;
+    let client = ws_client(relay.addr, &["-L", &format!("127.0.0.1:0:{echo}")], 1);
+    let entry = client.addr();
+    // Every 0.5 s, and also every 24 MiB carried so resets land mid-transfer however fast it runs.
+    relay.reset_every_bytes(24 << 20);
+    let chaos = {
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                relay.reset_all();
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..8u64 {
+        tasks.push(tokio::spawn(async move {
+            let data = pattern(16 << 20, 100 + i);
+            let got = echo_through(entry, data.clone()).await.expect("no application socket sees a reset");
+            assert_eq!(got.len(), data.len(), "stream {i}: every byte, once");
+            assert_eq!(sha(&got), sha(&data), "stream {i}: same bytes in the same order");
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(240), async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .expect("8 × 16 MiB both ways through resets finish");
+    chaos.abort();
+    let connections = relay.accepted.load(Ordering::SeqCst);
+    eprintln!("chaos: {connections} connections carried the tunnel");
+    assert!(connections >= 8, "the connection really was reset and resumed ({connections} connections)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_blackhole_is_detected_by_heartbeat_and_resumed() {
+    let echo = echo_server().await;
+    let server = ws_server(&["--heartbeat", "300ms"]);
+    let relay = ChaosRelay::start(server.addr()).await;
+    let client = ws_client(relay.addr, &["-L", &format!("127.0.0.1:0:{echo}")], 1);
+    let s = TcpStream::connect(client.addr()).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    w.write_all(b"before").await.unwrap();
+    let mut buf = [0u8; 6];
+    r.read_exact(&mut buf).await.unwrap();
+    relay.set_blackhole(true);
+    w.write_all(b"during").await.unwrap();
+    // Once the client notices (2 × 300 ms of silence) it reconnects: new connections pass again.
+    let accepted = relay.accepted.load(Ordering::SeqCst);
+    tokio::time::timeout(LIMIT, async {
+        while relay.accepted.load(Ordering::SeqCst) == accepted {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the dead connection was detected and replaced");
+    relay.set_blackhole(false);
+    let mut buf = [0u8; 6];
+    tokio::time::timeout(LIMIT, r.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf, b"during", "bytes written into the blackhole arrive after the resume");
+    w.write_all(b"after!").await.unwrap();
+    tokio::time::timeout(LIMIT, r.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf, b"after!");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_time_expiry_ends_streams_with_an_error_and_the_server_cap_wins() {
+    let echo = echo_server().await;
+    let server = ws_server(&["--max-keep-broken", "1s"]);
+    let relay = ChaosRelay::start(server.addr()).await;
+    let client =
+        ws_client(relay.addr, &["--keep-broken-tunnel", "1h", "-L", &format!("127.0.0.1:0:{echo}")], 1);
+    let mut s = TcpStream::connect(client.addr()).await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.unwrap();
+    relay.set_refuse(true);
+    relay.reset_all();
+    // The server granted 1 s, not the hour asked: the stream fails soon, with an error, not EOF.
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut rest))
+        .await
+        .expect("expiry in time");
+    assert!(r.is_err(), "expired stream must fail, not end cleanly (got EOF after {} bytes)", rest.len());
+}
+
+async fn lib_server(tokens: &[&str], limits: Limits) -> SocketAddr {
+    let policy = Arc::new(
+        Policy::new().allow(["127.0.0.0/8".parse().unwrap()]).connect_ports("1-65535".parse().unwrap()),
+    );
+    let dialer = Arc::new(DirectDialer::new(policy.clone(), Duration::from_secs(5)));
+    let mut opts = ServerOptions::new(dialer, policy);
+    opts.tokens = tokens.iter().map(|t| t.to_string()).collect();
+    opts.limits = limits;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(Server::new(opts).serve(l, Drain::new()));
+    addr
+}
+
+/// Sends RESUME for `id` with `secret` and `token`, returns the answer's frame type.
+async fn try_resume(server: SocketAddr, token: &str, id: [u8; 16], secret: [u8; 16]) -> (FrameType, String) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{server}/tunnel").into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut f = Frame::start(FrameType::Resume, 0, 0, 32);
+    f.extend_from_slice(&id);
+    f.extend_from_slice(&secret);
+    stamp(&mut f, 0, 0);
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(f.freeze())).await.unwrap();
+    let msg = tokio::time::timeout(LIMIT, ws.next()).await.unwrap().unwrap().unwrap();
+    let frame = Frame::decode(msg.into_data(), 4096).unwrap();
+    (frame.kind, String::from_utf8_lossy(&frame.payload[2..]).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hijack_with_wrong_secret_or_another_token_is_refused() {
+    let echo = echo_server().await;
+    let server = lib_server(&["alice", "mallory"], Limits::default()).await;
+    let tunnel = Client::new(&format!("ws://{server}/tunnel"))
+        .unwrap()
+        .token(Some("alice".into()))
+        .connect()
+        .await
+        .unwrap();
+    let id = tunnel.id().0;
+    let (kind, why) = try_resume(server, "alice", id, [0u8; 16]).await;
+    assert_eq!(kind, FrameType::Refused, "right id, wrong secret");
+    assert!(why.contains("unknown tunnel or wrong secret"), "{why}");
+    let (kind, _) = try_resume(server, "mallory", id, [1u8; 16]).await;
+    assert_eq!(kind, FrameType::Refused, "another token");
+    let bad =
+        Client::new(&format!("ws://{server}/tunnel")).unwrap().token(Some("eve".into())).connect().await;
+    assert!(matches!(bad, Err(ConnectError::Refused(_))), "unknown token gets 401");
+    // The real tunnel is untouched.
+    let mut s = tunnel.open(&echo.to_string()).unwrap();
+    s.write_all(b"still mine").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(LIMIT, s.read_to_end(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, b"still mine");
+    assert!(!tunnel.is_broken());
+}
+
+/// A source that sends forever to whoever connects.
+async fn firehose() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let buf = vec![7u8; 64 * 1024];
+                while s.write_all(&buf).await.is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_reader_does_not_block_another_stream_and_memory_stays_bounded() {
+    let echo = echo_server().await;
+    let hose = firehose().await;
+    let server = lib_server(&[], Limits::default()).await;
+    let tunnel = Client::new(&format!("ws://{server}/tunnel")).unwrap().connect().await.unwrap();
+    // Never read from this one.
+    let stalled = tunnel.open(&hose.to_string()).unwrap();
+    stalled.connected().await.unwrap();
+    let mut s = tunnel.open(&echo.to_string()).unwrap();
+    let data = pattern(32 << 20, 3);
+    let (mut r, mut w) = tokio::io::split(&mut s);
+    let expected = data.clone();
+    tokio::time::timeout(LIMIT, async {
+        let write = async {
+            w.write_all(&data).await.unwrap();
+            w.shutdown().await.unwrap();
+        };
+        let read = async {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let (_, got) = tokio::join!(write, read);
+        assert_eq!(sha(&got), sha(&expected));
+    })
+    .await
+    .expect("the other stream moves 32 MiB while one is stalled");
+    let held = stalled.buffered();
+    assert!(held <= 256 * 1024, "a stalled stream holds at most one window, held {held}");
+    assert!(tunnel.unacked_bytes() <= 4 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_report_broken_and_resumed_and_the_cap_is_granted() {
+    let echo = echo_server().await;
+    let limits = Limits { max_keep_broken: Duration::from_secs(7), ..Limits::default() };
+    let server = lib_server(&[], limits).await;
+    let relay = ChaosRelay::start(server).await;
+    let tunnel = Client::new(&format!("ws://{}/tunnel", relay.addr))
+        .unwrap()
+        .keep_broken_tunnel(Duration::from_secs(3600))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(tunnel.params().keep_broken, Duration::from_secs(7), "server caps the hold time");
+    let mut events = tunnel.events();
+    let mut s = tunnel.open(&echo.to_string()).unwrap();
+    relay.reset_all();
+    let mut seen = Vec::new();
+    tokio::time::timeout(LIMIT, async {
+        while !seen.contains(&TunnelEvent::Resumed) {
+            if let Ok(e) = events.recv().await {
+                seen.push(e);
+            }
+        }
+    })
+    .await
+    .expect("resumed");
+    assert!(seen.contains(&TunnelEvent::Broken), "{seen:?}");
+    s.write_all(b"ok").await.unwrap();
+    let mut b = [0u8; 2];
+    tokio::time::timeout(LIMIT, s.read_exact(&mut b)).await.unwrap().unwrap();
+    assert_eq!(&b, b"ok");
+}
