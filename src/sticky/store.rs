@@ -30,14 +30,24 @@ pub struct SidStore {
 /// backend costs nothing however many sessions there are.
 #[derive(Default)]
 struct Entries {
-    map: HashMap<String, (usize, Instant)>,
+    map: HashMap<String, Binding>,
     counts: Vec<usize>,
+}
+
+/// One sid's binding.
+struct Binding {
+    backend: usize,
+    /// When it expires unless refreshed.
+    until: Instant,
+    /// Set while the session lives on a WebSocket relayed by this balancer: no polling request
+    /// refreshes it then, and the tunnel's end removes it, so it must not expire meanwhile.
+    pinned: bool,
 }
 
 impl Entries {
     fn insert(&mut self, sid: &str, backend: usize, until: Instant) {
-        if let Some((old, _)) = self.map.insert(sid.to_owned(), (backend, until)) {
-            self.dec(old);
+        if let Some(old) = self.map.insert(sid.to_owned(), Binding { backend, until, pinned: false }) {
+            self.dec(old.backend);
         }
         if self.counts.len() <= backend {
             self.counts.resize(backend + 1, 0);
@@ -45,9 +55,13 @@ impl Entries {
         self.counts[backend] += 1;
     }
 
-    fn remove(&mut self, sid: &str) {
-        if let Some((b, _)) = self.map.remove(sid) {
-            self.dec(b);
+    fn remove(&mut self, sid: &str) -> bool {
+        match self.map.remove(sid) {
+            Some(binding) => {
+                self.dec(binding.backend);
+                true
+            }
+            None => false,
         }
     }
 
@@ -73,14 +87,27 @@ impl SidStore {
         SidStore { entries: Mutex::new(Entries::default()), expiry, redis: None }
     }
 
-    /// A store backed by Redis at `url` (`redis://[:password@]host:port[/db]`).
+    /// A store backed by Redis at `url` (`redis://[:password@]host:port[/db]`, or `rediss://` for
+    /// TLS). `ca` is a PEM bundle the Redis server's certificate must chain to (instead of the
+    /// bundled web roots), for a private CA.
     pub async fn with_redis(
         expiry: Duration,
         url: &str,
+        ca: Option<Vec<u8>>,
         prefix: &str,
         backends: Vec<String>,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
+        // Never echo the password in errors or logs.
+        let shown = redact_password(url);
+        let client = match ca {
+            None => redis::Client::open(url),
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem) },
+            ),
+        }
+        .map_err(|e| anyhow::anyhow!("--redis {shown}: {e}"))?;
+        let url = shown;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(REDIS_TIMEOUT))
@@ -118,12 +145,13 @@ impl SidStore {
             let mut e = self.entries.lock().expect("store lock");
             let now = Instant::now();
             match e.map.get_mut(sid) {
-                Some((b, until)) if *until > now => {
+                Some(Binding { backend, pinned: true, .. }) => Some((*backend, false)),
+                Some(Binding { backend, until, .. }) if *until > now => {
                     let refresh = *until - now < self.expiry / 2;
                     if refresh {
                         *until = now + self.expiry;
                     }
-                    Some((*b, refresh))
+                    Some((*backend, refresh))
                 }
                 Some(_) => {
                     e.remove(sid);
@@ -154,11 +182,20 @@ impl SidStore {
         }
     }
 
-    /// Forgets `sid` here and in Redis.
-    pub async fn remove(&self, sid: &str) {
-        self.entries.lock().expect("store lock").remove(sid);
+    /// Forgets `sid` here and in Redis (the session ended); returns true if it was bound here.
+    pub async fn remove(&self, sid: &str) -> bool {
+        let known = self.entries.lock().expect("store lock").remove(sid);
         if let Some(r) = &self.redis {
             self.run::<()>(r, redis::cmd("DEL").arg(format!("{}{sid}", r.prefix)).clone()).await;
+        }
+        known
+    }
+
+    /// Keeps `sid` bound, without expiry, until [`SidStore::remove`]: the session moved onto a
+    /// WebSocket this balancer relays, whose end is the session's end.
+    pub fn pin(&self, sid: &str) {
+        if let Some(binding) = self.entries.lock().expect("store lock").map.get_mut(sid) {
+            binding.pinned = true;
         }
     }
 
@@ -173,7 +210,7 @@ impl SidStore {
         let now = Instant::now();
         let mut e = self.entries.lock().expect("store lock");
         let expired: Vec<String> =
-            e.map.iter().filter(|(_, (_, until))| *until <= now).map(|(k, _)| k.clone()).collect();
+            e.map.iter().filter(|(_, b)| !b.pinned && b.until <= now).map(|(k, _)| k.clone()).collect();
         for sid in expired {
             e.remove(&sid);
         }
@@ -227,8 +264,8 @@ impl SidStore {
             .expect("store lock")
             .map
             .iter()
-            .filter(|(_, (_, until))| *until > now)
-            .map(|(sid, (b, until))| (sid.clone(), *b, *until - now))
+            .filter(|(_, b)| b.pinned || b.until > now)
+            .map(|(sid, b)| (sid.clone(), b.backend, if b.pinned { self.expiry } else { b.until - now }))
             .collect();
         let mut pipe = redis::pipe();
         for (sid, b, left) in &live {
@@ -243,6 +280,20 @@ impl SidStore {
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
             tracing::warn!("writing back cached bindings to Redis failed: {e}");
         }
+    }
+}
+
+/// `url` with its password (if any) replaced by `***`, for messages.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -261,7 +312,24 @@ mod tests {
         assert_eq!(s.sessions_per_backend(2), vec![0, 0]);
         assert_eq!(s.get("a").await, None);
         s.put("b", 0).await;
-        s.remove("b").await;
+        assert!(s.remove("b").await);
+        assert!(!s.remove("b").await);
         assert_eq!(s.get("b").await, None);
+        // A pinned binding (the session is on a relayed WebSocket) outlives the expiry.
+        s.put("c", 1).await;
+        s.pin("c");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        s.purge_expired();
+        assert_eq!(s.get("c").await, Some(1));
+        assert_eq!(s.sessions_per_backend(2), vec![0, 1]);
+        s.remove("c").await;
+        assert_eq!(s.sessions_per_backend(2), vec![0, 0]);
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_password("rediss://:secret@127.0.0.1:6380/"), "rediss://:***@127.0.0.1:6380/");
+        assert_eq!(redact_password("redis://user:pw@h:1/0"), "redis://user:***@h:1/0");
+        assert_eq!(redact_password("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }
