@@ -20,7 +20,7 @@ pub struct EngineQuery {
 /// True if `path` is under the Engine.IO `prefix` (`/socket.io/` also matches `/socket.io`).
 pub fn under_path(path: &str, prefix: &str) -> bool {
     let bare = prefix.trim_end_matches('/');
-    path == bare || path.starts_with(&format!("{bare}/"))
+    path.strip_prefix(bare).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Parses the query string (last duplicate wins).
@@ -28,15 +28,24 @@ pub fn parse_query(query: &str) -> EngineQuery {
     let mut q = EngineQuery::default();
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v);
+        // Only the parameters that route are decoded (every request pays for this).
         match k {
-            "sid" => q.sid = Some(v).filter(|s| !s.is_empty()),
-            "transport" => q.transport = Some(v),
-            "EIO" => q.eio = Some(v),
+            "sid" => q.sid = Some(decode(v)).filter(|s| !s.is_empty()),
+            "transport" => q.transport = Some(decode(v)),
+            "EIO" => q.eio = Some(decode(v)),
             _ => {}
         }
     }
     q
+}
+
+/// Percent-decodes a query value, copying it as is when it holds no escapes (the usual case).
+fn decode(v: &str) -> String {
+    if v.contains(['%', '+']) {
+        percent_decode(v)
+    } else {
+        v.to_owned()
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -76,7 +85,7 @@ pub struct OpenPacket {
 /// Handles v4 (`\x1e`-separated packets), v3 text (`<len>:<packet>`), v3 XHR2 binary framing
 /// (`application/octet-stream`) and v3 JSONP (`___eio[n]("...")`).
 pub fn learn_sid(content_type: &str, body: &[u8]) -> Option<OpenPacket> {
-    let first: Vec<u8> = if content_type.starts_with("application/octet-stream") {
+    let first: &[u8] = if content_type.starts_with("application/octet-stream") {
         // <0x00 string | 0x01 binary><length digits as bytes 0-9><0xFF><packet>
         let (&kind, rest) = body.split_first()?;
         if kind != 0 {
@@ -84,7 +93,7 @@ pub fn learn_sid(content_type: &str, body: &[u8]) -> Option<OpenPacket> {
         }
         let ff = rest.iter().position(|&b| b == 0xff)?;
         let len = rest[..ff].iter().try_fold(0usize, |acc, &d| (d <= 9).then(|| acc * 10 + d as usize))?;
-        rest.get(ff + 1..ff + 1 + len)?.to_vec()
+        rest.get(ff + 1..ff + 1 + len)?
     } else if body.starts_with(b"___eio[") {
         let start = body.iter().position(|&b| b == b'(')? + 1;
         let end = body.iter().rposition(|&b| b == b')')?;
@@ -93,7 +102,7 @@ pub fn learn_sid(content_type: &str, body: &[u8]) -> Option<OpenPacket> {
     } else {
         return learn_text(body);
     };
-    parse_open(&first)
+    parse_open(first)
 }
 
 fn learn_text(body: &[u8]) -> Option<OpenPacket> {
@@ -110,10 +119,16 @@ fn learn_text(body: &[u8]) -> Option<OpenPacket> {
 }
 
 fn parse_open(packet: &[u8]) -> Option<OpenPacket> {
+    /// The open packet's one field the balancer needs; the others are skipped without being
+    /// built (this runs on every handshake).
+    #[derive(serde::Deserialize)]
+    struct Open<'a> {
+        #[serde(borrow)]
+        sid: std::borrow::Cow<'a, str>,
+    }
     let json = packet.strip_prefix(b"0")?;
-    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
-    let sid = v.get("sid")?.as_str()?.to_owned();
-    (!sid.is_empty()).then_some(OpenPacket { sid })
+    let open: Open = serde_json::from_slice(json).ok()?;
+    (!open.sid.is_empty()).then(|| OpenPacket { sid: open.sid.into_owned() })
 }
 
 /// True if a JSON error body is Engine.IO's `{"code":1,"message":"Session ID unknown"}`: the
@@ -206,6 +221,8 @@ mod tests {
         assert!(under_path("/socket.io", "/socket.io/"));
         assert!(under_path("/socket.io/x", "/socket.io/"));
         assert!(!under_path("/socket.iox", "/socket.io/"));
+        assert!(!under_path("/", "/socket.io/"));
+        assert!(under_path("/socket.io", "/socket.io"));
         let q = parse_query("EIO=4&transport=polling&sid=a&t=x&sid=b%2Bc");
         assert_eq!(q.sid.as_deref(), Some("b+c"));
         assert_eq!(q.transport.as_deref(), Some("polling"));
@@ -234,6 +251,8 @@ mod tests {
         // The Socket.IO CONNECT ack is not an open packet.
         assert!(learn_sid("text/plain", br#"40{"sid":"GNpWD7LbGCBNCr8GAAAB"}"#).is_none());
         assert!(learn_sid("text/plain", b"not json").is_none());
+        assert!(learn_sid("text/plain", br#"0{"sid":""}"#).is_none());
+        assert!(learn_sid("text/plain", br#"0{"sid":7}"#).is_none());
     }
 
     #[test]

@@ -9,9 +9,10 @@
 //! A Redis outage is logged once; sessions known locally keep working, new ones are still assigned
 //! and cached, and when Redis answers again every cached binding is written back.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -27,11 +28,15 @@ pub struct SidStore {
 }
 
 /// The local map with live-session counts per backend kept in step, so picking the least-loaded
-/// backend costs nothing however many sessions there are.
+/// backend costs nothing however many sessions there are, and deadlines in a heap, so purging
+/// expired bindings costs what expired, not a scan of every session under the lock.
 #[derive(Default)]
 struct Entries {
-    map: HashMap<String, Binding>,
+    map: HashMap<Arc<str>, Binding>,
     counts: Vec<usize>,
+    /// (deadline at insertion, sid), earliest first. A binding refreshed since is pushed back with
+    /// its new deadline when its old one comes up; one removed since is skipped.
+    deadlines: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
 }
 
 /// One sid's binding.
@@ -46,7 +51,9 @@ struct Binding {
 
 impl Entries {
     fn insert(&mut self, sid: &str, backend: usize, until: Instant) {
-        if let Some(old) = self.map.insert(sid.to_owned(), Binding { backend, until, pinned: false }) {
+        let sid: Arc<str> = sid.into();
+        self.deadlines.push(Reverse((until, sid.clone())));
+        if let Some(old) = self.map.insert(sid, Binding { backend, until, pinned: false }) {
             self.dec(old.backend);
         }
         if self.counts.len() <= backend {
@@ -62,6 +69,26 @@ impl Entries {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Drops the bindings whose deadline passed (pinned ones are re-checked an expiry later).
+    fn purge(&mut self, now: Instant, expiry: Duration) {
+        while let Some(Reverse((deadline, _))) = self.deadlines.peek() {
+            if *deadline > now {
+                break;
+            }
+            let Some(Reverse((_, sid))) = self.deadlines.pop() else { break };
+            let next = match self.map.get(&sid) {
+                None => continue,
+                Some(b) if b.pinned => now + expiry,
+                Some(b) if b.until > now => b.until,
+                Some(_) => {
+                    self.remove(&sid);
+                    continue;
+                }
+            };
+            self.deadlines.push(Reverse((next, sid)));
         }
     }
 
@@ -207,13 +234,7 @@ impl SidStore {
 
     /// Drops expired bindings (called periodically, off the request path).
     pub fn purge_expired(&self) {
-        let now = Instant::now();
-        let mut e = self.entries.lock().expect("store lock");
-        let expired: Vec<String> =
-            e.map.iter().filter(|(_, b)| !b.pinned && b.until <= now).map(|(k, _)| k.clone()).collect();
-        for sid in expired {
-            e.remove(&sid);
-        }
+        self.entries.lock().expect("store lock").purge(Instant::now(), self.expiry);
     }
 
     /// Checks Redis (called from the health loop) so an outage's end is noticed without traffic.
@@ -265,7 +286,7 @@ impl SidStore {
             .map
             .iter()
             .filter(|(_, b)| b.pinned || b.until > now)
-            .map(|(sid, b)| (sid.clone(), b.backend, if b.pinned { self.expiry } else { b.until - now }))
+            .map(|(sid, b)| (sid.to_string(), b.backend, if b.pinned { self.expiry } else { b.until - now }))
             .collect();
         let mut pipe = redis::pipe();
         for (sid, b, left) in &live {
@@ -324,6 +345,26 @@ mod tests {
         assert_eq!(s.sessions_per_backend(2), vec![0, 1]);
         s.remove("c").await;
         assert_eq!(s.sessions_per_backend(2), vec![0, 0]);
+    }
+
+    #[test]
+    fn purge_follows_deadlines() {
+        let (t0, expiry) = (Instant::now(), Duration::from_secs(10));
+        let mut e = Entries::default();
+        for (sid, b) in [("refreshed", 0), ("removed", 1), ("pinned", 1), ("idle", 0)] {
+            e.insert(sid, b, t0 + expiry);
+        }
+        e.remove("removed");
+        e.map.get_mut("refreshed").unwrap().until = t0 + 2 * expiry;
+        e.map.get_mut("pinned").unwrap().pinned = true;
+        e.purge(t0 + expiry / 2, expiry);
+        assert_eq!(e.counts, [2, 1], "nothing is due yet");
+        e.purge(t0 + expiry, expiry);
+        assert_eq!(e.counts, [1, 1], "only the idle binding expired");
+        assert!(!e.map.contains_key("idle"));
+        e.purge(t0 + 2 * expiry, expiry);
+        assert_eq!(e.counts, [0, 1], "the refreshed one expires at its new deadline; the pinned one stays");
+        assert_eq!(e.deadlines.len(), 1);
     }
 
     #[test]
