@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Sticky-balancer benchmark: handshakes/s, polling requests/s and WebSocket acks/s through tunnelkit
 # (memory and Redis stores), HAProxy sticking on the sid URL parameter, and NGINX ip_hash, against the
-# same 3 Socket.IO backends, in one run. Not a test. Usage: bench/sticky/run.sh [SECONDS] [CONCURRENCY]
+# same 3 Socket.IO backends, in one run. Not a test. Usage: bench/sticky/run.sh [SECONDS] [CONCURRENCY] [ROUNDS]
+# Each cell is measured ROUNDS times, the paths in a rotated order each round (the node backends slow down
+# as sessions from earlier cells linger, so a fixed order would favour whoever goes first); the median is
+# reported.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-SECS="${1:-5}"; CONC="${2:-32}"
+SECS="${1:-5}"; CONC="${2:-32}"; ROUNDS="${3:-3}"
 need=()
 for t in haproxy:haproxy nginx:nginx redis-server:redis-server; do command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t##*:}"); done
 if [ "${#need[@]}" -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
@@ -59,13 +62,22 @@ nginx -c "$work/nginx.conf" & pids+=($!)
 for p in $TM $TR $HP $NP; do wait_port "$p"; done
 
 measure() { (cd tests/node/sticky && node ../../../bench/sticky/load.js "http://127.0.0.1:$1" "$2" "$CONC" "$SECS"); }
-declare -A R
-for name in direct:${B[0]} tunnelkit-memory:$TM tunnelkit-redis:$TR haproxy:$HP nginx-ip_hash:$NP; do
-  label=${name%%:*}; p=${name##*:}
+declare -A RUNS
+paths=(direct:${B[0]} tunnelkit-memory:$TM tunnelkit-redis:$TR haproxy:$HP nginx-ip_hash:$NP)
+for round in $(seq "$ROUNDS"); do
   for mode in handshake poll ws; do
-    echo "measuring $label $mode..." >&2
-    R[$label.$mode]=$(measure "$p" "$mode")
+    for k in "${!paths[@]}"; do
+      name=${paths[$(( (k + round - 1) % ${#paths[@]} ))]}
+      label=${name%%:*}; p=${name##*:}
+      echo "round $round: measuring $label $mode..." >&2
+      RUNS[$label.$mode]+="$(measure "$p" "$mode")"$'\n'
+    done
   done
+done
+# The run with the median rate of each cell.
+declare -A R
+for key in "${!RUNS[@]}"; do
+  R[$key]=$(grep . <<<"${RUNS[$key]}" | sort -t: -k2 -n | sed -n "$(( (ROUNDS + 1) / 2 ))p")
 done
 val() { sed -E 's/.*"rate":([0-9]+).*/\1/' <<<"$1"; }
 err() { sed -E 's/.*"errors":([0-9]+).*/\1/' <<<"$1"; }
@@ -78,7 +90,8 @@ out="bench/results/sticky-$(date -u +%Y-%m-%d).md"
   echo "Machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), kernel $(uname -r)."
   echo "Versions: $($TK --version), $(haproxy -v | head -1), $(nginx -v 2>&1), $(redis-server --version | cut -d' ' -f1-3), node $(node --version), socket.io $(node -p "require('./tests/node/sticky/node_modules/socket.io/package.json').version")."
   echo
-  echo "3 Socket.IO 4 backends (node, tests/node/sticky/backend.js); load: bench/sticky/load.js, $CONC concurrent loops, ${SECS}s per cell."
+  echo "3 Socket.IO 4 backends (node, tests/node/sticky/backend.js); load: bench/sticky/load.js, $CONC concurrent loops, ${SECS}s per cell;"
+  echo "each cell is the median of $ROUNDS rounds, the paths in a rotated order each round."
   echo "\"direct\" is one backend without a balancer (the limit). Errors are non-200 answers / failed acks: a balancer that"
   echo "sends a session's request to the wrong backend gets Engine.IO's 400."
   echo
@@ -91,5 +104,5 @@ out="bench/results/sticky-$(date -u +%Y-%m-%d).md"
   echo
   echo "Goal (issue 5): >= HAProxy's rates with the memory store, within 20% of them with Redis."
   echo "Configs: HAProxy \`balance roundrobin\` + \`stick on url_param(sid)\`; NGINX \`ip_hash\` with WebSocket headers."
-  echo "Command: \`bench/sticky/run.sh $SECS $CONC\`."
+  echo "Command: \`bench/sticky/run.sh $SECS $CONC $ROUNDS\`."
 } | tee "$out"
