@@ -20,7 +20,7 @@ trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
-B=(); for n in A B C; do p=$(port); (cd tests/node/sticky && node backend.js "$n" "$p" >/dev/null) & pids+=($!); B+=("$p"); done
+B=(); for n in A B C; do p=$(port); (cd tests/node/sticky && exec node backend.js "$n" "$p" >/dev/null) & pids+=($!); B+=("$p"); done
 RP=$(port); redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >/dev/null & pids+=($!); RPID=$!
 for p in "${B[@]}" "$RP"; do wait_port "$p"; done
 backs=(); for p in "${B[@]}"; do backs+=(--backend "127.0.0.1:$p"); done
