@@ -359,3 +359,372 @@ fn config_errors_name_the_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--redis"));
 }
+
+/// A node script driven line by line (tests/node/sticky/hold.js, reconnect.js): commands on stdin,
+/// one JSON line per answer or event on stdout. Killed on drop.
+struct NodeScript {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl NodeScript {
+    fn start(args: &[&str]) -> NodeScript {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new("node")
+            .current_dir(node_dir())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node is installed");
+        let stdin = child.stdin.take().unwrap();
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        NodeScript { child, stdin, lines }
+    }
+
+    async fn send(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+    }
+
+    /// The next JSON line, waiting at most `limit`.
+    async fn next(&mut self, limit: Duration) -> serde_json::Value {
+        let line = tokio::time::timeout(limit, self.lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no line from node within {limit:?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("node script exited: {:?}", self.child.try_wait()));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// `open N` on hold.js: the backend of each new session.
+    async fn open(&mut self, n: usize) -> Vec<String> {
+        self.send(&format!("open {n}")).await;
+        let v = self.next(Duration::from_secs(40)).await;
+        v["opened"].as_array().unwrap().iter().map(|b| b.as_str().unwrap().to_owned()).collect()
+    }
+}
+
+/// A free loopback port (for listeners that cannot report the one they picked).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The Prometheus text of `tunnelkit sticky --metrics`, retried until it answers.
+async fn scrape(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out, err) = curl(&[&format!("http://127.0.0.1:{port}/metrics")]).await;
+        if ok {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+        assert!(Instant::now() < deadline, "metrics endpoint never answered: {err}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of the sample `name{labels}` (labels exactly as rendered), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Scrapes until `done(text)` holds (the session gauge is refreshed every check interval).
+async fn scrape_until(port: u16, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(port).await;
+        if done(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "metrics never showed {what}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sessions_of(text: &str, backend: &Backend) -> Option<f64> {
+    sample(text, &format!("tunnelkit_sticky_sessions{{backend=\"{}\"}}", backend.addr()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_sessions_stop_counting_for_least_sessions() {
+    let (a, b) = (Backend::start("A", 0), Backend::start("B", 0));
+    let metrics = free_port();
+    let s = sticky(
+        &[&a, &b],
+        &[
+            "--balance",
+            "least-sessions",
+            "--check-interval",
+            "200ms",
+            "--metrics",
+            &format!("127.0.0.1:{metrics}"),
+        ],
+    );
+    let url = format!("http://{}", s.addr());
+    // Client close packets (v4 `1`, v3 `1:1`), the end of an upgraded session's WebSocket, and the
+    // end of a WebSocket-only session.
+    for (transports, v2) in
+        [("polling", false), ("polling", true), ("polling,websocket", false), ("websocket", false)]
+    {
+        let what = format!("{transports} v2={v2}");
+        let mut hold =
+            NodeScript::start(&[&["hold.js", &url, transports][..], if v2 { &["v2"] } else { &[] }].concat());
+        let first = hold.open(6).await;
+        let on_a = first.iter().filter(|x| *x == "A").count();
+        assert_eq!(on_a, 3, "{what}: least-sessions spreads 6 sessions 3/3: {first:?}");
+        scrape_until(metrics, "3 sessions per backend", |t| {
+            sessions_of(t, &a) == Some(3.0) && sessions_of(t, &b) == Some(3.0)
+        })
+        .await;
+        // A's clients leave: the balancer sees the sessions end, not just their bindings expire.
+        hold.send("close A").await;
+        assert_eq!(hold.next(Duration::from_secs(10)).await["closed"], 3);
+        scrape_until(metrics, &format!("{what}: A's sessions ended"), |t| {
+            sessions_of(t, &a) == Some(0.0) && sessions_of(t, &b) == Some(3.0)
+        })
+        .await;
+        // So the next sessions all go to A.
+        let next = hold.open(3).await;
+        assert_eq!(next, vec!["A"; 3], "{what}: new sessions go to the emptied backend");
+        hold.send("exit").await;
+        scrape_until(metrics, &format!("{what}: every session ended"), |t| {
+            sessions_of(t, &a) == Some(0.0) && sessions_of(t, &b) == Some(0.0)
+        })
+        .await;
+    }
+    let text = scrape(metrics).await;
+    for reason in ["client_close", "websocket_closed"] {
+        let ended = sample(&text, &format!("tunnelkit_sticky_sessions_ended_total{{reason=\"{reason}\"}}"));
+        assert!(ended.is_some_and(|n| n >= 3.0), "sessions ended by {reason}: {ended:?}\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_forgetting_a_session_ends_it() {
+    let (a, b) = (Backend::start("A", 0), Backend::start("B", 0));
+    let metrics = free_port();
+    let s = sticky(&[&a, &b], &["--check-interval", "200ms", "--metrics", &format!("127.0.0.1:{metrics}")]);
+    let url = format!("http://{}", s.addr());
+    let (sid, backend) = raw_handshake(&url).await;
+    let served_by = if backend == "A" { &a } else { &b };
+    scrape_until(metrics, "the session", |t| sessions_of(t, served_by) == Some(1.0)).await;
+    // The backend closes the session itself (a duplicate poll is an Engine.IO protocol error, the
+    // same path as a ping timeout); its next answer is the 400 "Session ID unknown".
+    let poll = format!("{url}/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let _ = futures_util::future::join(curl(&["-s", &poll]), curl(&["-s", &poll])).await;
+    let (_, out, _) = curl(&["-s", "-w", "\n%{http_code}", &poll]).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(text.ends_with("\n400") && text.contains(r#""code":1"#), "{text}");
+    scrape_until(metrics, "the forgotten session ended", |t| sessions_of(t, served_by) == Some(0.0)).await;
+    let text = scrape(metrics).await;
+    assert_eq!(
+        sample(&text, "tunnelkit_sticky_sessions_ended_total{reason=\"session_unknown\"}"),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_sessions_health_errors_and_redis() {
+    let (a, b) = (Backend::start("A", 0), Backend::start("B", 0));
+    let redis = Redis::start(0).await;
+    let metrics = free_port();
+    let s = sticky(
+        &[&a, &b],
+        &[
+            "--redis",
+            &redis.url(),
+            "--check-interval",
+            "200ms",
+            "--check-timeout",
+            "200ms",
+            "--metrics",
+            &format!("127.0.0.1:{metrics}"),
+        ],
+    );
+    let url = format!("http://{}", s.addr());
+    for _ in 0..4 {
+        raw_handshake(&url).await;
+    }
+    let (_, out, _) =
+        curl(&["-s", "-w", "%{http_code}", &format!("{url}/socket.io/?EIO=4&transport=polling&sid=nope")])
+            .await;
+    assert!(String::from_utf8_lossy(&out).ends_with("400"));
+
+    let text = scrape_until(metrics, "4 sessions", |t| {
+        sessions_of(t, &a).unwrap_or(0.0) + sessions_of(t, &b).unwrap_or(0.0) == 4.0
+    })
+    .await;
+    assert_eq!(sessions_of(&text, &a), Some(2.0), "least-sessions: 2 each\n{text}");
+    for backend in [&a, &b] {
+        let up = format!("tunnelkit_sticky_backend_up{{backend=\"{}\"}}", backend.addr());
+        assert_eq!(sample(&text, &up), Some(1.0), "{up}\n{text}");
+        let total = format!("tunnelkit_sticky_sessions_total{{backend=\"{}\"}}", backend.addr());
+        assert_eq!(sample(&text, &total), Some(2.0), "{total}\n{text}");
+    }
+    assert_eq!(
+        sample(&text, "tunnelkit_sticky_routing_errors_total{kind=\"session_unknown\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    // Every handshake wrote Redis (plus a GET for the unknown sid, and health-loop PINGs).
+    let redis_commands = sample(&text, "tunnelkit_sticky_redis_seconds_count").unwrap_or(0.0);
+    assert!(redis_commands >= 5.0, "Redis latency histogram: {redis_commands}\n{text}");
+    let slowest = sample(&text, "tunnelkit_sticky_redis_seconds{quantile=\"1\"}").expect("latency quantiles");
+    assert!(slowest > 0.0 && slowest < 0.5, "Redis latency within the command bound: {slowest}");
+
+    // A backend going down shows, and so does a Redis outage.
+    let a_up = format!("tunnelkit_sticky_backend_up{{backend=\"{}\"}}", a.addr());
+    drop(a);
+    drop(redis);
+    raw_handshake(&url).await;
+    let text = scrape_until(metrics, "a backend down and Redis errors", |t| {
+        sample(t, &a_up) == Some(0.0)
+            && sample(t, "tunnelkit_sticky_redis_errors_total").is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert_eq!(sample(&text, &format!("tunnelkit_sticky_backend_up{{backend=\"{}\"}}", b.addr())), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_marked_down_has_its_websockets_closed_so_clients_move_at_once() {
+    for transports in ["websocket", "polling,websocket"] {
+        let (a, b) = (Backend::start("A", 0), Backend::start("B", 0));
+        let s = sticky(&[&a, &b], &["--check-interval", "200ms", "--check-timeout", "200ms"]);
+        let url = format!("http://{}", s.addr());
+        let mut client = NodeScript::start(&["reconnect.js", &url, transports]);
+        let first = client.next(Duration::from_secs(20)).await;
+        assert_eq!(first["event"], "connect", "{transports}: {first}");
+        let hung = if first["backend"] == "A" { &a } else { &b };
+        // The backend hangs (SIGSTOP): its sockets stay open, so only the balancer can tell the
+        // client. Without that the client would wait for Engine.IO's ping timeout (25 s + 20 s).
+        unsafe { libc::kill(hung.child.id() as i32, libc::SIGSTOP) };
+        let lost = client.next(Duration::from_secs(10)).await;
+        assert_eq!(lost["event"], "disconnect", "{transports}: {lost}");
+        let again = client.next(Duration::from_secs(10)).await;
+        assert_eq!(again["event"], "connect", "{transports}: {again}");
+        assert_ne!(again["backend"], first["backend"], "{transports}: reconnected to the healthy backend");
+        unsafe { libc::kill(hung.child.id() as i32, libc::SIGCONT) };
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, as PEM files in `dir`:
+/// (ca.pem, server.pem, server.key).
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "tunnelkit test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let paths = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, server_cert.pem()).unwrap();
+    std::fs::write(&paths.2, server_key.serialize_pem()).unwrap();
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_password_and_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    let port = free_port();
+    let mut server = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca)
+        .args(["--tls-auth-clients", "no", "--requirepass", "secret"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (run ./test.sh)");
+    let _stop = KillOnDrop(&mut server);
+    let url = format!("rediss://:secret@127.0.0.1:{port}/");
+    let tls = redis::Client::build_with_tls(
+        url.as_str(),
+        redis::TlsCertificates { client_tls: None, root_cert: Some(std::fs::read(&ca).unwrap()) },
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut conn = loop {
+        match tls.get_multiplexed_async_connection().await {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < deadline, "redis-server with TLS did not start: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let a = Backend::start("A", 0);
+    let ca_arg = ca.to_str().unwrap();
+    let s = sticky(&[&a], &["--redis", &url, "--redis-ca", ca_arg]);
+    let (sid, _) = raw_handshake(&format!("http://{}", s.addr())).await;
+    let bound: Option<String> =
+        redis::cmd("GET").arg(format!("socket.io#{sid}")).query_async(&mut conn).await.unwrap();
+    assert_eq!(bound, Some(a.addr()), "the binding went to Redis over TLS");
+
+    // Without the CA the server's certificate is not trusted; a wrong password is refused. Neither
+    // message shows the password.
+    for (args, why) in [
+        (vec!["--redis".to_owned(), url.clone()], "untrusted certificate"),
+        (
+            vec![
+                "--redis".to_owned(),
+                format!("rediss://:wrong@127.0.0.1:{port}/"),
+                "--redis-ca".into(),
+                ca_arg.into(),
+            ],
+            "wrong password",
+        ),
+    ] {
+        let out = Command::new(support::bin())
+            .args(["sticky", "--listen", "127.0.0.1:0", "--backend", &a.addr()])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{why}: {err}");
+        assert!(
+            err.contains("--redis") && !err.contains("secret") && !err.contains("wrong@"),
+            "{why}: {err}"
+        );
+    }
+    // A CA needs a TLS URL.
+    let out = Command::new(support::bin())
+        .args(["sticky", "--backend", &a.addr(), "--redis", "redis://127.0.0.1:1", "--redis-ca", ca_arg])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rediss://"));
+}
+
+/// Kills a child process when dropped.
+struct KillOnDrop<'a>(&'a mut Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

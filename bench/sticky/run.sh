@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Sticky-balancer benchmark: handshakes/s, polling requests/s and WebSocket acks/s through tunnelkit
 # (memory and Redis stores), HAProxy sticking on the sid URL parameter, and NGINX ip_hash, against the
-# same 3 Socket.IO backends, in one run. Not a test. Usage: bench/sticky/run.sh [SECONDS] [CONCURRENCY]
+# same 3 Socket.IO backends, in one run. Not a test. Usage: bench/sticky/run.sh [SECONDS] [CONCURRENCY] [ROUNDS]
+# Each cell is measured ROUNDS times, the balancers in a rotated order each round and "direct" last (the node
+# backends slow down while sessions from earlier cells linger, so a fixed order would favour whoever goes
+# first); the median is reported (the upper one for an even count).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-SECS="${1:-5}"; CONC="${2:-32}"
+SECS="${1:-5}"; CONC="${2:-32}"; ROUNDS="${3:-4}"
 need=()
 for t in haproxy:haproxy nginx:nginx redis-server:redis-server; do command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t##*:}"); done
 if [ "${#need[@]}" -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
@@ -17,12 +20,12 @@ trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
-B=(); for n in A B C; do p=$(port); (cd tests/node/sticky && node backend.js "$n" "$p" >/dev/null) & pids+=($!); B+=("$p"); done
-RP=$(port); redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >/dev/null & pids+=($!)
+B=(); for n in A B C; do p=$(port); (cd tests/node/sticky && exec node backend.js "$n" "$p" >/dev/null) & pids+=($!); B+=("$p"); done
+RP=$(port); redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >/dev/null & pids+=($!); RPID=$!
 for p in "${B[@]}" "$RP"; do wait_port "$p"; done
 backs=(); for p in "${B[@]}"; do backs+=(--backend "127.0.0.1:$p"); done
-TM=$(port); $TK sticky --listen 127.0.0.1:$TM "${backs[@]}" 2>/dev/null & pids+=($!)
-TR=$(port); $TK sticky --listen 127.0.0.1:$TR "${backs[@]}" --redis redis://127.0.0.1:$RP 2>/dev/null & pids+=($!)
+TM=$(port); $TK sticky --listen 127.0.0.1:$TM "${backs[@]}" 2>/dev/null & pids+=($!); TMPID=$!
+TR=$(port); $TK sticky --listen 127.0.0.1:$TR "${backs[@]}" --redis redis://127.0.0.1:$RP 2>/dev/null & pids+=($!); TRPID=$!
 HP=$(port)
 cat > "$work/haproxy.cfg" <<CONF
 global
@@ -44,7 +47,7 @@ backend be
   server b 127.0.0.1:${B[1]}
   server c 127.0.0.1:${B[2]}
 CONF
-haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!)
+haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!); HPID=$!
 NP=$(port)
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
@@ -55,17 +58,40 @@ http { access_log off;
     location /socket.io/ { proxy_pass http://io; proxy_http_version 1.1;
       proxy_set_header Upgrade \$http_upgrade; proxy_set_header Connection "upgrade"; proxy_set_header Host \$host; } } }
 CONF
-nginx -c "$work/nginx.conf" & pids+=($!)
+nginx -c "$work/nginx.conf" & pids+=($!); NPID=$!
 for p in $TM $TR $HP $NP; do wait_port "$p"; done
 
 measure() { (cd tests/node/sticky && node ../../../bench/sticky/load.js "http://127.0.0.1:$1" "$2" "$CONC" "$SECS"); }
-declare -A R
-for name in direct:${B[0]} tunnelkit-memory:$TM tunnelkit-redis:$TR haproxy:$HP nginx-ip_hash:$NP; do
-  label=${name%%:*}; p=${name##*:}
+# CPU time (user + system, clock ticks) of a balancer's processes: on a shared machine the rates move with the
+# neighbours' load, the balancer's own CPU per request much less.
+declare -A PROCS=([tunnelkit-memory]="$TMPID" [tunnelkit-redis]="$TRPID $RPID" [haproxy]="$HPID"
+  [nginx-ip_hash]="$NPID $(pgrep -P "$NPID" | xargs)")
+ticks() { local t=0 p; for p in ${PROCS[$1]:-}; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+HZ=$(getconf CLK_TCK)
+declare -A CPU
+declare -A RUNS
+paths=(tunnelkit-memory:$TM tunnelkit-redis:$TR haproxy:$HP nginx-ip_hash:$NP)
+for round in $(seq "$ROUNDS"); do
   for mode in handshake poll ws; do
-    echo "measuring $label $mode..." >&2
-    R[$label.$mode]=$(measure "$p" "$mode")
+    # "direct" loads one backend alone, which slows whatever comes next: it goes last in every round.
+    for k in $(seq 0 "${#paths[@]}"); do
+      if [ "$k" -lt "${#paths[@]}" ]; then name=${paths[$(( (k + round - 1) % ${#paths[@]} ))]}; else name=direct:${B[0]}; fi
+      label=${name%%:*}; p=${name##*:}
+      echo "round $round: measuring $label $mode..." >&2
+      before=$(ticks "$label")
+      run=$(measure "$p" "$mode")
+      after=$(ticks "$label")
+      RUNS[$label.$mode]+="$run"$'\n'
+      CPU[$label.$mode]+="$(awk -v t=$((after - before)) -v hz="$HZ" -v r="$(sed -E 's/.*"rate":([0-9]+).*/\1/' <<<"$run")" -v s="$SECS" \
+        'BEGIN { if (r + 0 == 0) print "n/a"; else printf "%.1f", t * 1e6 / hz / (r * s) }')"$'\n'
+    done
   done
+done
+# The run with the median rate of each cell, and the median CPU cost.
+declare -A R C
+for key in "${!RUNS[@]}"; do
+  R[$key]=$(grep . <<<"${RUNS[$key]}" | sort -t: -k2 -n | sed -n "$(( ROUNDS / 2 + 1 ))p")
+  C[$key]=$(grep . <<<"${CPU[$key]}" | sort -n | sed -n "$(( ROUNDS / 2 + 1 ))p")
 done
 val() { sed -E 's/.*"rate":([0-9]+).*/\1/' <<<"$1"; }
 err() { sed -E 's/.*"errors":([0-9]+).*/\1/' <<<"$1"; }
@@ -78,7 +104,8 @@ out="bench/results/sticky-$(date -u +%Y-%m-%d).md"
   echo "Machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), kernel $(uname -r)."
   echo "Versions: $($TK --version), $(haproxy -v | head -1), $(nginx -v 2>&1), $(redis-server --version | cut -d' ' -f1-3), node $(node --version), socket.io $(node -p "require('./tests/node/sticky/node_modules/socket.io/package.json').version")."
   echo
-  echo "3 Socket.IO 4 backends (node, tests/node/sticky/backend.js); load: bench/sticky/load.js, $CONC concurrent loops, ${SECS}s per cell."
+  echo "3 Socket.IO 4 backends (node, tests/node/sticky/backend.js); load: bench/sticky/load.js, $CONC concurrent loops, ${SECS}s per cell;"
+  echo "each cell is the median of $ROUNDS rounds (upper median for an even count), the balancers in a rotated order each round, direct last."
   echo "\"direct\" is one backend without a balancer (the limit). Errors are non-200 answers / failed acks: a balancer that"
   echo "sends a session's request to the wrong backend gets Engine.IO's 400."
   echo
@@ -89,7 +116,16 @@ out="bench/results/sticky-$(date -u +%Y-%m-%d).md"
     echo "| $label | $(val "$h") ($(err "$h")) | $(val "$p") ($(err "$p")) | $(val "$w") ($(err "$w")) | $(ratio "$(val "${R[tunnelkit-memory.handshake]}")" "$(val "$h")") / $(ratio "$(val "${R[tunnelkit-memory.poll]}")" "$(val "$p")") / $(ratio "$(val "${R[tunnelkit-memory.ws]}")" "$(val "$w")") |"
   done
   echo
+  echo "Balancer CPU per request (user + system time of its processes / requests served, µs, median; lower is better;"
+  echo "tunnelkit-redis includes redis-server, nginx its worker):"
+  echo
+  echo "| path | handshake | polling POST | WebSocket ack |"
+  echo "|---|---|---|---|"
+  for label in tunnelkit-memory tunnelkit-redis haproxy nginx-ip_hash; do
+    echo "| $label | ${C[$label.handshake]} | ${C[$label.poll]} | ${C[$label.ws]} |"
+  done
+  echo
   echo "Goal (issue 5): >= HAProxy's rates with the memory store, within 20% of them with Redis."
   echo "Configs: HAProxy \`balance roundrobin\` + \`stick on url_param(sid)\`; NGINX \`ip_hash\` with WebSocket headers."
-  echo "Command: \`bench/sticky/run.sh $SECS $CONC\`."
+  echo "Command: \`bench/sticky/run.sh $SECS $CONC $ROUNDS\`."
 } | tee "$out"

@@ -20,6 +20,9 @@ pub struct Args {
     /// Keep the sid map in Redis (redis:// or rediss://) so several balancers agree.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// PEM file of the CA that signed the Redis server's certificate (for a rediss:// URL).
+    #[arg(long, value_name = "PEM")]
+    pub redis_ca: Option<PathBuf>,
     /// Engine.IO path [default: /socket.io/].
     #[arg(long, value_name = "PATH")]
     pub path: Option<String>,

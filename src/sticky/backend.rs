@@ -1,7 +1,9 @@
 //! The backends: address, health, and how a new session picks one.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use http::uri::Authority;
 
 use tokio_util::sync::CancellationToken;
 
@@ -32,9 +34,15 @@ impl std::str::FromStr for Balance {
 pub struct Backend {
     /// `host:port`.
     pub addr: String,
+    /// `addr` parsed once, for request URIs.
+    pub authority: Option<Authority>,
+    /// `tunnelkit_sticky_sessions_total{backend}`, registered once rather than per handshake.
+    pub sessions_total: metrics::Counter,
     healthy: AtomicBool,
     /// Cancelled when the backend goes down, to close its WebSocket tunnels at once.
     tunnels: Mutex<CancellationToken>,
+    /// Open WebSocket-only sessions (no polling handshake, so no binding counts them).
+    websocket_sessions: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -47,6 +55,27 @@ impl Backend {
     pub fn tunnel_token(&self) -> CancellationToken {
         self.tunnels.lock().expect("token lock").child_token()
     }
+
+    /// Counts a WebSocket-only session as live until the returned guard is dropped (its tunnel
+    /// ended).
+    pub fn websocket_session(&self) -> WebSocketSession {
+        self.websocket_sessions.fetch_add(1, Ordering::Relaxed);
+        WebSocketSession(self.websocket_sessions.clone())
+    }
+
+    /// Open WebSocket-only sessions.
+    pub fn websocket_sessions(&self) -> usize {
+        self.websocket_sessions.load(Ordering::Relaxed)
+    }
+}
+
+/// A live WebSocket-only session; dropping it ends the session's count.
+pub struct WebSocketSession(Arc<AtomicUsize>);
+
+impl Drop for WebSocketSession {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// All backends and the balancing state.
@@ -58,14 +87,18 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// Backends at `addrs`, all initially healthy.
+    /// Backends at `addrs`, all initially healthy. Call it after the metrics recorder is installed:
+    /// per-backend metric handles are registered here.
     pub fn new(addrs: Vec<String>, balance: Balance) -> Self {
         let list = addrs
             .into_iter()
             .map(|addr| Backend {
+                authority: addr.parse().ok(),
+                sessions_total: metrics::counter!("tunnelkit_sticky_sessions_total", "backend" => addr.clone()),
                 addr,
                 healthy: AtomicBool::new(true),
                 tunnels: Mutex::new(CancellationToken::new()),
+                websocket_sessions: Arc::new(AtomicUsize::new(0)),
             })
             .collect();
         Backends { list, balance, next: AtomicUsize::new(0) }
@@ -92,26 +125,25 @@ impl Backends {
     /// Picks a healthy backend for a new session, skipping `exclude`. `sessions` is the live session
     /// count per backend.
     pub fn pick(&self, sessions: &[usize], exclude: &[usize]) -> Option<usize> {
-        let candidates: Vec<usize> =
-            (0..self.list.len()).filter(|i| self.list[*i].is_healthy() && !exclude.contains(i)).collect();
-        if candidates.is_empty() {
+        // Runs on every handshake: no allocation, two passes over a handful of backends.
+        let candidates =
+            || (0..self.list.len()).filter(|i| self.list[*i].is_healthy() && !exclude.contains(i));
+        let load = |i: usize| sessions.get(i).copied().unwrap_or(0);
+        let count = candidates().count();
+        if count == 0 {
             return None;
         }
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(match self.balance {
-            Balance::RoundRobin => candidates[turn % candidates.len()],
-            Balance::Random => candidates[rand::random_range(0..candidates.len())],
+        match self.balance {
+            Balance::RoundRobin => candidates().nth(turn % count),
+            Balance::Random => candidates().nth(rand::random_range(0..count)),
             Balance::LeastSessions => {
                 // Ties are broken in turn, so equal backends share new sessions.
-                let min =
-                    candidates.iter().map(|i| sessions.get(*i).copied().unwrap_or(0)).min().unwrap_or(0);
-                let tied: Vec<usize> = candidates
-                    .into_iter()
-                    .filter(|i| sessions.get(*i).copied().unwrap_or(0) == min)
-                    .collect();
-                tied[turn % tied.len()]
+                let min = candidates().map(load).min().unwrap_or(0);
+                let tied = candidates().filter(|i| load(*i) == min).count();
+                candidates().filter(|i| load(*i) == min).nth(turn % tied)
             }
-        })
+        }
     }
 
     /// Any healthy backend, in turn (for paths outside the Engine.IO path).

@@ -20,7 +20,7 @@ pub struct EngineQuery {
 /// True if `path` is under the Engine.IO `prefix` (`/socket.io/` also matches `/socket.io`).
 pub fn under_path(path: &str, prefix: &str) -> bool {
     let bare = prefix.trim_end_matches('/');
-    path == bare || path.starts_with(&format!("{bare}/"))
+    path.strip_prefix(bare).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Parses the query string (last duplicate wins).
@@ -28,15 +28,24 @@ pub fn parse_query(query: &str) -> EngineQuery {
     let mut q = EngineQuery::default();
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v);
+        // Only the parameters that route are decoded (every request pays for this).
         match k {
-            "sid" => q.sid = Some(v).filter(|s| !s.is_empty()),
-            "transport" => q.transport = Some(v),
-            "EIO" => q.eio = Some(v),
+            "sid" => q.sid = Some(decode(v)).filter(|s| !s.is_empty()),
+            "transport" => q.transport = Some(decode(v)),
+            "EIO" => q.eio = Some(decode(v)),
             _ => {}
         }
     }
     q
+}
+
+/// Percent-decodes a query value, copying it as is when it holds no escapes (the usual case).
+fn decode(v: &str) -> String {
+    if v.contains(['%', '+']) {
+        percent_decode(v)
+    } else {
+        v.to_owned()
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -76,7 +85,7 @@ pub struct OpenPacket {
 /// Handles v4 (`\x1e`-separated packets), v3 text (`<len>:<packet>`), v3 XHR2 binary framing
 /// (`application/octet-stream`) and v3 JSONP (`___eio[n]("...")`).
 pub fn learn_sid(content_type: &str, body: &[u8]) -> Option<OpenPacket> {
-    let first: Vec<u8> = if content_type.starts_with("application/octet-stream") {
+    let first: &[u8] = if content_type.starts_with("application/octet-stream") {
         // <0x00 string | 0x01 binary><length digits as bytes 0-9><0xFF><packet>
         let (&kind, rest) = body.split_first()?;
         if kind != 0 {
@@ -84,7 +93,7 @@ pub fn learn_sid(content_type: &str, body: &[u8]) -> Option<OpenPacket> {
         }
         let ff = rest.iter().position(|&b| b == 0xff)?;
         let len = rest[..ff].iter().try_fold(0usize, |acc, &d| (d <= 9).then(|| acc * 10 + d as usize))?;
-        rest.get(ff + 1..ff + 1 + len)?.to_vec()
+        rest.get(ff + 1..ff + 1 + len)?
     } else if body.starts_with(b"___eio[") {
         let start = body.iter().position(|&b| b == b'(')? + 1;
         let end = body.iter().rposition(|&b| b == b')')?;
@@ -93,7 +102,7 @@ pub fn learn_sid(content_type: &str, body: &[u8]) -> Option<OpenPacket> {
     } else {
         return learn_text(body);
     };
-    parse_open(&first)
+    parse_open(first)
 }
 
 fn learn_text(body: &[u8]) -> Option<OpenPacket> {
@@ -110,10 +119,96 @@ fn learn_text(body: &[u8]) -> Option<OpenPacket> {
 }
 
 fn parse_open(packet: &[u8]) -> Option<OpenPacket> {
+    /// The open packet's one field the balancer needs; the others are skipped without being
+    /// built (this runs on every handshake).
+    #[derive(serde::Deserialize)]
+    struct Open<'a> {
+        #[serde(borrow)]
+        sid: std::borrow::Cow<'a, str>,
+    }
     let json = packet.strip_prefix(b"0")?;
-    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
-    let sid = v.get("sid")?.as_str()?.to_owned();
-    (!sid.is_empty()).then_some(OpenPacket { sid })
+    let open: Open = serde_json::from_slice(json).ok()?;
+    (!open.sid.is_empty()).then(|| OpenPacket { sid: open.sid.into_owned() })
+}
+
+/// True if a JSON error body is Engine.IO's `{"code":1,"message":"Session ID unknown"}`: the
+/// engine no longer knows the session.
+pub fn is_session_unknown(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct EngineError {
+        code: Option<serde_json::Value>,
+    }
+    serde_json::from_slice::<EngineError>(body).is_ok_and(|e| e.code.is_some_and(|c| c == 1))
+}
+
+/// True if a client's polling POST body carries an Engine.IO close packet (`1`): the client ends
+/// its session (`socket.close()`), so the balancer can stop counting it and drop the binding.
+///
+/// `eio3` selects v3 framing for text bodies (`<len>:<packet>`, lengths in UTF-16 units); v4 bodies
+/// are records separated by `\x1e`. v3 XHR2 binary framing (`application/octet-stream`) and v3
+/// JSONP POSTs (form-encoded `d=<payload>`) are understood too.
+pub fn has_close_packet(content_type: &str, eio3: bool, body: &[u8]) -> bool {
+    if content_type.starts_with("application/octet-stream") {
+        return binary_payload_has_close(body);
+    }
+    if content_type.starts_with("application/x-www-form-urlencoded") {
+        // JSONP POST: the payload is the `d` field.
+        let Ok(form) = std::str::from_utf8(body) else { return false };
+        return form
+            .split('&')
+            .filter_map(|pair| pair.strip_prefix("d="))
+            .any(|d| v3_text_has_close(&percent_decode(d)));
+    }
+    if eio3 {
+        return std::str::from_utf8(body).is_ok_and(v3_text_has_close);
+    }
+    body.split(|&b| b == 0x1e).any(|record| record == b"1")
+}
+
+/// v3 text payload: `<len>:<packet>` repeated, `len` counted in UTF-16 units (JavaScript string
+/// length), so lengths are consumed character by character.
+fn v3_text_has_close(payload: &str) -> bool {
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let Some((len, after)) = rest.split_once(':') else { return false };
+        let Ok(len) = len.parse::<usize>() else { return false };
+        let mut units = 0;
+        let mut end = after.len();
+        for (i, c) in after.char_indices() {
+            if units == len {
+                end = i;
+                break;
+            }
+            units += c.len_utf16();
+        }
+        if units < len {
+            return false;
+        }
+        if &after[..end] == "1" {
+            return true;
+        }
+        rest = &after[end..];
+    }
+    false
+}
+
+/// v3 XHR2 binary payload: `<0x00 string | 0x01 binary><length digits as bytes 0-9><0xFF><packet>`
+/// repeated (the engine.io v3 decoder counts the length in bytes).
+fn binary_payload_has_close(mut body: &[u8]) -> bool {
+    while let Some((&kind, rest)) = body.split_first() {
+        let Some(ff) = rest.iter().position(|&b| b == 0xff) else { return false };
+        let Some(len) = rest[..ff].iter().try_fold(0usize, |acc, &d| {
+            (d <= 9).then(|| acc.checked_mul(10)?.checked_add(d as usize)).flatten()
+        }) else {
+            return false;
+        };
+        let Some(packet) = rest.get(ff + 1..ff + 1 + len) else { return false };
+        if kind == 0 && packet == b"1" {
+            return true;
+        }
+        body = &rest[ff + 1 + len..];
+    }
+    false
 }
 
 #[cfg(test)]
@@ -126,6 +221,8 @@ mod tests {
         assert!(under_path("/socket.io", "/socket.io/"));
         assert!(under_path("/socket.io/x", "/socket.io/"));
         assert!(!under_path("/socket.iox", "/socket.io/"));
+        assert!(!under_path("/", "/socket.io/"));
+        assert!(under_path("/socket.io", "/socket.io"));
         let q = parse_query("EIO=4&transport=polling&sid=a&t=x&sid=b%2Bc");
         assert_eq!(q.sid.as_deref(), Some("b+c"));
         assert_eq!(q.transport.as_deref(), Some("polling"));
@@ -154,5 +251,46 @@ mod tests {
         // The Socket.IO CONNECT ack is not an open packet.
         assert!(learn_sid("text/plain", br#"40{"sid":"GNpWD7LbGCBNCr8GAAAB"}"#).is_none());
         assert!(learn_sid("text/plain", b"not json").is_none());
+        assert!(learn_sid("text/plain", br#"0{"sid":""}"#).is_none());
+        assert!(learn_sid("text/plain", br#"0{"sid":7}"#).is_none());
+    }
+
+    #[test]
+    fn close_packets() {
+        // v4: a lone close, and the socket.io-client shape "disconnect, then close" in one POST.
+        assert!(has_close_packet("text/plain;charset=UTF-8", false, b"1"));
+        assert!(has_close_packet("text/plain;charset=UTF-8", false, b"41\x1e1"));
+        assert!(!has_close_packet("text/plain", false, b"41"));
+        assert!(!has_close_packet("text/plain", false, b"42[\"x\",1]\x1e3"));
+        // A message whose text is "1" is `41`, not a close.
+        assert!(!has_close_packet("text/plain", false, b"41\x1e41"));
+        assert!(!has_close_packet("text/plain", false, b""));
+        // v3 text framing, with multi-byte characters counted in UTF-16 units.
+        assert!(has_close_packet("text/plain;charset=UTF-8", true, b"1:1"));
+        assert!(has_close_packet("text/plain;charset=UTF-8", true, b"2:411:1"));
+        assert!(has_close_packet("text/plain", true, "7:42[\"ü\"]1:1".as_bytes()));
+        assert!(has_close_packet("text/plain", true, "4:4\u{1F600}✓1:1".as_bytes()));
+        assert!(!has_close_packet("text/plain", true, b"1:2"));
+        assert!(!has_close_packet("text/plain", true, b"3:4111:2"));
+        assert!(!has_close_packet("text/plain", true, b"5:1"));
+        // The v4 shape under v3 framing is not a close, and vice versa.
+        assert!(!has_close_packet("text/plain", true, b"1"));
+        assert!(!has_close_packet("text/plain", false, b"1:1"));
+        // v3 binary framing: a binary packet, then the close string packet.
+        let mut bin = vec![1u8, 3, 0xff, 4, 0xde, 0xad];
+        bin.extend_from_slice(&[0, 1, 0xff, b'1']);
+        assert!(has_close_packet("application/octet-stream", true, &bin));
+        assert!(!has_close_packet("application/octet-stream", true, &[1, 1, 0xff, b'1']));
+        assert!(!has_close_packet("application/octet-stream", true, &[0, 5, 0xff, b'1']));
+        // v3 JSONP POST.
+        assert!(has_close_packet("application/x-www-form-urlencoded", true, b"d=2%3A411%3A1"));
+        assert!(!has_close_packet("application/x-www-form-urlencoded", true, b"d=1%3A2"));
+    }
+
+    #[test]
+    fn session_unknown_answers() {
+        assert!(is_session_unknown(br#"{"code":1,"message":"Session ID unknown"}"#));
+        assert!(!is_session_unknown(br#"{"code":3,"message":"Bad request"}"#));
+        assert!(!is_session_unknown(b"Session ID unknown"));
     }
 }

@@ -4,7 +4,8 @@
 //! - [`engine`]: what the balancer parses of Engine.IO (paths, query, the sid in a handshake).
 //! - [`store`]: the sid -> backend map with lazily refreshed expiry.
 //! - [`backend`]: backends, health, and balancing of new sessions.
-//! - `server`: routing, handshake learning, WebSocket relaying, health checks.
+//! - [`upgrade_watch`]: spotting, in a relayed WebSocket, the moment a polling session moves onto it.
+//! - `server`: routing, handshake learning, session ends, WebSocket relaying, health checks.
 
 mod args;
 pub mod backend;
@@ -12,6 +13,7 @@ pub mod engine;
 mod server;
 pub mod settings;
 pub mod store;
+pub mod upgrade_watch;
 
 pub use args::Args;
 pub use server::run_with;

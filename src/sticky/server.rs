@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONNECTION, CONTENT_TYPE, UPGRADE};
-use hyper::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, UPGRADE};
+use hyper::http::uri::PathAndQuery;
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -22,6 +24,7 @@ use super::backend::Backends;
 use super::engine::{self, EngineQuery};
 use super::settings::Settings;
 use super::store::SidStore;
+use super::upgrade_watch::UpgradeWatch;
 use crate::http::strip_hop_by_hop;
 use crate::shutdown::Drain;
 
@@ -29,6 +32,13 @@ type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Handshake bodies are buffered to read the sid; larger ones are not handshakes.
 const MAX_HANDSHAKE: usize = 64 * 1024;
+
+/// Polling POSTs up to this size are read to spot a close packet; larger ones stream unread (a
+/// client closing sends a few bytes).
+const MAX_INSPECTED_POST: usize = 64 * 1024;
+
+/// Engine.IO's JSON error answers are tiny; larger 400 bodies are relayed unread.
+const MAX_ERROR_BODY: usize = 4 * 1024;
 
 struct State {
     settings: Settings,
@@ -71,8 +81,20 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     let probe = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
     let store = match &settings.redis {
         Some(url) => {
-            SidStore::with_redis(settings.key_expiry, url, &settings.key_prefix, settings.backends.clone())
-                .await?
+            let ca = match &settings.redis_ca {
+                Some(path) => Some(
+                    std::fs::read(path).map_err(|e| anyhow::anyhow!("--redis-ca {}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
+            SidStore::with_redis(
+                settings.key_expiry,
+                url,
+                ca,
+                &settings.key_prefix,
+                settings.backends.clone(),
+            )
+            .await?
         }
         None => SidStore::new(settings.key_expiry),
     };
@@ -110,57 +132,172 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     Ok(())
 }
 
-async fn route(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    if !engine::under_path(&path, &state.settings.path) {
+async fn route(state: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    if !engine::under_path(req.uri().path(), &state.settings.path) {
         return match state.backends.any() {
-            Some(b) => forward(state, b, req.map(BodyExt::boxed), false).await,
+            Some(b) => forward(state, b, req.map(BodyExt::boxed), Tunnel::Plain).await,
             None => full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n"),
         };
     }
     let q = engine::parse_query(req.uri().query().unwrap_or(""));
     if let Some(sid) = q.sid.clone() {
-        let bound = state.store.get(&sid).await;
-        return match bound {
-            Some(b) if state.backends.list[b].is_healthy() => {
-                tracing::debug!(%peer, %sid, backend = %state.backends.list[b].addr, "route by sid");
-                let resp = forward(state, b, req.map(BodyExt::boxed), false).await;
-                if resp.status() == StatusCode::BAD_REQUEST
-                    && resp
-                        .headers()
-                        .get(CONTENT_TYPE)
-                        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
-                {
-                    // The backend no longer knows the session (it may have closed it): forget it.
-                    state.store.remove(&sid).await;
-                }
-                resp
-            }
-            other => {
-                if other.is_some() {
-                    state.store.remove(&sid).await;
-                }
-                metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "session_unknown")
-                    .increment(1);
-                tracing::debug!(%peer, %sid, "unknown sid or backend down: 400 Session ID unknown");
-                session_unknown()
-            }
-        };
+        return by_sid(state, req, sid, &q, peer).await;
     }
-    if req.method() != hyper::Method::GET {
+    if req.method() != Method::GET {
         // Engine.IO answers a sid-less POST with its own 400; any backend will do.
         return match state.backends.any() {
-            Some(b) => forward(state, b, req.map(BodyExt::boxed), false).await,
+            Some(b) => forward(state, b, req.map(BodyExt::boxed), Tunnel::Plain).await,
             None => full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n"),
         };
     }
     handshake(state, req, &q, peer).await
 }
 
+/// A request of a known session (poll, POST, upgrade): to its backend. Watches for the session's
+/// end: a close packet in a POST, the backend no longer knowing the sid, or (in the tunnel) the
+/// end of the WebSocket the session moved onto.
+async fn by_sid(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    sid: String,
+    q: &EngineQuery,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let b = match state.store.get(&sid).await {
+        Some(b) if state.backends.list[b].is_healthy() => b,
+        other => {
+            if other.is_some() {
+                state.store.remove(&sid).await;
+            }
+            metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "session_unknown")
+                .increment(1);
+            tracing::debug!(%peer, %sid, "unknown sid or backend down: 400 Session ID unknown");
+            return session_unknown();
+        }
+    };
+    tracing::debug!(%peer, %sid, backend = %state.backends.list[b].addr, "route by sid");
+    let (req, closing) = if req.method() == Method::POST {
+        match read_post(req, q.eio.as_deref() == Some("3")).await {
+            Ok(x) => x,
+            Err(resp) => return resp,
+        }
+    } else {
+        (req.map(BodyExt::boxed), false)
+    };
+    let resp = forward(state, b, req, Tunnel::Session(sid.clone())).await;
+    match resp.status() {
+        StatusCode::OK if closing => {
+            end_session(state, &sid, "client_close").await;
+            resp
+        }
+        StatusCode::BAD_REQUEST => {
+            let (resp, gone) = backend_forgot_session(resp).await;
+            if gone {
+                end_session(state, &sid, "session_unknown").await;
+            }
+            resp
+        }
+        _ => resp,
+    }
+}
+
+/// The session is over: stop counting it and drop its binding (here and in Redis).
+async fn end_session(state: &State, sid: &str, reason: &'static str) {
+    if state.store.remove(sid).await {
+        metrics::counter!("tunnelkit_sticky_sessions_ended_total", "reason" => reason).increment(1);
+        tracing::debug!(%sid, reason, "session ended");
+    }
+}
+
+/// Reads a small polling POST (declared length within [`MAX_INSPECTED_POST`]) to see whether it
+/// closes the session; anything larger, or of unknown length past the cap, streams on unread.
+async fn read_post(req: Request<Incoming>, eio3: bool) -> Result<(Request<Body>, bool), Response<Body>> {
+    let declared =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_INSPECTED_POST as u64) {
+        return Ok((req.map(BodyExt::boxed), false));
+    }
+    let (parts, body) = req.into_parts();
+    match read_small(body, MAX_INSPECTED_POST).await {
+        Ok(Small::Whole(bytes)) => {
+            let ct = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let closing = engine::has_close_packet(ct, eio3, &bytes);
+            Ok((Request::from_parts(parts, full_body(bytes)), closing))
+        }
+        Ok(Small::Larger(body)) => Ok((Request::from_parts(parts, body), false)),
+        Err(_) => Err(full(StatusCode::BAD_REQUEST, "text/plain", "request body unreadable\n")),
+    }
+}
+
+/// A 400 from the session's backend: true if it is Engine.IO's "Session ID unknown" (code 1), i.e.
+/// the backend forgot the session (ping timeout, restart). The answer is relayed unchanged.
+async fn backend_forgot_session(resp: Response<Body>) -> (Response<Body>, bool) {
+    let json =
+        resp.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !json {
+        return (resp, false);
+    }
+    let (parts, body) = resp.into_parts();
+    match read_small(body, MAX_ERROR_BODY).await {
+        Ok(Small::Whole(bytes)) => {
+            let gone = engine::is_session_unknown(&bytes);
+            (Response::from_parts(parts, full_body(bytes)), gone)
+        }
+        Ok(Small::Larger(body)) => (Response::from_parts(parts, body), false),
+        Err(_) => (full(StatusCode::BAD_GATEWAY, "text/plain", "backend failed\n"), false),
+    }
+}
+
+/// A body read whole because it was small, or given back (what was read, then the rest) because
+/// it was not.
+enum Small {
+    Whole(Bytes),
+    Larger(Body),
+}
+
+/// Reads `body` up to `cap` bytes. Bodies without a declared length (Node answers its errors
+/// chunked) are read frame by frame, so a large one is never buffered past `cap`.
+async fn read_small<B>(mut body: B, cap: usize) -> Result<Small, hyper::Error>
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static,
+{
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0;
+    while let Some(frame) = body.frame().await {
+        // Trailers are not used by Engine.IO; only data frames are kept.
+        let Ok(data) = frame?.into_data() else { continue };
+        total += data.len();
+        chunks.push(data);
+        if total > cap {
+            let head = futures_util::stream::iter(chunks.into_iter().map(|d| Ok(Frame::data(d))));
+            let rest = http_body_util::BodyStream::new(body);
+            return Ok(Small::Larger(BodyExt::boxed(StreamBody::new(head.chain(rest)))));
+        }
+    }
+    Ok(Small::Whole(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().expect("one chunk"),
+        _ => chunks.concat().into(),
+    }))
+}
+
+fn full_body(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|e: Infallible| match e {}).boxed()
+}
+
+/// Live sessions per backend: polling sessions (bindings) plus WebSocket-only sessions.
+fn live_sessions(state: &State) -> Vec<usize> {
+    let mut counts = state.store.sessions_per_backend(state.backends.list.len());
+    for (n, b) in counts.iter_mut().zip(&state.backends.list) {
+        *n += b.websocket_sessions();
+    }
+    counts
+}
+
 /// A new session: pick a backend, forward, learn the sid, bind it, and only then answer. A backend
 /// that cannot be reached is marked down and the next one is tried.
 async fn handshake(
-    state: &State,
+    state: &Arc<State>,
     req: Request<Incoming>,
     q: &EngineQuery,
     peer: SocketAddr,
@@ -170,17 +307,18 @@ async fn handshake(
     let (parts, _) = req.into_parts();
     let mut tried = Vec::new();
     loop {
-        let sessions = state.store.sessions_per_backend(state.backends.list.len());
+        let sessions = live_sessions(state);
         let Some(b) = state.backends.pick(&sessions, &tried) else {
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "no_backend").increment(1);
             return full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n");
         };
         tried.push(b);
         tracing::debug!(%peer, backend = %state.backends.list[b].addr, polling, "new session");
-        let req = Request::from_parts(parts.clone(), empty());
         if !polling {
-            return forward(state, b, req, false).await;
+            let req = Request::from_parts(parts, empty());
+            return forward(state, b, req, Tunnel::WebSocketOnly).await;
         }
+        let req = Request::from_parts(parts.clone(), empty());
         match send(state, b, req, true).await {
             Err(Failure::Connect) => continue,
             Err(Failure::Other(resp)) => return resp,
@@ -204,13 +342,18 @@ async fn send(
     learning: bool,
 ) -> Result<Response<Incoming>, Failure> {
     let backend = &state.backends.list[b];
-    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
-    *req.uri_mut() = match format!("http://{}{pq}", backend.addr).parse() {
-        Ok(u) => u,
-        Err(_) => {
-            return Err(Failure::Other(full(StatusCode::BAD_REQUEST, "text/plain", "bad request target\n")))
-        }
+    let uri = backend.authority.clone().and_then(|authority| {
+        let mut parts = hyper::http::uri::Parts::default();
+        parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
+        parts.authority = Some(authority);
+        parts.path_and_query =
+            Some(req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        Uri::from_parts(parts).ok()
+    });
+    let Some(uri) = uri else {
+        return Err(Failure::Other(full(StatusCode::BAD_REQUEST, "text/plain", "bad request target\n")));
     };
+    *req.uri_mut() = uri;
     let upgrade = req.headers().contains_key(UPGRADE);
     strip_hop_by_hop(req.headers_mut(), upgrade);
     if upgrade {
@@ -250,29 +393,40 @@ async fn learn(state: &State, b: usize, resp: Response<Incoming>) -> Response<Bo
         }
     };
     let ct = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let backend = &state.backends.list[b];
     match engine::learn_sid(ct, &bytes) {
         Some(open) => {
             // Bind before the client sees the sid: its very next request must find the binding.
             state.store.put(&open.sid, b).await;
-            metrics::counter!("tunnelkit_sticky_sessions_total", "backend" => state.backends.list[b].addr.clone())
-                .increment(1);
-            tracing::debug!(sid = %open.sid, backend = %state.backends.list[b].addr, "bound");
+            backend.sessions_total.increment(1);
+            tracing::debug!(sid = %open.sid, backend = %backend.addr, "bound");
         }
         None => {
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "sid_not_learned")
                 .increment(1);
-            tracing::warn!(backend = %state.backends.list[b].addr, "could not read a sid from a handshake answer");
+            tracing::warn!(backend = %backend.addr, "could not read a sid from a handshake answer");
         }
     }
-    parts.headers.remove(hyper::header::CONTENT_LENGTH);
-    Response::from_parts(parts, Full::new(bytes).map_err(|e: Infallible| match e {}).boxed())
+    parts.headers.remove(CONTENT_LENGTH);
+    Response::from_parts(parts, full_body(bytes))
+}
+
+/// What a WebSocket upgrade relayed by [`forward`] is to the session accounting.
+enum Tunnel {
+    /// Not an Engine.IO session (other paths, sid-less non-GETs).
+    Plain,
+    /// The upgrade of polling session `sid`: once the client completes it, the tunnel's end is the
+    /// session's end.
+    Session(String),
+    /// A WebSocket-only session: it counts as live while the tunnel is open.
+    WebSocketOnly,
 }
 
 /// Forwards a request to backend `b`, relaying a WebSocket upgrade byte for byte after the 101.
-async fn forward(state: &State, b: usize, mut req: Request<Body>, learning: bool) -> Response<Body> {
+async fn forward(state: &Arc<State>, b: usize, mut req: Request<Body>, tunnel: Tunnel) -> Response<Body> {
     let upgrade = req.headers().contains_key(UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let mut resp = match send(state, b, req, learning).await {
+    let mut resp = match send(state, b, req, false).await {
         Ok(r) => r,
         // The session's backend just became unreachable: answer as Engine.IO does for a lost session.
         Err(Failure::Connect) => return session_unknown(),
@@ -281,14 +435,36 @@ async fn forward(state: &State, b: usize, mut req: Request<Body>, learning: bool
     if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
         let backend_upgrade = hyper::upgrade::on(&mut resp);
         let stop = state.backends.list[b].tunnel_token();
+        let websocket_only =
+            matches!(tunnel, Tunnel::WebSocketOnly).then(|| state.backends.list[b].websocket_session());
+        let state = state.clone();
         tokio::spawn(async move {
+            let _live = websocket_only;
             let (Ok(c), Ok(u)) = (client_upgrade.await, backend_upgrade.await) else { return };
-            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            let sid = match tunnel {
+                Tunnel::Session(sid) => Some(sid),
+                _ => None,
+            };
+            let pin = {
+                let (state, sid) = (state.clone(), sid.clone());
+                move || {
+                    if let Some(sid) = sid {
+                        // The session now lives on this WebSocket: no poll will refresh its binding.
+                        state.store.pin(&sid);
+                    }
+                }
+            };
+            let (mut c, mut u) = (UpgradeWatch::new(TokioIo::new(c), pin), TokioIo::new(u));
             // No idle timeout: Socket.IO's own pings keep the session alive, and cutting them is the
             // classic balancer misconfiguration.
             tokio::select! {
                 _ = crate::net::relay(&mut c, &mut u, None) => {}
                 _ = stop.cancelled() => {}
+            }
+            // After a completed upgrade the polling transport is gone: the WebSocket was the
+            // session. A failed probe leaves the session on polling.
+            if let (Some(sid), true) = (sid, c.upgraded()) {
+                end_session(&state, &sid, "websocket_closed").await;
             }
         });
         let (mut parts, _) = resp.into_parts();
@@ -330,7 +506,7 @@ async fn health_loop(state: Arc<State>) {
         futures_util::future::join_all(checks).await;
         state.store.check_redis().await;
         state.store.purge_expired();
-        let counts = state.store.sessions_per_backend(state.backends.list.len());
+        let counts = live_sessions(&state);
         for (i, n) in counts.iter().enumerate() {
             metrics::gauge!("tunnelkit_sticky_sessions", "backend" => state.backends.list[i].addr.clone())
                 .set(*n as f64);

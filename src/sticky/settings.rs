@@ -1,6 +1,7 @@
 //! `tunnelkit sticky` settings: defaults, then the TOML file, then flags (one loader).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -17,6 +18,7 @@ struct File {
     #[serde(default)]
     backends: Vec<String>,
     redis: Option<String>,
+    redis_ca: Option<PathBuf>,
     path: Option<String>,
     #[serde(default, with = "humantime_serde")]
     check_interval: Option<Duration>,
@@ -38,6 +40,8 @@ pub struct Settings {
     pub backends: Vec<String>,
     /// Redis URL for a shared sid map.
     pub redis: Option<String>,
+    /// PEM bundle the Redis server's certificate must chain to (`rediss://` only).
+    pub redis_ca: Option<PathBuf>,
     /// Engine.IO path prefix.
     pub path: String,
     /// Health-check interval.
@@ -78,11 +82,20 @@ impl Settings {
         if !path.starts_with('/') {
             return Err(ConfigError::invalid("path", format!("`{path}` must start with /")));
         }
+        let redis = args.redis.or(file.redis);
+        let redis_ca = args.redis_ca.or(file.redis_ca);
+        if redis_ca.is_some() && !redis.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
+            return Err(ConfigError::invalid(
+                "redis-ca",
+                "a CA for Redis needs a TLS Redis URL: pass --redis rediss://[:password@]host:port/",
+            ));
+        }
         let check_timeout = args.check_timeout.or(file.check_timeout).unwrap_or(Duration::from_secs(1));
         Ok(Settings {
             listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:4000".parse().expect("static")),
             backends,
-            redis: args.redis.or(file.redis),
+            redis,
+            redis_ca,
             path,
             check_interval: args.check_interval.or(file.check_interval).unwrap_or(Duration::from_secs(2)),
             check_timeout,

@@ -9,9 +9,10 @@
 //! A Redis outage is logged once; sessions known locally keep working, new ones are still assigned
 //! and cached, and when Redis answers again every cached binding is written back.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -27,17 +28,33 @@ pub struct SidStore {
 }
 
 /// The local map with live-session counts per backend kept in step, so picking the least-loaded
-/// backend costs nothing however many sessions there are.
+/// backend costs nothing however many sessions there are, and deadlines in a heap, so purging
+/// expired bindings costs what expired, not a scan of every session under the lock.
 #[derive(Default)]
 struct Entries {
-    map: HashMap<String, (usize, Instant)>,
+    map: HashMap<Arc<str>, Binding>,
     counts: Vec<usize>,
+    /// (deadline at insertion, sid), earliest first. A binding refreshed since is pushed back with
+    /// its new deadline when its old one comes up; one removed since is skipped.
+    deadlines: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+}
+
+/// One sid's binding.
+struct Binding {
+    backend: usize,
+    /// When it expires unless refreshed.
+    until: Instant,
+    /// Set while the session lives on a WebSocket relayed by this balancer: no polling request
+    /// refreshes it then, and the tunnel's end removes it, so it must not expire meanwhile.
+    pinned: bool,
 }
 
 impl Entries {
     fn insert(&mut self, sid: &str, backend: usize, until: Instant) {
-        if let Some((old, _)) = self.map.insert(sid.to_owned(), (backend, until)) {
-            self.dec(old);
+        let sid: Arc<str> = sid.into();
+        self.deadlines.push(Reverse((until, sid.clone())));
+        if let Some(old) = self.map.insert(sid, Binding { backend, until, pinned: false }) {
+            self.dec(old.backend);
         }
         if self.counts.len() <= backend {
             self.counts.resize(backend + 1, 0);
@@ -45,9 +62,33 @@ impl Entries {
         self.counts[backend] += 1;
     }
 
-    fn remove(&mut self, sid: &str) {
-        if let Some((b, _)) = self.map.remove(sid) {
-            self.dec(b);
+    fn remove(&mut self, sid: &str) -> bool {
+        match self.map.remove(sid) {
+            Some(binding) => {
+                self.dec(binding.backend);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops the bindings whose deadline passed (pinned ones are re-checked an expiry later).
+    fn purge(&mut self, now: Instant, expiry: Duration) {
+        while let Some(Reverse((deadline, _))) = self.deadlines.peek() {
+            if *deadline > now {
+                break;
+            }
+            let Some(Reverse((_, sid))) = self.deadlines.pop() else { break };
+            let next = match self.map.get(&sid) {
+                None => continue,
+                Some(b) if b.pinned => now + expiry,
+                Some(b) if b.until > now => b.until,
+                Some(_) => {
+                    self.remove(&sid);
+                    continue;
+                }
+            };
+            self.deadlines.push(Reverse((next, sid)));
         }
     }
 
@@ -73,14 +114,27 @@ impl SidStore {
         SidStore { entries: Mutex::new(Entries::default()), expiry, redis: None }
     }
 
-    /// A store backed by Redis at `url` (`redis://[:password@]host:port[/db]`).
+    /// A store backed by Redis at `url` (`redis://[:password@]host:port[/db]`, or `rediss://` for
+    /// TLS). `ca` is a PEM bundle the Redis server's certificate must chain to (instead of the
+    /// bundled web roots), for a private CA.
     pub async fn with_redis(
         expiry: Duration,
         url: &str,
+        ca: Option<Vec<u8>>,
         prefix: &str,
         backends: Vec<String>,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
+        // Never echo the password in errors or logs.
+        let shown = redact_password(url);
+        let client = match ca {
+            None => redis::Client::open(url),
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem) },
+            ),
+        }
+        .map_err(|e| anyhow::anyhow!("--redis {shown}: {e}"))?;
+        let url = shown;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(REDIS_TIMEOUT))
@@ -118,12 +172,13 @@ impl SidStore {
             let mut e = self.entries.lock().expect("store lock");
             let now = Instant::now();
             match e.map.get_mut(sid) {
-                Some((b, until)) if *until > now => {
+                Some(Binding { backend, pinned: true, .. }) => Some((*backend, false)),
+                Some(Binding { backend, until, .. }) if *until > now => {
                     let refresh = *until - now < self.expiry / 2;
                     if refresh {
                         *until = now + self.expiry;
                     }
-                    Some((*b, refresh))
+                    Some((*backend, refresh))
                 }
                 Some(_) => {
                     e.remove(sid);
@@ -154,11 +209,20 @@ impl SidStore {
         }
     }
 
-    /// Forgets `sid` here and in Redis.
-    pub async fn remove(&self, sid: &str) {
-        self.entries.lock().expect("store lock").remove(sid);
+    /// Forgets `sid` here and in Redis (the session ended); returns true if it was bound here.
+    pub async fn remove(&self, sid: &str) -> bool {
+        let known = self.entries.lock().expect("store lock").remove(sid);
         if let Some(r) = &self.redis {
             self.run::<()>(r, redis::cmd("DEL").arg(format!("{}{sid}", r.prefix)).clone()).await;
+        }
+        known
+    }
+
+    /// Keeps `sid` bound, without expiry, until [`SidStore::remove`]: the session moved onto a
+    /// WebSocket this balancer relays, whose end is the session's end.
+    pub fn pin(&self, sid: &str) {
+        if let Some(binding) = self.entries.lock().expect("store lock").map.get_mut(sid) {
+            binding.pinned = true;
         }
     }
 
@@ -170,13 +234,7 @@ impl SidStore {
 
     /// Drops expired bindings (called periodically, off the request path).
     pub fn purge_expired(&self) {
-        let now = Instant::now();
-        let mut e = self.entries.lock().expect("store lock");
-        let expired: Vec<String> =
-            e.map.iter().filter(|(_, (_, until))| *until <= now).map(|(k, _)| k.clone()).collect();
-        for sid in expired {
-            e.remove(&sid);
-        }
+        self.entries.lock().expect("store lock").purge(Instant::now(), self.expiry);
     }
 
     /// Checks Redis (called from the health loop) so an outage's end is noticed without traffic.
@@ -227,8 +285,8 @@ impl SidStore {
             .expect("store lock")
             .map
             .iter()
-            .filter(|(_, (_, until))| *until > now)
-            .map(|(sid, (b, until))| (sid.clone(), *b, *until - now))
+            .filter(|(_, b)| b.pinned || b.until > now)
+            .map(|(sid, b)| (sid.to_string(), b.backend, if b.pinned { self.expiry } else { b.until - now }))
             .collect();
         let mut pipe = redis::pipe();
         for (sid, b, left) in &live {
@@ -243,6 +301,20 @@ impl SidStore {
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
             tracing::warn!("writing back cached bindings to Redis failed: {e}");
         }
+    }
+}
+
+/// `url` with its password (if any) replaced by `***`, for messages.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -261,7 +333,44 @@ mod tests {
         assert_eq!(s.sessions_per_backend(2), vec![0, 0]);
         assert_eq!(s.get("a").await, None);
         s.put("b", 0).await;
-        s.remove("b").await;
+        assert!(s.remove("b").await);
+        assert!(!s.remove("b").await);
         assert_eq!(s.get("b").await, None);
+        // A pinned binding (the session is on a relayed WebSocket) outlives the expiry.
+        s.put("c", 1).await;
+        s.pin("c");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        s.purge_expired();
+        assert_eq!(s.get("c").await, Some(1));
+        assert_eq!(s.sessions_per_backend(2), vec![0, 1]);
+        s.remove("c").await;
+        assert_eq!(s.sessions_per_backend(2), vec![0, 0]);
+    }
+
+    #[test]
+    fn purge_follows_deadlines() {
+        let (t0, expiry) = (Instant::now(), Duration::from_secs(10));
+        let mut e = Entries::default();
+        for (sid, b) in [("refreshed", 0), ("removed", 1), ("pinned", 1), ("idle", 0)] {
+            e.insert(sid, b, t0 + expiry);
+        }
+        e.remove("removed");
+        e.map.get_mut("refreshed").unwrap().until = t0 + 2 * expiry;
+        e.map.get_mut("pinned").unwrap().pinned = true;
+        e.purge(t0 + expiry / 2, expiry);
+        assert_eq!(e.counts, [2, 1], "nothing is due yet");
+        e.purge(t0 + expiry, expiry);
+        assert_eq!(e.counts, [1, 1], "only the idle binding expired");
+        assert!(!e.map.contains_key("idle"));
+        e.purge(t0 + 2 * expiry, expiry);
+        assert_eq!(e.counts, [0, 1], "the refreshed one expires at its new deadline; the pinned one stays");
+        assert_eq!(e.deadlines.len(), 1);
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_password("rediss://:secret@127.0.0.1:6380/"), "rediss://:***@127.0.0.1:6380/");
+        assert_eq!(redact_password("redis://user:pw@h:1/0"), "redis://user:***@h:1/0");
+        assert_eq!(redact_password("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }
