@@ -17,6 +17,7 @@
 //! - [`tunnel`]: the resumable multiplexed WebSocket stream tunnel.
 //! - [`sticky`]: the sticky-session Socket.IO balancer.
 
+pub mod allocator;
 pub mod config;
 pub mod http;
 pub mod net;

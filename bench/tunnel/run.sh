@@ -79,7 +79,7 @@ measure() {
   echo "  $path: bench_tunnel $* failed: $(cat "$work/err")" >&2
 }
 
-PATHS=(direct tunnelkit penguin seed)
+PATHS=(${BENCH_PATHS:-direct tunnelkit penguin seed})
 for path in "${PATHS[@]}"; do
   echo "path $path..." >&2
   ENTRY=""; : >"$work/err"

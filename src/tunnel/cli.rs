@@ -14,11 +14,11 @@ use tokio::sync::Mutex;
 use super::args::{ClientArgs, ServerArgs};
 use super::client::{Client, ConnectError};
 use super::compat::CompatContext;
+use super::handle::Tunnel;
 use super::rst;
 use super::server::{Server, ServerOptions};
 use super::settings::{Limits, Mode};
 use super::stream::TunnelStream;
-use super::handle::Tunnel;
 use crate::client::ProxyDialer;
 use crate::net::socks::SocksServer;
 use crate::net::{

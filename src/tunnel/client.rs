@@ -15,11 +15,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::frame::{stamp, Frame, FrameType};
+use super::handle::Tunnel;
 use super::id::{ResumeSecret, TunnelId};
 use super::link;
 use super::session::{EndReason, LinkStatus, Role, Session};
 use super::settings::{LinkParams, Mode};
-use super::handle::Tunnel;
 use crate::client::ProxyDialer;
 use crate::net::{socket, BoxStream, Host, Target};
 

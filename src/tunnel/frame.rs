@@ -6,7 +6,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 /// Length of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 22;
 /// Default cap on a frame's payload (bytes); keeps streams interleaved fairly.
-pub const DEFAULT_MAX_FRAME: usize = 32 * 1024;
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 /// Flag bit: the sender will send no more bytes on this stream (half-close).
 pub const FLAG_FIN: u8 = 0x01;
 

@@ -27,6 +27,7 @@ mod cli;
 mod client;
 pub mod compat;
 pub mod frame;
+mod handle;
 pub mod id;
 mod link;
 pub mod replay;
@@ -35,16 +36,15 @@ mod service;
 mod session;
 pub mod settings;
 mod stream;
-mod handle;
 
 pub use args::{ClientArgs, ServerArgs};
 pub use client::{Client, ConnectError};
+pub use handle::Tunnel;
 pub use id::{ResumeSecret, TunnelId};
 pub use server::{Server, ServerOptions};
 pub use session::{rst, EndReason, TunnelEvent};
 pub use settings::{Limits, LinkParams, Mode};
 pub use stream::TunnelStream;
-pub use handle::Tunnel;
 
 /// Runs `tunnelkit ws-server`.
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {

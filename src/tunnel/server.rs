@@ -19,12 +19,12 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::compat::{self, CompatContext};
 use super::frame::{stamp, Frame, FrameType};
+use super::handle::Tunnel;
 use super::id::{ct_eq, ResumeSecret, TunnelId};
 use super::link;
 use super::service::{self, ServiceContext};
 use super::session::{Role, Session};
 use super::settings::{Limits, LinkParams, Mode};
-use super::handle::Tunnel;
 use crate::net::{socket, BoxStream, Dialer};
 use crate::policy::Policy;
 use crate::shutdown::Drain;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use super::handle::Tunnel;
 use super::session::{rst, EndReason, LinkStatus, ListenRequest, Session};
 use super::stream::TunnelStream;
-use super::handle::Tunnel;
 use crate::net::{relay, socket, DialError, Dialer, Purpose, Target};
 
 /// Everything the service needs from the server.

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::frame::{stamp, Frame, FrameError, FrameType, FLAG_FIN, HEADER_LEN};
 use super::id::TunnelId;
 use super::replay::ReplayBuffer;
-use super::settings::{LinkParams, Mode, INITIAL_WINDOW};
+use super::settings::{LinkParams, Mode, INITIAL_WINDOW, MAX_WINDOW};
 use super::stream::TunnelStream;
 
 /// Which end of the tunnel this is; it decides stream id parity.
@@ -137,6 +137,8 @@ pub(crate) struct StreamSlot {
     recv_allowance: usize,
     /// Bytes read by the application since we last returned credit.
     consumed: usize,
+    /// Current receive window (auto-tuned between INITIAL_WINDOW and MAX_WINDOW).
+    window: usize,
     /// The stream was reset (by the peer, us, or the tunnel's end): code and reason.
     pub reset: Option<(u16, String)>,
     /// The accepting side reached the target (CONNECTED).
@@ -158,6 +160,7 @@ impl StreamSlot {
             recv_fin: false,
             recv_allowance: INITIAL_WINDOW,
             consumed: 0,
+            window: INITIAL_WINDOW,
             reset: None,
             connected: false,
             detached: false,
@@ -599,14 +602,20 @@ impl Session {
         }
     }
 
-    /// Returns credit for bytes the application has read, in batches of half a window.
+    /// Returns credit for bytes the application has read, in batches of half a window. A reader that has
+    /// drained everything when credit is due is keeping up, so its window doubles (up to [`MAX_WINDOW`]):
+    /// a fast stream gets a window as large as the pipe, a stalled one stays at its first window.
     pub(crate) fn consumed(&self, st: &mut State, id: u32, n: usize) -> bool {
         let Some(slot) = st.streams.get_mut(&id) else { return false };
         slot.consumed += n;
-        if slot.consumed < INITIAL_WINDOW / 2 || slot.recv_fin || st.ended.is_some() {
+        if slot.consumed < slot.window / 2 || slot.recv_fin || st.ended.is_some() {
             return false;
         }
-        let credit = std::mem::take(&mut slot.consumed);
+        let mut credit = std::mem::take(&mut slot.consumed);
+        if slot.recv.is_empty() && slot.window < MAX_WINDOW {
+            credit += slot.window;
+            slot.window *= 2;
+        }
         slot.recv_allowance += credit;
         let mut f = Frame::start(FrameType::Window, 0, id, 4);
         f.put_u32(credit as u32);

@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use super::frame::DEFAULT_MAX_FRAME;
 
-/// Credit each direction of a stream starts with (bytes); also what a stalled reader may hold buffered.
+/// Credit each direction of a stream starts with (bytes); also what a reader that never reads may hold.
 pub const INITIAL_WINDOW: usize = 256 * 1024;
+/// Largest window auto-tuning grows to: a reader that keeps up earns a window this large, so one bulk
+/// stream is not limited by round trips through the tunnel.
+pub const MAX_WINDOW: usize = 4 << 20;
 
 /// Whether a tunnel carries many streams or exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
