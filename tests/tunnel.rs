@@ -433,3 +433,62 @@ async fn events_report_broken_and_resumed_and_the_cap_is_granted() {
     tokio::time::timeout(LIMIT, s.read_exact(&mut b)).await.unwrap().unwrap();
     assert_eq!(&b, b"ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_with_a_private_ca_through_an_http_proxy() {
+    let echo = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let server = ws_server(&["--tls-cert", cert, "--tls-key", key, "--token", "t0k"]);
+    let proxy = Proc::start(
+        &["proxy", "--listen", "127.0.0.1:0", "--allow", "127.0.0.0/8", "--connect-ports", "1-65535"],
+        1,
+    );
+    let url = format!("wss://localhost:{}/tunnel", server.addr().port());
+    let proxy_url = format!("http://{}", proxy.addr());
+    let client = Proc::start(
+        &[
+            "ws-client",
+            &url,
+            "--token",
+            "t0k",
+            "--ca",
+            cert,
+            "--proxy",
+            &proxy_url,
+            "-L",
+            &format!("127.0.0.1:0:{echo}"),
+        ],
+        1,
+    );
+    let data = pattern(1 << 20, 11);
+    let got = tokio::time::timeout(LIMIT, echo_through(client.addr(), data.clone())).await.unwrap().unwrap();
+    assert_eq!(sha(&got), sha(&data));
+    // Without the CA the certificate is not trusted: the client refuses to come up.
+    let mut untrusted = std::process::Command::new(support::bin())
+        .args(["ws-client", &url, "--token", "t0k", "-L", "127.0.0.1:0:127.0.0.1:9"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            if let Some(s) = untrusted.try_wait().unwrap() {
+                return Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = untrusted.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "an untrusted certificate must fail");
+}

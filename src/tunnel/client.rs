@@ -47,7 +47,8 @@ impl std::fmt::Debug for Client {
 /// Why a connection attempt failed: refusals are final, the rest are worth retrying.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The server said no (401, unknown tunnel, wrong secret, other principal, limits).
+    /// Final: the server said no (401, unknown tunnel, wrong secret, other principal, limits), or its
+    /// certificate is not trusted.
     #[error("refused by the server: {0}")]
     Refused(String),
     /// Network, TLS, proxy or WebSocket failure.
@@ -146,9 +147,14 @@ impl Client {
             }
         };
         let stream: BoxStream = match &self.tls {
-            Some((connector, name)) => {
-                Box::new(connector.connect(name.clone(), tcp).await.context("TLS handshake with the server")?)
-            }
+            Some((connector, name)) => match connector.connect(name.clone(), tcp).await {
+                Ok(tls) => Box::new(tls),
+                // A certificate we do not trust will not fix itself: say so at once instead of retrying.
+                Err(e) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+                    return Err(ConnectError::Refused(format!("TLS with the server: {e} (see --ca)")));
+                }
+                Err(e) => return Err(anyhow::anyhow!("TLS handshake with the server: {e}").into()),
+            },
             None => tcp,
         };
         let mut req = self.url.clone().into_client_request().context("building the upgrade request")?;
