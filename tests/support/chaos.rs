@@ -88,50 +88,33 @@ impl ChaosRelay {
 
 async fn carry(down: TcpStream, up: TcpStream, relay: ChaosRelay) {
     let mut epoch = relay.epoch.subscribe();
-    let blackhole = relay.blackhole.clone();
-    let relay2 = relay.clone();
     let _ = down.set_nodelay(true);
     let _ = up.set_nodelay(true);
-    let (mut dr, mut dw) = down.into_split();
-    let (mut ur, mut uw) = up.into_split();
-    let bh1 = blackhole.clone();
-    let a = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = dr.read(&mut buf).await.unwrap_or(0);
-            if n == 0 {
-                return;
-            }
-            while bh1.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            if uw.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-            relay.carried(n);
-        }
-    };
-    let b = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = ur.read(&mut buf).await.unwrap_or(0);
-            if n == 0 {
-                return;
-            }
-            while blackhole.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            if dw.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-            relay2.carried(n);
-        }
-    };
+    let (dr, dw) = down.into_split();
+    let (ur, uw) = up.into_split();
     let start = *epoch.borrow_and_update();
     tokio::select! {
-        _ = a => {}
-        _ = b => {}
+        _ = pump(dr, uw, &relay) => {}
+        _ = pump(ur, dw, &relay) => {}
         _ = async { while epoch.changed().await.is_ok() { if *epoch.borrow() != start { return } } } => {}
     }
-    // Dropping both halves: with linger 0 they go out as resets, like a middlebox killing the flow.
+    // Dropping both sockets (linger 0) sends resets, like a middlebox killing the flow.
+}
+
+/// Copies one direction, holding bytes back while the blackhole is on.
+async fn pump(mut from: impl AsyncReadExt + Unpin, mut to: impl AsyncWriteExt + Unpin, relay: &ChaosRelay) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        while relay.blackhole.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+        relay.carried(n);
+    }
 }
