@@ -492,3 +492,33 @@ async fn wss_with_a_private_ca_through_an_http_proxy() {
     .unwrap();
     assert!(status.is_some_and(|s| !s.success()), "an untrusted certificate must fail");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tunnel_closes_in_order_and_the_cli_opens_a_new_one() {
+    let echo = echo_server().await;
+    let server = lib_server(&[], Limits::default()).await;
+    let tunnel = Client::new(&format!("ws://{server}/tunnel"))
+        .unwrap()
+        .idle_timeout(Some(Duration::from_millis(300)))
+        .connect()
+        .await
+        .unwrap();
+    let mut s = tunnel.open(&echo.to_string()).unwrap();
+    s.write_all(b"hi").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    drop(s);
+    let why = tokio::time::timeout(LIMIT, tunnel.closed()).await.expect("idle tunnel closes");
+    assert_eq!(why, tunnelkit::tunnel::EndReason::Closed, "an orderly close, not an expiry");
+
+    let ws = ws_server(&[]);
+    let client = ws_client(ws.addr(), &["--idle-timeout", "200ms", "-L", &format!("127.0.0.1:0:{echo}")], 1);
+    for i in 0..2 {
+        let data = pattern(10_000, i);
+        let got =
+            tokio::time::timeout(LIMIT, echo_through(client.addr(), data.clone())).await.unwrap().unwrap();
+        assert_eq!(got, data, "connection {i} works, the second one on a fresh tunnel");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}
