@@ -4,7 +4,9 @@
 //! ```text
 //! bench_tunnel serve ADDR                                          # the target every path forwards to
 //! bench_tunnel probe ADDR                                          # one echo round trip, exit 0 if it works
-//! bench_tunnel throughput [--streams N] [--secs S] [--down] ADDR   # aggregate Gbit/s of N bulk streams
+//! bench_tunnel throughput [--streams N] [--secs S] [--down] [--stalled] ADDR   # aggregate Gbit/s of N bulk
+//!                                                                  # streams (--stalled: while another
+//!                                                                  # download stream is never read)
 //! bench_tunnel pingpong [--secs S] [--saturate] ADDR               # 1-byte round trips: "p50_us p99_us count"
 //! ```
 //!
@@ -180,7 +182,15 @@ async fn download_stream(addr: String, start: u64, end: u64) -> Result<u64, Stri
     }
 }
 
-async fn throughput(addr: &str, streams: usize, secs: f64, down: bool) -> Result<f64, String> {
+async fn throughput(addr: &str, streams: usize, secs: f64, down: bool, stalled: bool) -> Result<f64, String> {
+    // Head-of-line check: a download whose reader never reads, on the same tunnel, held open throughout.
+    let _stalled = if stalled {
+        let mut s = connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        s.write_all(b"D").await.map_err(|e| format!("write: {e}"))?;
+        Some(s)
+    } else {
+        None
+    };
     let start = unix_ms_now() + WARMUP.as_millis() as u64;
     let window_ms = (secs * 1000.0) as u64;
     let end = start + window_ms;
@@ -252,11 +262,12 @@ struct Opts {
     secs: f64,
     down: bool,
     saturate: bool,
+    stalled: bool,
     addr: Option<String>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { streams: 1, secs: 5.0, down: false, saturate: false, addr: None };
+    let mut o = Opts { streams: 1, secs: 5.0, down: false, saturate: false, stalled: false, addr: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
@@ -265,6 +276,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--secs" => o.secs = value(a)?.parse().map_err(|e| format!("--secs: {e}"))?,
             "--down" => o.down = true,
             "--saturate" => o.saturate = true,
+            "--stalled" => o.stalled = true,
             s if s.starts_with("--") => return Err(format!("unknown flag {s}")),
             s => o.addr = Some(s.to_string()),
         }
@@ -273,7 +285,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
 }
 
 const USAGE: &str = "usage: bench_tunnel serve ADDR | probe ADDR | \
-    throughput [--streams N] [--secs S] [--down] ADDR | pingpong [--secs S] [--saturate] ADDR";
+    throughput [--streams N] [--secs S] [--down] [--stalled] ADDR | pingpong [--secs S] [--saturate] ADDR";
 
 async fn run(args: Vec<String>) -> Result<(), String> {
     let cmd = args.first().map(String::as_str).unwrap_or("");
@@ -290,7 +302,7 @@ async fn run(args: Vec<String>) -> Result<(), String> {
             .await
             .map_err(|_| "no echo within 5s".to_string())?,
         "throughput" => {
-            let gbit = tokio::time::timeout(limit, throughput(&addr, o.streams, o.secs, o.down))
+            let gbit = tokio::time::timeout(limit, throughput(&addr, o.streams, o.secs, o.down, o.stalled))
                 .await
                 .map_err(bounded("throughput"))??;
             println!("{gbit:.2}");

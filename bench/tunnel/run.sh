@@ -91,6 +91,7 @@ for path in "${PATHS[@]}"; do
   fi
   measure "$path" up1 throughput --streams 1 --secs "$SECS"
   measure "$path" down1 throughput --streams 1 --secs "$SECS" --down
+  measure "$path" stalled throughput --streams 1 --secs "$SECS" --down --stalled
   measure "$path" up64 throughput --streams 64 --secs "$SECS"
   measure "$path" idle pingpong --secs 1
   measure "$path" ping pingpong --secs "$SECS" --saturate
@@ -124,13 +125,15 @@ tk1=$(cell tunnelkit up1); d1=$(cell direct up1)
   echo "port share one tunnel (one WebSocket). Plain \`ws://\`, no TLS, no compression. Throughput counts the bytes that"
   echo "arrived at the receiving end inside a ${SECS}s window opened after a 0.75s warm-up; \"up\" is client → server"
   echo "(the direction of an \`-L\` upload, WebSocket-masked), \"down\" the reverse. Ping-pong: 1-byte round trips on one"
-  echo "stream, idle (1s) and while a second stream of the same tunnel uploads as fast as it can (${SECS}s)."
+  echo "stream, idle (1s) and while a second stream of the same tunnel uploads as fast as it can (${SECS}s). Head-of-line:"
+  echo "1 stream down while another download stream on the same tunnel is never read (its data fills its window"
+  echo "and waits), as a ratio to the same path's plain 1-stream download."
   echo
-  echo "| path | 1 stream up Gbit/s | vs direct | 1 stream down Gbit/s | 64 streams up Gbit/s | vs direct | ping-pong idle p50 / p99 µs | ping-pong under load p50 / p99 µs | tunnelkit 1-stream vs it |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| path | 1 stream up Gbit/s | vs direct | 1 stream down Gbit/s | 64 streams up Gbit/s | vs direct | ping-pong idle p50 / p99 µs | ping-pong under load p50 / p99 µs | down beside a stalled stream | tunnelkit 1-stream vs it |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   for p in "${PATHS[@]}"; do
     vs_tk=""; case $p in penguin|seed) vs_tk=$(ratio "$tk1" "$(cell $p up1)"); [ "$vs_tk" = n/a ] || vs_tk="${vs_tk}x" ;; esac
-    echo "| $(label $p) | $(cell $p up1) | $(ratio "$(cell $p up1)" "$d1") | $(cell $p down1) | $(cell $p up64) | $(ratio "$(cell $p up64)" "$(cell direct up64)") | $(lat $p idle) | $(lat $p ping) | $vs_tk |"
+    echo "| $(label $p) | $(cell $p up1) | $(ratio "$(cell $p up1)" "$d1") | $(cell $p down1) | $(cell $p up64) | $(ratio "$(cell $p up64)" "$(cell direct up64)") | $(lat $p idle) | $(lat $p ping) | $(cell $p stalled) ($(ratio "$(cell $p stalled)" "$(cell $p down1)")) | $vs_tk |"
   done
   echo
   echo "Goals (issue 4), single stream up:"
