@@ -399,3 +399,29 @@ async fn target_eof_is_reported_with_a_close_frame() {
     send_bin(&mut ws, b"\x02\x00\x07late").await;
     assert_eq!(recv_bin(&mut ws).await, b"\xc2\x00\x07Stream not exists");
 }
+
+/// With `--token`, a tunnel is bound to the token that created it: another valid token cannot `use` it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_with_another_token_is_refused_like_an_unknown_id() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let echo = echo_origin().await;
+    let server = echo_server(echo, &["--token", "alice", "--token", "mallory"]);
+    let connect_as = |token: &'static str| {
+        let url = url(&server);
+        async move {
+            let mut req = url.into_client_request().unwrap();
+            req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+            tokio_tungstenite::connect_async(req).await.expect("upgrade").0
+        }
+    };
+    let mut alice = connect_as("alice").await;
+    let created = text(&mut alice, r#"{"_":"create","mode":"subStream","keepBrokenTunnel":60000}"#).await;
+    let id = created["tunnelID"].as_str().unwrap().to_owned();
+    let mut mallory = connect_as("mallory").await;
+    assert_eq!(
+        text(&mut mallory, &json!({"_":"use","tunnelID":id}).to_string()).await,
+        seed_error(4004, "Tunnel of id not exsts")
+    );
+    let mut alice2 = connect_as("alice").await;
+    assert_eq!(text(&mut alice2, &json!({"_":"use","tunnelID":id}).to_string()).await["_"], json!("created"));
+}

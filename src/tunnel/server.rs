@@ -189,7 +189,7 @@ impl Server {
             Err(_) => return tracing::debug!(%peer, "upgrade timed out"),
         };
         if let Some(ctx) = &opts.compat {
-            return compat::serve(ws, ctx.clone()).await;
+            return compat::serve(ws, ctx.clone(), principal).await;
         }
         self.handshake(ws, principal, peer).await;
     }

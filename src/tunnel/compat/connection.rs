@@ -41,7 +41,7 @@ enum End {
 }
 
 /// Serves one WebSocket until it ends.
-pub async fn serve<S>(ws: WebSocketStream<S>, ctx: Arc<CompatContext>)
+pub async fn serve<S>(ws: WebSocketStream<S>, ctx: Arc<CompatContext>, principal: Option<String>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -51,7 +51,7 @@ where
     let kick = CancellationToken::new();
     let me = ConnHandle { id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed), cmds, kick: kick.clone() };
     let mut writer = tokio::spawn(writer::run(sink, cmd_rx, stop.clone()));
-    let mut conn = Connection { ctx, me, tunnel: None };
+    let mut conn = Connection { ctx, me, tunnel: None, principal };
     let mut writer_done = false;
     let end = tokio::select! {
         end = conn.read_loop(&mut incoming) => end,
@@ -76,6 +76,8 @@ struct Connection {
     me: ConnHandle,
     /// The tunnel last bound here; only used while it is still bound to this connection.
     tunnel: Option<Arc<Tunnel>>,
+    /// The token this connection presented; tunnels are bound to the token that created them.
+    principal: Option<String>,
 }
 
 impl Connection {
@@ -150,7 +152,13 @@ impl Connection {
         };
         let cap = u64::try_from(self.ctx.max_keep_broken.as_millis()).unwrap_or(u64::MAX);
         let held = control::keep_broken_ms(&request).min(cap);
-        let tunnel = Tunnel::open(&self.ctx, mode, Duration::from_millis(held), self.me.clone());
+        let tunnel = Tunnel::open(
+            &self.ctx,
+            mode,
+            Duration::from_millis(held),
+            self.me.clone(),
+            self.principal.clone(),
+        );
         self.send_text(control::created(request, &tunnel.id, held)).await;
         let _ = self.me.cmds.send(WriterCmd::Bind(tunnel.clone())).await;
         self.tunnel = Some(tunnel);
@@ -159,7 +167,14 @@ impl Connection {
     /// `use`: rebinds an existing tunnel to this connection. Lossy exactly like the seed: frames that
     /// were on the broken connection are gone, nothing is replayed.
     async fn resume(&mut self, tunnel_id: Option<String>) {
-        let found = tunnel_id.and_then(|id| self.ctx.registry.get(&id));
+        // A tunnel created under another token answers like an unknown one: no takeover across tokens.
+        let found = tunnel_id.and_then(|id| self.ctx.registry.get(&id)).filter(|t| {
+            match (&t.principal, &self.principal) {
+                (None, _) => true,
+                (Some(a), Some(b)) => crate::policy::constant_time_eq(a.as_bytes(), b.as_bytes()),
+                (Some(_), None) => false,
+            }
+        });
         let Some(tunnel) = found else {
             return self.send_text(ErrorCode::NoSuchTunnel.to_json()).await;
         };

@@ -55,9 +55,9 @@ impl CompatContext {
 
 /// Serves one seed-protocol WebSocket until it closes. The tunnel it creates or resumes outlives it
 /// if the connection breaks (for the agreed hold time).
-pub async fn serve<S>(ws: WebSocketStream<S>, ctx: Arc<CompatContext>)
+pub async fn serve<S>(ws: WebSocketStream<S>, ctx: Arc<CompatContext>, principal: Option<String>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    connection::serve(ws, ctx).await
+    connection::serve(ws, ctx, principal).await
 }

@@ -37,6 +37,8 @@ pub struct Tunnel {
     pub id: String,
     /// `subStream` or `stream`.
     pub mode: Mode,
+    /// The bearer token that created it (`--token`); only the same token may `use` it.
+    pub principal: Option<String>,
     hold: Duration,
     dialer: Arc<dyn Dialer>,
     target: Option<Target>,
@@ -58,11 +60,18 @@ struct State {
 impl Tunnel {
     /// Creates a tunnel bound to `conn` and registers it. `hold` is how long it survives a broken
     /// connection (the client's `keepBrokenTunnel`, already capped by the server).
-    pub fn open(ctx: &CompatContext, mode: Mode, hold: Duration, conn: ConnHandle) -> Arc<Tunnel> {
+    pub fn open(
+        ctx: &CompatContext,
+        mode: Mode,
+        hold: Duration,
+        conn: ConnHandle,
+        principal: Option<String>,
+    ) -> Arc<Tunnel> {
         let (out_tx, out_rx) = mpsc::channel(QUEUE_FRAMES);
         let tunnel = Arc::new(Tunnel {
             id: new_tunnel_id(),
             mode,
+            principal,
             hold,
             dialer: ctx.dialer.clone(),
             target: ctx.target.clone(),
