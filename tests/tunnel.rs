@@ -522,3 +522,37 @@ async fn idle_tunnel_closes_in_order_and_the_cli_opens_a_new_one() {
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_metrics_count_tunnels_streams_and_resumes() {
+    let echo = echo_server().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics = format!("127.0.0.1:{port}");
+    let server = ws_server(&["--metrics", &metrics]);
+    let relay = ChaosRelay::start(server.addr()).await;
+    let client = ws_client(relay.addr, &["-L", &format!("127.0.0.1:0:{echo}")], 1);
+    let data = pattern(10_000, 1);
+    assert_eq!(echo_through(client.addr(), data.clone()).await.unwrap(), data);
+    relay.reset_all();
+    assert_eq!(
+        tokio::time::timeout(LIMIT, echo_through(client.addr(), data.clone())).await.unwrap().unwrap(),
+        data
+    );
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let (ok, out, err) = curl(&[&format!("http://{metrics}/metrics")]).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if ok
+            && value(&text, "tunnelkit_tunnel_tunnels") == 1.0
+            && value(&text, "tunnelkit_tunnel_streams_total") >= 2.0
+            && value(&text, "tunnelkit_tunnel_resumes_total") >= 1.0
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "metrics never showed the tunnel: {err}\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
