@@ -556,3 +556,24 @@ async fn server_metrics_count_tunnels_streams_and_resumes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_limits_refuse_extra_tunnels_and_streams() {
+    let echo = echo_server().await;
+    let limits = Limits { max_tunnels: 1, max_streams: 2, ..Limits::default() };
+    let server = lib_server(&[], limits).await;
+    let url = format!("ws://{server}/tunnel");
+    let tunnel = Client::new(&url).unwrap().connect().await.unwrap();
+    let second = Client::new(&url).unwrap().connect().await;
+    assert!(
+        matches!(second, Err(ConnectError::Refused(ref why)) if why.contains("too many tunnels")),
+        "{second:?}"
+    );
+    let a = tunnel.open(&echo.to_string()).unwrap();
+    let b = tunnel.open(&echo.to_string()).unwrap();
+    a.connected().await.unwrap();
+    b.connected().await.unwrap();
+    // The client enforces the limit the server announced, so a third stream fails before the wire.
+    assert!(tunnel.open(&echo.to_string()).is_err());
+    drop((a, b));
+}
