@@ -577,3 +577,65 @@ async fn server_limits_refuse_extra_tunnels_and_streams() {
     assert!(tunnel.open(&echo.to_string()).is_err());
     drop((a, b));
 }
+
+/// A peer that sends garbage after a valid HELLO gets its connection dropped; the server stays healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frames_drop_the_connection_and_nothing_else() {
+    use tokio_tungstenite::tungstenite::Message;
+    let echo = echo_server().await;
+    let server = lib_server(&[], Limits::default()).await;
+    let inputs: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x11; 5],
+        vec![0x99; 30],
+        pattern(22, 1),
+        pattern(5000, 2),
+        {
+            // DATA on a stream never opened, with a sequence gap.
+            let mut f = Frame::start(FrameType::Data, 0, 1, 3);
+            f.extend_from_slice(b"abc");
+            stamp(&mut f, 7, 0);
+            f.to_vec()
+        },
+        {
+            // An ack of frames never sent.
+            let mut f = Frame::start(FrameType::Ack, 0, 0, 0);
+            stamp(&mut f, 0, 1_000_000);
+            f.to_vec()
+        },
+        {
+            // OPEN with an even (server-side) id and a truncated target.
+            let mut f = Frame::start(FrameType::Open, 0, 2, 4);
+            f.extend_from_slice(&[0, 200, b'x', b'y']);
+            stamp(&mut f, 1, 0);
+            f.to_vec()
+        },
+    ];
+    for (i, bad) in inputs.into_iter().enumerate() {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{server}/tunnel")).await.unwrap();
+        let mut hello = Frame::start(FrameType::Hello, 0, 0, 10);
+        hello.extend_from_slice(&[1, 0]);
+        hello.extend_from_slice(&30_000u64.to_be_bytes());
+        ws.send(Message::Binary(hello.freeze())).await.unwrap();
+        let welcome = ws.next().await.unwrap().unwrap();
+        assert_eq!(welcome.into_data()[0], FrameType::Welcome as u8);
+        let _ = ws.send(Message::Binary(bad.into())).await;
+        let ended = tokio::time::timeout(LIMIT, async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "input {i}: the server dropped the connection");
+    }
+    let tunnel = Client::new(&format!("ws://{server}/tunnel")).unwrap().connect().await.unwrap();
+    let mut s = tunnel.open(&echo.to_string()).unwrap();
+    s.write_all(b"fine").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(LIMIT, s.read_to_end(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, b"fine");
+}
