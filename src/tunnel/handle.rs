@@ -53,6 +53,19 @@ impl Tunnel {
     }
 
     /// The next stream opened by the peer, or `None` once the tunnel has ended.
+    ///
+    /// ```no_run
+    /// # async fn demo(tunnel: tunnelkit::tunnel::Tunnel) {
+    /// // Serve streams the server opens back to us (after `tunnel.listen(..)`): echo them.
+    /// while let Some(mut stream) = tunnel.accept().await {
+    ///     stream.confirm();
+    ///     tokio::spawn(async move {
+    ///         let (mut r, mut w) = tokio::io::split(stream);
+    ///         let _ = tokio::io::copy(&mut r, &mut w).await;
+    ///     });
+    /// }
+    /// # }
+    /// ```
     pub async fn accept(&self) -> Option<TunnelStream> {
         self.session.accept().await
     }

@@ -83,6 +83,23 @@ struct Entry {
 }
 
 /// A WebSocket tunnel server. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// use std::sync::Arc;
+/// use tunnelkit::net::DirectDialer;
+/// use tunnelkit::policy::Policy;
+/// use tunnelkit::shutdown::Drain;
+/// use tunnelkit::tunnel::{Server, ServerOptions};
+///
+/// let policy = Arc::new(Policy::new());
+/// let dialer = Arc::new(DirectDialer::new(policy.clone(), std::time::Duration::from_secs(10)));
+/// let mut opts = ServerOptions::new(dialer, policy);
+/// opts.tokens = vec!["s3cret".into()];
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// Server::new(opts).serve(listener, Drain::new()).await;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Server {
     inner: Arc<Inner>,
