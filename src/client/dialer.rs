@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 use super::handshake::{self, ConnectError};
 use super::proxy_url::{ProxyKind, ProxyUrl};
 use crate::net::{socket, BoxStream, DialError, DialFuture, Dialer, Host, Purpose, Target};
@@ -113,11 +111,14 @@ impl ProxyDialer {
     /// TCP (and TLS for https://) to the proxy.
     async fn open(&self) -> Result<BoxStream, DialError> {
         let proxy = self.url.addr.to_string();
-        let tcp = match tokio::time::timeout(self.connect_timeout, connect_host(&self.url.addr)).await {
-            Err(_) => return Err(DialError::Timeout(format!("proxy {proxy}"))),
-            Ok(Err(e)) => return Err(DialError::Connect { target: format!("proxy {proxy}"), source: e }),
-            Ok(Ok(s)) => s,
-        };
+        let tcp =
+            match tokio::time::timeout(self.connect_timeout, crate::net::socket::connect(&self.url.addr))
+                .await
+            {
+                Err(_) => return Err(DialError::Timeout(format!("proxy {proxy}"))),
+                Ok(Err(e)) => return Err(DialError::Connect { target: format!("proxy {proxy}"), source: e }),
+                Ok(Ok(s)) => s,
+            };
         socket::set_nodelay(&tcp);
         if let Some(ka) = self.keepalive {
             socket::set_keepalive(&tcp, ka);
@@ -250,13 +251,6 @@ fn socks_error(e: tokio_socks::Error, target: &Target) -> DialError {
     match e {
         tokio_socks::Error::Io(source) => DialError::Connect { target: target.to_string(), source },
         e => DialError::Upstream(format!("SOCKS proxy refused {target}: {e}")),
-    }
-}
-
-async fn connect_host(addr: &Target) -> std::io::Result<TcpStream> {
-    match &addr.host {
-        Host::Ip(ip) => TcpStream::connect((*ip, addr.port)).await,
-        Host::Domain(name) => TcpStream::connect((name.as_str(), addr.port)).await,
     }
 }
 

@@ -1,9 +1,12 @@
-//! Socket options applied to every TCP connection we open or accept.
+//! Socket options applied to every TCP connection we open or accept, and the plain connect to a
+//! [`Target`] for peers the local user named (an upstream proxy, a tunnel server), which no policy vets.
 
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
+
+use super::{Host, Target};
 
 /// Disables Nagle: we relay interactive traffic and always write whole buffers.
 pub fn set_nodelay(stream: &TcpStream) {
@@ -48,5 +51,14 @@ pub async fn accept(listener: &tokio::net::TcpListener) -> (TcpStream, std::net:
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Connects to `target` as the user named it (DNS through the system resolver), without policy checks:
+/// only for destinations the local user configured, such as an upstream proxy or a tunnel server.
+pub async fn connect(target: &Target) -> std::io::Result<TcpStream> {
+    match &target.host {
+        Host::Ip(ip) => TcpStream::connect((*ip, target.port)).await,
+        Host::Domain(name) => TcpStream::connect((name.as_str(), target.port)).await,
     }
 }

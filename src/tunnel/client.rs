@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::{Buf, BufMut};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -139,7 +138,7 @@ impl Client {
         let tcp: BoxStream = match &self.proxy {
             Some(p) => p.tunnel(&self.target).await.map_err(|e| anyhow::anyhow!("via proxy: {e}"))?,
             None => {
-                let tcp = connect_host(&self.target)
+                let tcp = crate::net::socket::connect(&self.target)
                     .await
                     .with_context(|| format!("connecting to {}", self.target))?;
                 socket::set_nodelay(&tcp);
@@ -238,13 +237,6 @@ impl Client {
         tracing::info!(tunnel = %session.id, gen, "tunnel resumed");
         tokio::spawn(link::run(session.clone(), ws, gen, cancel));
         Ok(())
-    }
-}
-
-async fn connect_host(t: &Target) -> std::io::Result<TcpStream> {
-    match &t.host {
-        Host::Ip(ip) => TcpStream::connect((*ip, t.port)).await,
-        Host::Domain(name) => TcpStream::connect((name.as_str(), t.port)).await,
     }
 }
 
