@@ -111,7 +111,8 @@ struct Inner {
     tunnels: Mutex<HashMap<TunnelId, Entry>>,
 }
 
-/// Compares two byte strings... for tokens: checks every configured token so timing reveals nothing.
+/// The configured token the upgrade presents as `Authorization: Bearer`, `Ok(None)` when no tokens are
+/// configured, `Err` when it presents none of them. Every token is compared, in constant time.
 fn token_of(req: &Request, tokens: &[String]) -> Result<Option<String>, ()> {
     if tokens.is_empty() {
         return Ok(None);

@@ -846,10 +846,8 @@ impl Session {
                         return Ok(());
                     }
                     slot.recv_allowance -= n;
-                    if slot.reset.is_some() || slot.detached {
-                        // Nobody will read it: give the credit straight back.
-                        slot.consumed += n;
-                    } else if n > 0 {
+                    // A reset or abandoned stream's late bytes are dropped: our RST stops the sender.
+                    if slot.reset.is_none() && !slot.detached && n > 0 {
                         slot.recv.push_back(frame.payload);
                     }
                     if frame.flags & FLAG_FIN != 0 {
