@@ -50,8 +50,8 @@ pub enum ConnectError {
     /// certificate is not trusted.
     #[error("refused by the server: {0}")]
     Refused(String),
-    /// Network, TLS, proxy or WebSocket failure.
-    #[error(transparent)]
+    /// Network, TLS, proxy or WebSocket failure (the message carries the whole cause chain).
+    #[error("{0:#}")]
     Failed(#[from] anyhow::Error),
 }
 
