@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
 use super::args::{ClientArgs, ServerArgs};
+use super::backoff::Backoff;
 use super::client::{Client, ConnectError};
 use super::compat::CompatContext;
 use super::handle::Tunnel;
@@ -100,7 +101,7 @@ impl TunnelSource {
 
 /// Connects, retrying failures that may pass (server down, network) with backoff; refusals are final.
 async fn connect_retrying(client: &Client) -> Result<Tunnel, ConnectError> {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     let mut attempts = 0;
     loop {
         match client.connect().await {
@@ -114,8 +115,7 @@ async fn connect_retrying(client: &Client) -> Result<Tunnel, ConnectError> {
                 if attempts >= 8 {
                     return Err(e);
                 }
-                tokio::time::sleep(delay.mul_f64(rand::random_range(0.5..1.5))).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+                tokio::time::sleep(backoff.next_wait()).await;
             }
         }
     }

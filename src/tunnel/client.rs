@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::backoff::Backoff;
 use super::frame::{stamp, Frame, FrameType};
 use super::handle::Tunnel;
 use super::id::{ResumeSecret, TunnelId};
@@ -297,7 +298,7 @@ async fn keep(client: Client, session: Arc<Session>, secret: ResumeSecret) {
                     return;
                 }
                 let deadline = Instant::now() + session.params.keep_broken;
-                let mut delay = Duration::from_millis(100);
+                let mut backoff = Backoff::new();
                 loop {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -323,10 +324,8 @@ async fn keep(client: Client, session: Arc<Session>, secret: ResumeSecret) {
                     if session.is_ended() {
                         return;
                     }
-                    let jitter = rand::random_range(0.5..1.5);
-                    let wait = delay.mul_f64(jitter).min(deadline.saturating_duration_since(Instant::now()));
+                    let wait = backoff.next_wait().min(deadline.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
         }

@@ -23,6 +23,7 @@
 //! ```
 
 mod args;
+mod backoff;
 mod cli;
 mod client;
 pub mod compat;
