@@ -17,7 +17,7 @@ use crate::net::relay::Relay;
 use crate::net::{socket, DialError, Dialer, Host, Purpose, Target};
 use crate::policy::{Credentials, Users};
 use crate::shutdown::Drain;
-use crate::telemetry::access_log::{AccessLog, AccessRecord};
+use crate::telemetry::access_log::AccessLog;
 
 /// A SOCKS5 server sharing the HTTP proxy's dialer, users and access log.
 pub struct SocksServer {
@@ -82,7 +82,7 @@ impl SocksServer {
             Err(_) | Ok(Err(Refusal::Protocol)) | Ok(Err(Refusal::Auth)) => return,
             Ok(Err(Refusal::Reply(code, why))) => {
                 let _ = tcp.write_all(&reply(code, None)).await;
-                self.log(peer, "-", 403, 0, 0, started, Some(&why));
+                self.access_log.finished(peer, "SOCKS5", "-", 403, 0, 0, started, Some(&why));
                 return;
             }
             Ok(Ok(t)) => t,
@@ -94,8 +94,9 @@ impl SocksServer {
                 let _ = tcp.write_all(&reply(code, None)).await;
                 metrics::counter!("tunnelkit_proxy_errors_total", "kind" => e.proxy_status_error())
                     .increment(1);
-                self.log(
+                self.access_log.finished(
                     peer,
+                    "SOCKS5",
                     &target.to_string(),
                     e.http_status(),
                     0,
@@ -117,7 +118,16 @@ impl SocksServer {
         metrics::gauge!("tunnelkit_proxy_tunnels_active").decrement(1.0);
         metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "up").increment(stats.a_to_b);
         metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "down").increment(stats.b_to_a);
-        self.log(peer, &target.to_string(), 200, stats.a_to_b, stats.b_to_a, started, None);
+        self.access_log.finished(
+            peer,
+            "SOCKS5",
+            &target.to_string(),
+            200,
+            stats.a_to_b,
+            stats.b_to_a,
+            started,
+            None,
+        );
     }
 
     /// Method negotiation, optional RFC 1929 auth, and the request; returns the CONNECT target.
@@ -181,29 +191,6 @@ impl SocksServer {
             return Err(Refusal::Reply(2, "port 0".into()));
         }
         Ok(Target::new(host, port))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn log(
-        &self,
-        peer: SocketAddr,
-        target: &str,
-        status: u16,
-        up: u64,
-        down: u64,
-        started: Instant,
-        note: Option<&str>,
-    ) {
-        self.access_log.record(&AccessRecord {
-            client: peer,
-            method: "SOCKS5".into(),
-            target: target.to_owned(),
-            status,
-            bytes_up: up,
-            bytes_down: down,
-            duration: started.elapsed(),
-            note: note.map(|n| n.replace(' ', "_")),
-        });
     }
 }
 

@@ -18,7 +18,7 @@ use crate::http::response;
 use crate::net::socks::SocksServer;
 use crate::net::{socket, DialError, Dialer, DirectDialer, GatedDialer};
 use crate::shutdown::Drain;
-use crate::telemetry::access_log::{AccessLog, AccessRecord};
+use crate::telemetry::access_log::AccessLog;
 
 /// State shared by every connection of one proxy.
 pub(super) struct Shared {
@@ -292,7 +292,16 @@ impl Exchange<'_> {
 
     /// Writes the access-log line for this exchange.
     pub fn log(&self, status: u16, up: u64, down: u64, note: Option<&str>) {
-        log(self.shared, self.peer, self.method, self.target, status, up, down, self.started, note);
+        self.shared.access_log.finished(
+            self.peer,
+            self.method,
+            self.target,
+            status,
+            up,
+            down,
+            self.started,
+            note,
+        );
     }
 }
 
@@ -310,34 +319,9 @@ pub(super) async fn reply_error(
 ) {
     let msg = response::error(status, proxy_status, detail, &[]);
     let _ = tokio::time::timeout(Duration::from_secs(5), client.io.write_all(&msg)).await;
-    log(shared, peer, method, target, status, 0, 0, Instant::now(), proxy_status);
+    shared.access_log.finished(peer, method, target, status, 0, 0, Instant::now(), proxy_status);
     metrics::counter!("tunnelkit_proxy_requests_total", "method" => metric_method(method), "status" => status.to_string())
         .increment(1);
-}
-
-/// One access-log line.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn log(
-    shared: &Shared,
-    peer: SocketAddr,
-    method: &str,
-    target: &str,
-    status: u16,
-    up: u64,
-    down: u64,
-    started: Instant,
-    note: Option<&str>,
-) {
-    shared.access_log.record(&AccessRecord {
-        client: peer,
-        method: method.to_owned(),
-        target: target.to_owned(),
-        status,
-        bytes_up: up,
-        bytes_down: down,
-        duration: started.elapsed(),
-        note: note.map(str::to_owned),
-    });
 }
 
 /// Bounds metric label cardinality: unknown methods share one label.

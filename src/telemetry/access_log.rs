@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
@@ -93,6 +93,31 @@ impl AccessLog {
             }
         })?;
         Ok(AccessLog { tx: Some(tx) })
+    }
+
+    /// Records a request or tunnel of `client` that began at `started` and has just ended.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finished(
+        &self,
+        client: SocketAddr,
+        method: &str,
+        target: &str,
+        status: u16,
+        bytes_up: u64,
+        bytes_down: u64,
+        started: Instant,
+        note: Option<&str>,
+    ) {
+        self.record(&AccessRecord {
+            client,
+            method: method.to_owned(),
+            target: target.to_owned(),
+            status,
+            bytes_up,
+            bytes_down,
+            duration: started.elapsed(),
+            note: note.map(str::to_owned),
+        });
     }
 
     /// Records one finished request. Never blocks; drops the line if the writer is far behind.
