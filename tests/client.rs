@@ -88,7 +88,7 @@ impl Drop for Tinyproxy {
 
 async fn tinyproxy(connect_port: u16, auth: Option<&str>) -> Tinyproxy {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = support::reserve_port();
     let mut conf = format!(
         "Port {port}\nListen 127.0.0.1\nTimeout 60\nAllow 127.0.0.1\nConnectPort {connect_port}\nLogLevel Critical\nPidFile \"{}/tp.pid\"\n",
         dir.path().display()

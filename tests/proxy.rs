@@ -141,8 +141,8 @@ async fn connect_tunnel_keeps_pipelined_bytes_and_half_close() {
 #[tokio::test]
 async fn dial_failures_map_to_502_and_504() {
     let p = proxy(&["--allow", "127.0.0.0/8", "--connect-ports", "1-65535", "--dial-timeout", "500ms"]);
-    // Nothing listens here.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // Nothing listens here (and, being below the ephemeral range, nothing will meanwhile).
+    let closed = SocketAddr::from(([127, 0, 0, 1], support::reserve_port()));
     let resp = raw(p.addr(), format!("CONNECT {closed} HTTP/1.1\r\nHost: {closed}\r\n\r\n").as_bytes()).await;
     assert_eq!(status(&resp), 502, "{resp}");
     assert!(resp.contains("Proxy-Status: tunnelkit; error=connection_refused"), "{resp}");
@@ -470,19 +470,24 @@ async fn access_log_and_metrics() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let metrics_addr = metrics_port.to_string();
-    drop(std::net::TcpListener::bind(metrics_port));
-    let p = proxy(&[
-        "--allow",
-        "127.0.0.0/8",
-        "--connect-ports",
-        "1-65535",
-        "--access-log",
-        log.to_str().unwrap(),
-        "--metrics",
-        &metrics_addr,
-    ]);
+    // Port 0: the proxy picks the port and prints it, so no other test can take it first.
+    let p = Proc::start(
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow",
+            "127.0.0.0/8",
+            "--connect-ports",
+            "1-65535",
+            "--access-log",
+            log.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    let metrics_addr = p.addr_of("metrics");
     let x = proxy_url(&p);
     assert!(curl(&["-x", &x, &origin.url("/1k")]).await.0);
     assert!(curl(&["-p", "-x", &x, &origin.url("/1k")]).await.0);

@@ -94,7 +94,8 @@ fn sticky(backends: &[&Backend], extra: &[&str]) -> Proc {
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Proc::start(&args, 1)
+    // `--metrics` prints a second `metrics listening on` line after the main one.
+    Proc::start(&args, 1 + usize::from(extra.contains(&"--metrics")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,11 +218,7 @@ struct Redis {
 
 impl Redis {
     async fn start(port: u16) -> Redis {
-        let port = if port == 0 {
-            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-        } else {
-            port
-        };
+        let port = if port == 0 { support::reserve_port() } else { port };
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -407,11 +404,6 @@ impl NodeScript {
     }
 }
 
-/// A free loopback port (for listeners that cannot report the one they picked).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The Prometheus text of `tunnelkit sticky --metrics`, retried until it answers.
 async fn scrape(port: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -450,18 +442,11 @@ fn sessions_of(text: &str, backend: &Backend) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ended_sessions_stop_counting_for_least_sessions() {
     let (a, b) = (Backend::start("A", 0), Backend::start("B", 0));
-    let metrics = free_port();
     let s = sticky(
         &[&a, &b],
-        &[
-            "--balance",
-            "least-sessions",
-            "--check-interval",
-            "200ms",
-            "--metrics",
-            &format!("127.0.0.1:{metrics}"),
-        ],
+        &["--balance", "least-sessions", "--check-interval", "200ms", "--metrics", "127.0.0.1:0"],
     );
+    let metrics = s.addr_of("metrics").port();
     let url = format!("http://{}", s.addr());
     // Client close packets (v4 `1`, v3 `1:1`), the end of an upgraded session's WebSocket, and the
     // end of a WebSocket-only session.
@@ -504,8 +489,8 @@ async fn ended_sessions_stop_counting_for_least_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_forgetting_a_session_ends_it() {
     let (a, b) = (Backend::start("A", 0), Backend::start("B", 0));
-    let metrics = free_port();
-    let s = sticky(&[&a, &b], &["--check-interval", "200ms", "--metrics", &format!("127.0.0.1:{metrics}")]);
+    let s = sticky(&[&a, &b], &["--check-interval", "200ms", "--metrics", "127.0.0.1:0"]);
+    let metrics = s.addr_of("metrics").port();
     let url = format!("http://{}", s.addr());
     let (sid, backend) = raw_handshake(&url).await;
     let served_by = if backend == "A" { &a } else { &b };
@@ -530,7 +515,6 @@ async fn backend_forgetting_a_session_ends_it() {
 async fn metrics_report_sessions_health_errors_and_redis() {
     let (a, b) = (Backend::start("A", 0), Backend::start("B", 0));
     let redis = Redis::start(0).await;
-    let metrics = free_port();
     let s = sticky(
         &[&a, &b],
         &[
@@ -541,9 +525,10 @@ async fn metrics_report_sessions_health_errors_and_redis() {
             "--check-timeout",
             "200ms",
             "--metrics",
-            &format!("127.0.0.1:{metrics}"),
+            "127.0.0.1:0",
         ],
     );
+    let metrics = s.addr_of("metrics").port();
     let url = format!("http://{}", s.addr());
     for _ in 0..4 {
         raw_handshake(&url).await;
@@ -636,7 +621,7 @@ fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 async fn rediss_with_password_and_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = tls_files(dir.path());
-    let port = free_port();
+    let port = support::reserve_port();
     let mut server = Command::new("redis-server")
         .args([
             "--port",

@@ -28,7 +28,8 @@ const LIMIT: Duration = Duration::from_secs(60);
 fn ws_server(extra: &[&str]) -> Proc {
     let mut args = vec!["ws-server", "--listen", "127.0.0.1:0", "--allow", "127.0.0.0/8"];
     args.extend_from_slice(extra);
-    Proc::start(&args, 1)
+    // `--metrics` prints a second `metrics listening on` line after the main one.
+    Proc::start(&args, 1 + usize::from(extra.contains(&"--metrics")))
 }
 
 fn ws_client(server: SocketAddr, extra: &[&str], listeners: usize) -> Proc {
@@ -526,9 +527,8 @@ async fn idle_tunnel_closes_in_order_and_the_cli_opens_a_new_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_metrics_count_tunnels_streams_and_resumes() {
     let echo = echo_server().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let metrics = format!("127.0.0.1:{port}");
-    let server = ws_server(&["--metrics", &metrics]);
+    let server = ws_server(&["--metrics", "127.0.0.1:0"]);
+    let metrics = server.addr_of("metrics");
     let relay = ChaosRelay::start(server.addr()).await;
     let client = ws_client(relay.addr, &["-L", &format!("127.0.0.1:0:{echo}")], 1);
     let data = pattern(10_000, 1);

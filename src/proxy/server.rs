@@ -59,9 +59,10 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         ),
         None => None,
     };
-    if let Some(addr) = settings.metrics {
-        crate::telemetry::serve_metrics(addr)?;
-    }
+    let metrics = match settings.metrics {
+        Some(addr) => Some(crate::telemetry::serve_metrics(addr).await?),
+        None => None,
+    };
     let access_log = match &settings.access_log {
         Some(dest) => {
             AccessLog::open(dest).map_err(|e| anyhow::anyhow!("cannot open access log {dest}: {e}"))?
@@ -96,6 +97,9 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     let local = listener.local_addr()?;
     eprintln!("listening on {local}");
     tracing::info!(%local, "proxy listening");
+    if let Some(addr) = metrics {
+        eprintln!("metrics listening on {addr}");
+    }
     if let Some(l) = socks_listener {
         let addr = l.local_addr()?;
         eprintln!("socks5 listening on {addr}");

@@ -71,9 +71,10 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", settings.listen))?;
-    if let Some(addr) = settings.metrics {
-        crate::telemetry::serve_metrics(addr)?;
-    }
+    let metrics = match settings.metrics {
+        Some(addr) => Some(crate::telemetry::serve_metrics(addr).await?),
+        None => None,
+    };
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -107,6 +108,9 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     });
     let local = listener.local_addr()?;
     eprintln!("listening on {local}");
+    if let Some(addr) = metrics {
+        eprintln!("metrics listening on {addr}");
+    }
     let drain = Drain::new();
     let checker = tokio::spawn(health_loop(state.clone()));
     tokio::pin!(shutdown);

@@ -1,10 +1,20 @@
 //! Observability: tracing to stderr (filtered by `RUST_LOG`, e.g. `RUST_LOG=tunnelkit::proxy=debug`)
-//! a Prometheus `/metrics` endpoint (`--metrics ADDR`), and access logs ([`access_log`]).
+//! a Prometheus `/metrics` endpoint (`--metrics ADDR`, see [`serve_metrics`]), and access logs
+//! ([`access_log`]).
 
 pub mod access_log;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global tracing subscriber. `RUST_LOG` scopes it; the default is `info`.
@@ -18,10 +28,61 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Serves Prometheus metrics on `addr` (any path answers). Call once, inside the runtime.
-pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))
+/// The process-wide Prometheus recorder. `metrics` allows one global recorder, and a library user
+/// may start several servers in one process, so every endpoint renders the same one.
+fn recorder() -> anyhow::Result<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h);
+    }
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    let handle = HANDLE.get_or_init(|| handle);
+    // Histograms and summaries age out only when upkeep runs; the built-in listener did it for us.
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// Serves Prometheus metrics on `addr` (any path answers) and returns the bound address, so
+/// `--metrics 127.0.0.1:0` works: callers print it as `metrics listening on ADDR`. Call inside the
+/// runtime; the endpoint lives as long as the runtime.
+pub async fn serve_metrics(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr} (--metrics): {e}"))?;
+    let local = listener.local_addr()?;
+    let handle = recorder()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                // Out of descriptors or similar: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let svc = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| async move {
+                let text = handle.render();
+                let resp = Response::builder()
+                    .header("content-type", "text/plain; version=0.0.4")
+                    .body(Full::new(Bytes::from(text)))
+                    .expect("static response parts are valid");
+                Ok::<_, Infallible>(resp)
+            });
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(tcp), svc);
+                let _ = conn.await;
+            });
+        }
+    });
+    Ok(local)
 }

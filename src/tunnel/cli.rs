@@ -55,12 +55,16 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         opts.compat =
             Some(Arc::new(CompatContext::new(dialer, args.compat_target.clone(), args.max_keep_broken)));
     }
-    if let Some(addr) = args.metrics {
-        crate::telemetry::serve_metrics(addr)?;
-    }
+    let metrics = match args.metrics {
+        Some(addr) => Some(crate::telemetry::serve_metrics(addr).await?),
+        None => None,
+    };
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
     eprintln!("listening on {}", listener.local_addr()?);
+    if let Some(addr) = metrics {
+        eprintln!("metrics listening on {addr}");
+    }
     let drain = Drain::new();
     let server = Server::new(opts);
     tokio::spawn(server.serve(listener, drain.clone()));

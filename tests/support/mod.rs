@@ -16,6 +16,30 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tunnelkit")
 }
 
+/// A loopback port for a server that cannot bind port 0 and report what it got (redis-server,
+/// tinyproxy). A port taken from `bind(0)` and released is in the kernel's ephemeral range, where
+/// any outgoing connection of a parallel test can grab it before the server binds. These come
+/// from below that range instead, from a sequence offset by the pid so test binaries differ.
+pub fn reserve_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, span) = (10_000u32, ephemeral_low.saturating_sub(10_000));
+    if span >= 1_000 {
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = low + (std::process::id().wrapping_mul(97).wrapping_add(n)) % span;
+            if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return port as u16;
+            }
+        }
+    }
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A running `tunnelkit` child, killed on drop.
 pub struct Proc {
     pub child: Child,
