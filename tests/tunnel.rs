@@ -243,6 +243,45 @@ async fn resets_every_half_second_lose_and_duplicate_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_waiting_on_a_dead_server_share_one_retry_schedule() {
+    let server = ws_server(&[]);
+    let relay = ChaosRelay::start(server.addr()).await;
+    let client = ws_client(relay.addr, &["--keep-broken-tunnel", "1s", "-L", "127.0.0.1:0:127.0.0.1:9"], 1);
+    relay.set_refuse(true);
+    relay.reset_all();
+    tokio::time::timeout(LIMIT, async {
+        while !client.stderr.lock().unwrap().contains("could not resume within the hold time") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the broken tunnel expires after its 1 s hold");
+    let before = relay.refused.load(Ordering::SeqCst);
+    // Four connections at once while the server is unreachable: each is closed once no tunnel can be
+    // had, after one shared schedule of attempts (8), not one schedule each (32, the last waiting 4×).
+    let entry = client.addr();
+    let conns: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(entry).await.unwrap();
+                let mut b = [0u8; 1];
+                let n = s.read(&mut b).await.unwrap_or(0);
+                assert_eq!(n, 0, "nothing arrives without a tunnel");
+            })
+        })
+        .collect();
+    tokio::time::timeout(LIMIT, async {
+        for c in conns {
+            c.await.unwrap();
+        }
+    })
+    .await
+    .expect("every waiting connection is closed");
+    let attempts = relay.refused.load(Ordering::SeqCst) - before;
+    assert!((1..=8).contains(&attempts), "{attempts} connection attempts for 4 waiting connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_blackhole_is_detected_by_heartbeat_and_resumed() {
     let echo = echo_server().await;
     let server = ws_server(&["--heartbeat", "300ms"]);

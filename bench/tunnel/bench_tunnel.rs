@@ -8,7 +8,13 @@
 //!                                                                  # streams (--stalled: while another
 //!                                                                  # download stream is never read)
 //! bench_tunnel pingpong [--secs S] [--saturate] ADDR               # 1-byte round trips: "p50_us p99_us count"
+//! bench_tunnel relay LISTEN TARGET                                 # plain TCP relay, no protocol at all
 //! ```
+//!
+//! `relay` is tunnelkit's own bidirectional copy (`net::relay`) between an accepted connection and a new
+//! one to TARGET. Two of them in a row are a "tunnel" with two user-space hops and zero protocol work:
+//! the ceiling any two-process tunnel (client + server) can reach on this machine, since every byte
+//! crosses three TCP connections instead of one.
 //!
 //! A tunnel forwards every connection of one entry port to one target, so `serve` is a single port that
 //! serves several kinds of connection, chosen by the first byte the client sends:
@@ -285,10 +291,15 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
 }
 
 const USAGE: &str = "usage: bench_tunnel serve ADDR | probe ADDR | \
-    throughput [--streams N] [--secs S] [--down] [--stalled] ADDR | pingpong [--secs S] [--saturate] ADDR";
+    throughput [--streams N] [--secs S] [--down] [--stalled] ADDR | pingpong [--secs S] [--saturate] ADDR | \
+    relay LISTEN TARGET";
 
 async fn run(args: Vec<String>) -> Result<(), String> {
     let cmd = args.first().map(String::as_str).unwrap_or("");
+    if cmd == "relay" {
+        let [_, listen, target] = &args[..] else { return Err(USAGE.into()) };
+        return relay(listen, target.clone()).await.map_err(|e| format!("relay: {e}"));
+    }
     let o = parse_opts(args.get(1..).unwrap_or(&[]))?;
     let addr = o.addr.clone().ok_or(USAGE)?;
     let limit = Duration::from_secs_f64(o.secs) + WARMUP + GRACE;
@@ -320,6 +331,21 @@ async fn run(args: Vec<String>) -> Result<(), String> {
             Ok(())
         }
         _ => Err(USAGE.into()),
+    }
+}
+
+/// Accepts on `listen` and relays each connection to `target` until both directions end.
+async fn relay(listen: &str, target: String) -> std::io::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    loop {
+        let (mut inbound, _) = listener.accept().await?;
+        let target = target.clone();
+        tokio::spawn(async move {
+            let _ = inbound.set_nodelay(true);
+            if let Ok(mut outbound) = connect(&target).await {
+                let _ = tunnelkit::net::relay::relay(&mut inbound, &mut outbound, None).await;
+            }
+        });
     }
 }
 

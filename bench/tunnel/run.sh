@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Tunnel benchmark (issue 4): bulk throughput (1 stream each way, 64 streams) and 1-byte ping-pong under a
 # saturating stream, through a direct TCP connection, tunnelkit ws-server/ws-client, rusty-penguin and the
-# seed ws-stream-tunnel, in one run. Not a test. Usage: bench/tunnel/run.sh [SECONDS_PER_MEASUREMENT] (default 5)
+# seed ws-stream-tunnel, in one run. Not a test.
+# Usage: bench/tunnel/run.sh [SECONDS_PER_MEASUREMENT (default 5)] [ROUNDS (default 3; each cell is the median)]
 # Writes bench/results/tunnel-<date>.md and prints the same table. A path that does not come up (answer an
 # echo probe through its entry port) is skipped with the reason, and the run goes on.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS="${1:-5}"
+ROUNDS="${2:-3}"
 PENGUIN_VERSION=0.8.4
 TOOLS=$PWD/bench/.tools
 SEED_DIR=bench/tunnel/seed
@@ -49,6 +51,15 @@ wait_up "$SINK" "${pids[0]}" || { echo "bench_tunnel serve did not start" >&2; e
 # start_PATH: starts the path's processes (pids in path_pids) and sets ENTRY, the port the load tool uses.
 path_pids=()
 start_direct() { ENTRY=$SINK; }
+# Two plain TCP relays in a row (tunnelkit's net::relay, no framing, no masking, no protocol): the
+# ceiling of any tunnel made of a client process and a server process, since every byte crosses three
+# TCP connections and two user-space copies instead of one connection.
+start_relay2() {
+  local mid; mid=$(port); ENTRY=$(port)
+  "$BT" relay 127.0.0.1:$mid 127.0.0.1:$SINK 2>"$work/relay2.log" & path_pids+=($!)
+  wait_up "$mid" "${path_pids[@]}" || return 1
+  "$BT" relay 127.0.0.1:$ENTRY 127.0.0.1:$mid 2>>"$work/relay2.log" & path_pids+=($!)
+}
 start_tunnelkit() {
   local ws; ws=$(port); ENTRY=$(port)
   "$TK" ws-server --listen 127.0.0.1:$ws --allow 127.0.0.0/8 --connect-ports 1-65535 2>"$work/tunnelkit.log" & path_pids+=($!)
@@ -69,33 +80,56 @@ start_seed() {
 }
 stop_path() { for p in "${path_pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; path_pids=(); }
 
-# measure PATH KEY ARGS...: one bench_tunnel run into R[PATH.KEY]; "fail" if it fails (the reason goes to NOTES).
-declare -A R; NOTES=()
+# measure PATH KEY ARGS...: one bench_tunnel run, appended to V[PATH.KEY] (one line per round); a failed
+# run is noted (the reason goes to NOTES) and leaves no value.
+declare -A V R; NOTES=()
 measure() {
-  local path=$1 key=$2; shift 2
-  if R[$path.$key]=$("$BT" "$@" 127.0.0.1:$ENTRY 2>"$work/err"); then return; fi
-  R[$path.$key]=fail
-  NOTES+=("$path: \`bench_tunnel $*\` failed: $(tr '\n' ' ' <"$work/err")")
+  local path=$1 key=$2 out; shift 2
+  if out=$("$BT" "$@" 127.0.0.1:$ENTRY 2>"$work/err"); then V[$path.$key]+="$out"$'\n'; return; fi
+  NOTES+=("$path (round $round): \`bench_tunnel $*\` failed: $(tr '\n' ' ' <"$work/err")")
   echo "  $path: bench_tunnel $* failed: $(cat "$work/err")" >&2
 }
+# median LINES: the per-column median of whitespace-separated numbers (upper median for an even count).
+median() {
+  local lines cols i out=""
+  lines=$(grep -v '^\s*$' <<<"$1")
+  cols=$(head -n1 <<<"$lines" | wc -w)
+  for ((i = 1; i <= cols; i++)); do
+    out+="${out:+ }$(awk -v c=$i '{ print $c }' <<<"$lines" | sort -g | awk '{ v[NR] = $1 } END { print v[int(NR / 2) + 1] }')"
+  done
+  echo "$out"
+}
 
-PATHS=(${BENCH_PATHS:-direct tunnelkit penguin seed})
+# Rounds with the paths in a rotated order each round: the machine is shared, and a neighbour's burst
+# then lands on different paths in different rounds instead of on one path's whole measurement.
+PATHS=(${BENCH_PATHS:-direct relay2 tunnelkit penguin seed})
+declare -A SKIP
+for ((round = 0; round < ROUNDS; round++)); do
+  for ((i = 0; i < ${#PATHS[@]}; i++)); do
+    path=${PATHS[$(((i + round) % ${#PATHS[@]}))]}
+    [ -n "${SKIP[$path]:-}" ] && continue
+    echo "round $((round + 1))/$ROUNDS: path $path..." >&2
+    ENTRY=""; : >"$work/err"
+    if ! "start_$path" || ! wait_up "$ENTRY" "${path_pids[@]}" || ! "$BT" probe 127.0.0.1:$ENTRY 2>"$work/err"; then
+      why=$( (cat "$work/err" 2>/dev/null; cat "$work/$path.log" 2>/dev/null) | grep -v '^\s*$' | tail -n 3 | tr '\n' ' ')
+      echo "  $path: skipped, the path did not come up: ${why:-entry port never opened}" >&2
+      NOTES+=("$path: skipped, the path did not come up: ${why:-entry port never opened}")
+      SKIP[$path]=1; stop_path; continue
+    fi
+    measure "$path" up1 throughput --streams 1 --secs "$SECS"
+    measure "$path" down1 throughput --streams 1 --secs "$SECS" --down
+    measure "$path" stalled throughput --streams 1 --secs "$SECS" --down --stalled
+    measure "$path" up64 throughput --streams 64 --secs "$SECS"
+    measure "$path" idle pingpong --secs 1
+    measure "$path" ping pingpong --secs "$SECS" --saturate
+    stop_path
+  done
+done
 for path in "${PATHS[@]}"; do
-  echo "path $path..." >&2
-  ENTRY=""; : >"$work/err"
-  if ! "start_$path" || ! wait_up "$ENTRY" "${path_pids[@]}" || ! "$BT" probe 127.0.0.1:$ENTRY 2>"$work/err"; then
-    why=$( (cat "$work/err" 2>/dev/null; cat "$work/$path.log" 2>/dev/null) | grep -v '^\s*$' | tail -n 3 | tr '\n' ' ')
-    echo "  $path: skipped, the path did not come up: ${why:-entry port never opened}" >&2
-    NOTES+=("$path: skipped, the path did not come up: ${why:-entry port never opened}")
-    R[$path.skip]=1; stop_path; continue
-  fi
-  measure "$path" up1 throughput --streams 1 --secs "$SECS"
-  measure "$path" down1 throughput --streams 1 --secs "$SECS" --down
-  measure "$path" stalled throughput --streams 1 --secs "$SECS" --down --stalled
-  measure "$path" up64 throughput --streams 64 --secs "$SECS"
-  measure "$path" idle pingpong --secs 1
-  measure "$path" ping pingpong --secs "$SECS" --saturate
-  stop_path
+  [ -n "${SKIP[$path]:-}" ] && { R[$path.skip]=1; continue; }
+  for key in up1 down1 stalled up64 idle ping; do
+    if [ -n "${V[$path.$key]:-}" ]; then R[$path.$key]=$(median "${V[$path.$key]}"); else R[$path.$key]=fail; fi
+  done
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 == 0 || b+0 == 0) print "n/a"; else printf "%.2f", a/b }'; }
@@ -109,7 +143,7 @@ goal() { # LABEL VALUE TARGET
   awk -v l="$1" -v v="$2" -v t="$3" 'BEGIN { if (v == "n/a") printf "- %s >= %s: not measured\n", l, t;
     else printf "- %s >= %s: %s (%s)\n", l, t, v, (v+0 >= t+0 ? "met" : "NOT met") }'
 }
-label() { case "$1" in penguin) echo rusty-penguin ;; *) echo "$1" ;; esac; }
+label() { case "$1" in penguin) echo rusty-penguin ;; relay2) echo "two plain relays (ceiling)" ;; *) echo "$1" ;; esac; }
 
 date_tag=$(date -u +%Y-%m-%d)
 mkdir -p bench/results
@@ -121,23 +155,27 @@ tk1=$(cell tunnelkit up1); d1=$(cell direct up1)
   echo "Machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), kernel $(uname -r), load average before the run: $LOAD_BEFORE."
   echo "Versions: $($TK --version), $($PG --version), ws-stream-tunnel $(node -p "require('./$SEED_DIR/node_modules/ws-stream-tunnel/package.json').version") on node $(node --version)."
   echo
+  echo "Each cell is the median of $ROUNDS rounds; each round runs the paths in a rotated order."
   echo "Everything on 127.0.0.1. Each tunnel forwards one local port to \`bench_tunnel serve\`; all connections to that"
   echo "port share one tunnel (one WebSocket). Plain \`ws://\`, no TLS, no compression. Throughput counts the bytes that"
   echo "arrived at the receiving end inside a ${SECS}s window opened after a 0.75s warm-up; \"up\" is client → server"
   echo "(the direction of an \`-L\` upload, WebSocket-masked), \"down\" the reverse. Ping-pong: 1-byte round trips on one"
   echo "stream, idle (1s) and while a second stream of the same tunnel uploads as fast as it can (${SECS}s). Head-of-line:"
   echo "1 stream down while another download stream on the same tunnel is never read (its data fills its window"
-  echo "and waits), as a ratio to the same path's plain 1-stream download."
+  echo "and waits), as a ratio to the same path's plain 1-stream download. \"two plain relays\" is two \`bench_tunnel relay\`"
+  echo "processes in a row (tunnelkit's \`net::relay\` copy, no framing, no masking): what any tunnel with a client and a"
+  echo "server process could reach on this machine with zero protocol cost."
   echo
   echo "| path | 1 stream up Gbit/s | vs direct | 1 stream down Gbit/s | 64 streams up Gbit/s | vs direct | ping-pong idle p50 / p99 µs | ping-pong under load p50 / p99 µs | down beside a stalled stream | tunnelkit 1-stream vs it |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for p in "${PATHS[@]}"; do
-    vs_tk=""; case $p in penguin|seed) vs_tk=$(ratio "$tk1" "$(cell $p up1)"); [ "$vs_tk" = n/a ] || vs_tk="${vs_tk}x" ;; esac
+    vs_tk=""; case $p in relay2|penguin|seed) vs_tk=$(ratio "$tk1" "$(cell $p up1)"); [ "$vs_tk" = n/a ] || vs_tk="${vs_tk}x" ;; esac
     echo "| $(label $p) | $(cell $p up1) | $(ratio "$(cell $p up1)" "$d1") | $(cell $p down1) | $(cell $p up64) | $(ratio "$(cell $p up64)" "$(cell direct up64)") | $(lat $p idle) | $(lat $p ping) | $(cell $p stalled) ($(ratio "$(cell $p stalled)" "$(cell $p down1)")) | $vs_tk |"
   done
   echo
   echo "Goals (issue 4), single stream up:"
   goal "tunnelkit vs direct" "$(ratio "$tk1" "$d1")" 0.8
+  echo "  (the ceiling of a two-process tunnel here, two plain relays, is $(ratio "$(cell relay2 up1)" "$d1") of direct; tunnelkit reaches $(ratio "$tk1" "$(cell relay2 up1)") of that ceiling)"
   goal "tunnelkit vs rusty-penguin" "$(ratio "$tk1" "$(cell penguin up1)")" 1.5
   goal "tunnelkit vs seed" "$(ratio "$tk1" "$(cell seed up1)")" 5
   if [ "${#NOTES[@]}" -gt 0 ]; then
@@ -146,7 +184,7 @@ tk1=$(cell tunnelkit up1); d1=$(cell direct up1)
     for n in "${NOTES[@]}"; do echo "- $n"; done
   fi
   echo
-  echo "Commands: \`bench/tunnel/run.sh $SECS\`; tunnelkit \`ws-server --listen 127.0.0.1:P --allow 127.0.0.0/8 --connect-ports 1-65535\` +"
+  echo "Commands: \`bench/tunnel/run.sh $SECS $ROUNDS\`; tunnelkit \`ws-server --listen 127.0.0.1:P --allow 127.0.0.0/8 --connect-ports 1-65535\` +"
   echo "\`ws-client ws://127.0.0.1:P/tunnel -L 127.0.0.1:LP:127.0.0.1:SINK\`; rusty-penguin \`server --host 127.0.0.1 --port P\` +"
   echo "\`client ws://127.0.0.1:P/ws 127.0.0.1:LP:127.0.0.1:SINK\` (built with \`--no-default-features --features penguin-binary,ring,rustls-native-roots\`);"
   echo "seed: \`bench/tunnel/seed/server.js\` + \`client.js\` (subStream mode)."

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::{TcpListener, TcpStream};
@@ -78,16 +78,47 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
 struct TunnelSource {
     client: Client,
     remote: Vec<ForwardSpec>,
-    current: Mutex<Option<Tunnel>>,
+    current: Mutex<SourceState>,
+}
+
+/// The live tunnel, or how the last attempt to get one ended.
+#[derive(Default)]
+struct SourceState {
+    tunnel: Option<Tunnel>,
+    /// When the last connect attempt gave up, and why (refused, and its message).
+    failed: Option<(Instant, bool, String)>,
 }
 
 impl TunnelSource {
     async fn tunnel(self: &Arc<Self>) -> Result<Tunnel, ConnectError> {
+        let asked = Instant::now();
         let mut cur = self.current.lock().await;
-        if let Some(t) = cur.as_ref().filter(|t| t.end_reason().is_none()) {
+        if let Some(t) = cur.tunnel.as_ref().filter(|t| t.end_reason().is_none()) {
             return Ok(t.clone());
         }
-        let t = connect_retrying(&self.client).await?;
+        // Connections that queued behind an attempt share its failure instead of each starting a
+        // full retry schedule of their own (which would make the last of them wait N times as long).
+        if let Some((at, refused, why)) = &cur.failed {
+            if *at >= asked {
+                return Err(if *refused {
+                    ConnectError::Refused(why.clone())
+                } else {
+                    ConnectError::Failed(anyhow::anyhow!("{why}"))
+                });
+            }
+        }
+        let t = match connect_retrying(&self.client).await {
+            Ok(t) => t,
+            Err(e) => {
+                let refused = matches!(e, ConnectError::Refused(_));
+                let why = match &e {
+                    ConnectError::Refused(why) => why.clone(),
+                    ConnectError::Failed(e) => format!("{e:#}"),
+                };
+                cur.failed = Some((Instant::now(), refused, why));
+                return Err(e);
+            }
+        };
         let mut targets = HashMap::new();
         for spec in &self.remote {
             let (id, bound) = t
@@ -98,7 +129,8 @@ impl TunnelSource {
             targets.insert(format!("listen:{id}"), spec.target.clone());
         }
         tokio::spawn(serve_incoming(t.clone(), targets));
-        *cur = Some(t.clone());
+        cur.tunnel = Some(t.clone());
+        cur.failed = None;
         Ok(t)
     }
 }
@@ -202,7 +234,11 @@ pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
     if mode == Mode::Single && !args.remote.is_empty() {
         anyhow::bail!("-R needs --mode multi: a single-mode tunnel carries one stream opened by the client");
     }
-    let source = Arc::new(TunnelSource { client, remote: args.remote.clone(), current: Mutex::new(None) });
+    let source = Arc::new(TunnelSource {
+        client,
+        remote: args.remote.clone(),
+        current: Mutex::new(SourceState::default()),
+    });
     // Come up only once the server has accepted us, so a wrong token or URL fails at once.
     if mode == Mode::Multi {
         source.tunnel().await.map_err(|e| anyhow::anyhow!("{}: {e}", args.url))?;
@@ -238,7 +274,7 @@ pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
         });
     }
     shutdown::signal().await;
-    if let Some(t) = source.current.lock().await.as_ref() {
+    if let Some(t) = source.current.lock().await.tunnel.as_ref() {
         t.close().await;
     }
     Ok(())

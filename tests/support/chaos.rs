@@ -23,6 +23,8 @@ pub struct ChaosRelay {
     refuse: Arc<AtomicBool>,
     /// Connections accepted so far.
     pub accepted: Arc<AtomicU64>,
+    /// Connections turned away (reset at once) while refusing.
+    pub refused: Arc<AtomicU64>,
 }
 
 impl ChaosRelay {
@@ -37,6 +39,7 @@ impl ChaosRelay {
             blackhole: Arc::default(),
             refuse: Arc::default(),
             accepted: Arc::default(),
+            refused: Arc::default(),
         };
         let r = relay.clone();
         tokio::spawn(async move {
@@ -44,6 +47,7 @@ impl ChaosRelay {
                 let Ok((down, _)) = l.accept().await else { return };
                 let _ = socket2::SockRef::from(&down).set_linger(Some(Duration::ZERO));
                 if r.refuse.load(Ordering::SeqCst) {
+                    r.refused.fetch_add(1, Ordering::SeqCst);
                     continue;
                 }
                 r.accepted.fetch_add(1, Ordering::SeqCst);
