@@ -425,3 +425,31 @@ async fn use_with_another_token_is_refused_like_an_unknown_id() {
     let mut alice2 = connect_as("alice").await;
     assert_eq!(text(&mut alice2, &json!({"_":"use","tunnelID":id}).to_string()).await["_"], json!("created"));
 }
+
+/// `--max-tunnels` caps compat tunnels too (connected or held); a tunnel that ends frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tunnels_caps_compat_tunnels() {
+    let echo = echo_origin().await;
+    let server = echo_server(echo, &["--max-tunnels", "1"]);
+    let mut first = connect(&server).await;
+    assert_eq!(text(&mut first, r#"{"_":"create","mode":"subStream"}"#).await["_"], json!("created"));
+    let mut second = connect(&server).await;
+    assert_eq!(
+        text(&mut second, r#"{"_":"create","mode":"subStream"}"#).await,
+        json!({"_":"close","msg":"server tunnel limit reached"})
+    );
+    // The first tunnel closes in order: the next create gets its place.
+    first.send(Message::text(r#"{"_":"close"}"#)).await.unwrap();
+    first.close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() })).await.unwrap();
+    while next(&mut first).await.is_some() {}
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut third = connect(&server).await;
+        let answer = text(&mut third, r#"{"_":"create","mode":"subStream"}"#).await;
+        if answer["_"] == json!("created") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the ended tunnel never freed its place: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

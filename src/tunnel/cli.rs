@@ -52,8 +52,12 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         opts.tls = Some(Arc::new(crate::net::tls::server_config(cert, key)?));
     }
     if args.compat.is_some() {
-        opts.compat =
-            Some(Arc::new(CompatContext::new(dialer, args.compat_target.clone(), args.max_keep_broken)));
+        opts.compat = Some(Arc::new(CompatContext::new(
+            dialer,
+            args.compat_target.clone(),
+            args.max_keep_broken,
+            args.max_tunnels,
+        )));
     }
     let metrics = match args.metrics {
         Some(addr) => Some(crate::telemetry::serve_metrics(addr).await?),

@@ -150,6 +150,16 @@ impl Connection {
         let Some(mode) = control::mode_of(&request) else {
             return self.send_text(ErrorCode::ModeNotAllowed.to_json()).await;
         };
+        if self.ctx.registry.len() >= self.ctx.max_tunnels {
+            tracing::warn!(
+                conn = self.me.id,
+                limit = self.ctx.max_tunnels,
+                "compat: tunnel refused, at --max-tunnels"
+            );
+            // The seed's client takes `close` as the end of its tunnel and reports the message.
+            self.send_text(control::close(Some("server tunnel limit reached"))).await;
+            return;
+        }
         let cap = u64::try_from(self.ctx.max_keep_broken.as_millis()).unwrap_or(u64::MAX);
         let held = control::keep_broken_ms(&request).min(cap);
         let tunnel = Tunnel::open(

@@ -38,13 +38,21 @@ pub struct CompatContext {
     /// Cap on how long a broken tunnel is held for `use` (`--max-keep-broken`), whatever the client's
     /// `keepBrokenTunnel` asks (the seed has no cap).
     pub max_keep_broken: Duration,
+    /// Cap on compat tunnels alive at once, connected or held (`--max-tunnels`); a `create` beyond it
+    /// is answered with a `close` (the seed has no cap, and no error code for this).
+    pub max_tunnels: usize,
     registry: Arc<Registry>,
 }
 
 impl CompatContext {
     /// The context for one server.
-    pub fn new(dialer: Arc<dyn Dialer>, target: Option<Target>, max_keep_broken: Duration) -> CompatContext {
-        CompatContext { dialer, target, max_keep_broken, registry: Arc::default() }
+    pub fn new(
+        dialer: Arc<dyn Dialer>,
+        target: Option<Target>,
+        max_keep_broken: Duration,
+        max_tunnels: usize,
+    ) -> CompatContext {
+        CompatContext { dialer, target, max_keep_broken, max_tunnels, registry: Arc::default() }
     }
 
     /// How many tunnels exist (bound or broken and held).
