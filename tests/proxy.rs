@@ -16,7 +16,8 @@ const LOOPBACK: &[&str] = &["--allow", "127.0.0.0/8", "--connect-ports", "1-6553
 fn proxy(extra: &[&str]) -> Proc {
     let mut args = vec!["proxy", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
-    Proc::start(&args, 1)
+    // `--metrics` prints a second `metrics listening on` line after the main one.
+    Proc::start(&args, 1 + usize::from(extra.contains(&"--metrics")))
 }
 
 fn proxy_url(p: &Proc) -> String {
@@ -471,22 +472,7 @@ async fn access_log_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     // Port 0: the proxy picks the port and prints it, so no other test can take it first.
-    let p = Proc::start(
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--allow",
-            "127.0.0.0/8",
-            "--connect-ports",
-            "1-65535",
-            "--access-log",
-            log.to_str().unwrap(),
-            "--metrics",
-            "127.0.0.1:0",
-        ],
-        2,
-    );
+    let p = proxy(&[LOOPBACK, &["--access-log", log.to_str().unwrap(), "--metrics", "127.0.0.1:0"]].concat());
     let metrics_addr = p.addr_of("metrics");
     let x = proxy_url(&p);
     assert!(curl(&["-x", &x, &origin.url("/1k")]).await.0);

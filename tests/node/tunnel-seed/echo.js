@@ -14,17 +14,7 @@ const streams = Number(streamsArg);
 const bytes = Number(bytesArg);
 const ws = token ? { headers: { Authorization: `Bearer ${token}` } } : {};
 const client = new TunnelClient({ addr: url, mode, ws });
-// The seed never unrefs its timers: exit explicitly, always.
-const timer = setTimeout(() => done(1, { error: 'timed out' }), 60000);
-// The seed closes its tunnel from a process 'exit' hook, which would report again: report once.
-let reported = false;
-function done(code, obj) {
-  if (reported) return;
-  reported = true;
-  clearTimeout(timer);
-  console.log(JSON.stringify(obj));
-  process.exit(code);
-}
+const done = require('./report')(60000, () => ({ error: 'timed out' }));
 
 client.connectionMng.on('_wserror', (_ws, e) => done(2, { connectError: String(e && e.message) }));
 

@@ -9,17 +9,8 @@ const { client: TunnelClient } = require('ws-stream-tunnel');
 
 const [url, keepArg] = process.argv.slice(2);
 const client = new TunnelClient({ addr: url, mode: 'subStream', keepBrokenTunnel: Number(keepArg) });
-const timer = setTimeout(() => done(1, { error: 'timed out', echo }), 60000);
 let echo = '';
-// The seed closes its tunnel from a process 'exit' hook, which would report again: report once.
-let reported = false;
-function done(code, obj) {
-  if (reported) return;
-  reported = true;
-  clearTimeout(timer);
-  console.log(JSON.stringify(obj));
-  process.exit(code);
-}
+const done = require('./report')(60000, () => ({ error: 'timed out', echo }));
 const A = 'A'.repeat(1000), B = 'B'.repeat(1000), C = 'C'.repeat(1000);
 
 client.once('tunnel_open', (tunnel) => {
