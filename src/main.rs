@@ -34,7 +34,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_tracing();
     tunnelkit::allocator::keep_freed_memory();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A ws-client carries one tunnel, so one WebSocket: its tasks run faster kept on one thread than
+    // spread over cores (see tunnelkit::net::workers, which ws-server uses for the same reason).
+    let mut builder = match cli.command {
+        Command::WsClient(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tunnelkit: cannot start the runtime: {e}");

@@ -9,6 +9,7 @@
 //! - [`socket`]: socket options (TCP_NODELAY, keepalive).
 //! - [`tls`]: server-side TLS configs from PEM files.
 //! - [`ForwardSpec`]: the `-L/-R [BIND:]PORT:HOST:PORT` syntax.
+//! - [`workers`]: single-threaded runtimes that connections are handed to, for core affinity.
 
 mod dialer;
 mod forward_spec;
@@ -17,6 +18,7 @@ pub mod socket;
 pub mod socks;
 mod target;
 pub mod tls;
+pub mod workers;
 
 pub use dialer::{BoxStream, DialError, DialFuture, Dialer, DirectDialer, GatedDialer, Purpose, Stream};
 pub use forward_spec::ForwardSpec;

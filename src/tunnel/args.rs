@@ -47,6 +47,9 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Threads serving tunnels; each connection and its tunnel's streams stay on one (0 = one per core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub workers: usize,
     /// Speak another tunnel protocol instead of ours: `ws-stream-tunnel` (the Node seed, lossy resume).
     #[arg(long, value_name = "PROTOCOL", value_parser = ["ws-stream-tunnel"])]
     pub compat: Option<String>,

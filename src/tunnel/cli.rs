@@ -22,6 +22,7 @@ use super::settings::{Limits, Mode};
 use super::stream::TunnelStream;
 use crate::client::ProxyDialer;
 use crate::net::socks::SocksServer;
+use crate::net::workers::Workers;
 use crate::net::{
     relay, socket, BoxStream, DialError, DialFuture, Dialer, DirectDialer, ForwardSpec, Purpose, Target,
 };
@@ -59,6 +60,10 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             args.max_tunnels,
         )));
     }
+    opts.workers = Some(match args.workers {
+        0 => Workers::per_core(),
+        n => Workers::start(n),
+    }?);
     let metrics = match args.metrics {
         Some(addr) => Some(crate::telemetry::serve_metrics(addr).await?),
         None => None,

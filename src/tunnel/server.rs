@@ -25,6 +25,7 @@ use super::link;
 use super::service::{self, ServiceContext};
 use super::session::{Role, Session};
 use super::settings::{Limits, LinkParams, Mode};
+use crate::net::workers::Workers;
 use crate::net::{socket, BoxStream, Dialer};
 use crate::policy::Policy;
 use crate::shutdown::Drain;
@@ -56,6 +57,9 @@ pub struct ServerOptions {
     /// When set, new tunnels are handed here and the application serves their streams itself, instead of
     /// the server dialling their targets.
     pub on_tunnel: Option<mpsc::UnboundedSender<Tunnel>>,
+    /// When set, each accepted connection is served on one of these single-threaded runtimes
+    /// (with its tunnel's tasks) instead of the runtime that accepted it.
+    pub workers: Option<Arc<Workers>>,
 }
 
 impl ServerOptions {
@@ -70,6 +74,7 @@ impl ServerOptions {
             tls: None,
             compat: None,
             on_tunnel: None,
+            workers: None,
         }
     }
 }
@@ -166,7 +171,10 @@ impl Server {
                 x = socket::accept(&listener) => x,
             };
             let me = self.clone();
-            tokio::spawn(async move { me.serve_connection(tcp, peer).await });
+            match &self.inner.opts.workers {
+                Some(workers) => workers.serve(tcp, peer, |tcp, peer| me.serve_connection(tcp, peer)),
+                None => drop(tokio::spawn(async move { me.serve_connection(tcp, peer).await })),
+            }
         }
     }
 

@@ -1,0 +1,99 @@
+//! A pool of single-threaded runtimes, one per core by default, that connections are handed to.
+//!
+//! A connection handed to a worker runs there with everything it spawns: a tunnel's reader and writer,
+//! its streams' relays, the dials they make. tokio's work-stealing scheduler would otherwise move those
+//! tasks between cores at every wake-up, and the frames they pass to each other with them; for one
+//! tunnel, whose bytes all cross one WebSocket anyway, that costs more than a second core gives. On the
+//! 2-core bench machine one stream through a tunnel went from 24 to 33 Gbit/s with both ends on one
+//! thread (bench/results/tunnel-*.md). Many connections still spread over every core, one per worker
+//! in turn.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+
+/// Handles on the running workers; cheap to share.
+pub struct Workers {
+    handles: Vec<Handle>,
+    next: AtomicUsize,
+}
+
+impl Workers {
+    /// Starts `n` workers (at least one), each a current-thread runtime on its own OS thread. They
+    /// live as long as the process.
+    pub fn start(n: usize) -> io::Result<Arc<Workers>> {
+        let mut handles = Vec::new();
+        for i in 0..n.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            handles.push(rt.handle().clone());
+            std::thread::Builder::new()
+                .name(format!("tunnelkit-worker-{i}"))
+                .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+        }
+        Ok(Arc::new(Workers { handles, next: AtomicUsize::new(0) }))
+    }
+
+    /// One worker per available core.
+    pub fn per_core() -> io::Result<Arc<Workers>> {
+        Self::start(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// How many workers there are.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Always false: there is at least one worker.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Runs `serve(tcp, peer)` on the next worker in turn. The socket is moved to that worker's
+    /// reactor first, so its readiness events are handled on the thread that serves it.
+    pub fn serve<F, Fut>(&self, tcp: TcpStream, peer: SocketAddr, serve: F)
+    where
+        F: FnOnce(TcpStream, SocketAddr) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let std = match tcp.into_std() {
+            Ok(s) => s,
+            Err(e) => return tracing::debug!(%peer, "cannot hand a connection to a worker: {e}"),
+        };
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles[i].spawn(async move {
+            match TcpStream::from_std(std) {
+                Ok(tcp) => serve(tcp, peer).await,
+                Err(e) => tracing::debug!(%peer, "cannot register a connection with its worker: {e}"),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn connections_are_served_on_worker_threads() {
+        let workers = Workers::start(2).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for _ in 0..2 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let (tcp, peer) = listener.accept().await.unwrap();
+            workers.serve(tcp, peer, |mut tcp, _| async move {
+                let name = std::thread::current().name().unwrap_or_default().to_owned();
+                let _ = tcp.write_all(name.as_bytes()).await;
+            });
+            let mut name = String::new();
+            c.read_to_string(&mut name).await.unwrap();
+            assert!(name.starts_with("tunnelkit-worker-"), "served on {name:?}");
+        }
+    }
+}
