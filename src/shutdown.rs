@@ -31,6 +31,12 @@ impl Drain {
         self.tracker.spawn(fut)
     }
 
+    /// Wraps `fut` so that [`Drain::finish`] waits for it wherever it is spawned (on another runtime,
+    /// say: see [`crate::net::workers`]).
+    pub fn track<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
+        self.tracker.track_future(fut)
+    }
+
     /// Asks everything to stop: accept loops end, idle keep-alive connections close.
     pub fn trigger(&self) {
         self.token.cancel();

@@ -71,6 +71,9 @@ pub struct Args {
     /// Most client connections at once; more are answered 503 [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Threads serving client connections; each connection stays on one (0 = one per core) [default: 0].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// On SIGTERM/SIGINT, let running requests and tunnels finish for this long [default: 30s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,

@@ -16,6 +16,7 @@ use crate::http::body::BufIo;
 use crate::http::head::{self, HeadError, RequestHead};
 use crate::http::response;
 use crate::net::socks::SocksServer;
+use crate::net::workers::Workers;
 use crate::net::{socket, DialError, Dialer, DirectDialer, GatedDialer};
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::AccessLog;
@@ -121,6 +122,10 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         })
     };
 
+    let workers = match shared.settings.workers {
+        0 => Workers::per_core(),
+        n => Workers::start(n),
+    }?;
     let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -142,11 +147,14 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
             }
         };
         let shared = shared.clone();
-        drain.spawn(async move {
-            metrics::gauge!("tunnelkit_proxy_connections").increment(1.0);
-            serve_connection(&shared, tcp, peer).await;
-            metrics::gauge!("tunnelkit_proxy_connections").decrement(1.0);
-            drop(permit);
+        let drain = drain.clone();
+        workers.serve(tcp, peer, move |tcp, peer| {
+            drain.track(async move {
+                metrics::gauge!("tunnelkit_proxy_connections").increment(1.0);
+                serve_connection(&shared, tcp, peer).await;
+                metrics::gauge!("tunnelkit_proxy_connections").decrement(1.0);
+                drop(permit);
+            })
         });
     }
     drop(listener);

@@ -42,6 +42,7 @@ struct File {
     #[serde(default, with = "humantime_serde")]
     tunnel_idle_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    workers: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     shutdown_timeout: Option<Duration>,
 }
@@ -77,6 +78,8 @@ pub struct Settings {
     pub tunnel_idle_timeout: Duration,
     /// Connection cap.
     pub max_connections: usize,
+    /// Threads serving client connections, each connection on one (0 = one per core).
+    pub workers: usize,
     /// Drain deadline.
     pub shutdown_timeout: Duration,
 }
@@ -175,6 +178,7 @@ impl Settings {
                 .or(file.tunnel_idle_timeout)
                 .unwrap_or(Duration::from_secs(600)),
             max_connections,
+            workers: args.workers.or(file.workers).unwrap_or(0),
             shutdown_timeout: args
                 .shutdown_timeout
                 .or(file.shutdown_timeout)
