@@ -33,11 +33,16 @@ impl Drop for Workers {
 }
 
 impl Workers {
-    /// Starts `n` workers (at least one), each a current-thread runtime on its own OS thread.
+    /// Starts `n` workers (0: one per available core), each a current-thread runtime on its own OS
+    /// thread.
     pub fn start(n: usize) -> io::Result<Arc<Workers>> {
+        let n = match n {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         let stop = CancellationToken::new();
         let mut handles = Vec::new();
-        for i in 0..n.max(1) {
+        for i in 0..n {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             handles.push(rt.handle().clone());
             let stopped = stop.clone().cancelled_owned();
@@ -50,21 +55,6 @@ impl Workers {
             }
         }
         Ok(Arc::new(Workers { handles, next: AtomicUsize::new(0), stop }))
-    }
-
-    /// One worker per available core.
-    pub fn per_core() -> io::Result<Arc<Workers>> {
-        Self::start(std::thread::available_parallelism().map_or(1, |n| n.get()))
-    }
-
-    /// How many workers there are.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// Always false: there is at least one worker.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
     }
 
     /// Runs `serve(tcp, peer)` on the next worker in turn. The socket is moved to that worker's

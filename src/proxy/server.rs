@@ -122,10 +122,7 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         })
     };
 
-    let workers = match shared.settings.workers {
-        0 => Workers::per_core(),
-        n => Workers::start(n),
-    }?;
+    let workers = Workers::start(shared.settings.workers)?;
     let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
     tokio::pin!(shutdown);
     loop {

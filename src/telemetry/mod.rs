@@ -32,6 +32,9 @@ pub fn init_tracing() {
 /// may start several servers in one process, so every endpoint renders the same one.
 fn recorder() -> anyhow::Result<&'static PrometheusHandle> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // Two servers starting at once must not both try to install the global recorder.
+    let _installing = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(h) = HANDLE.get() {
         return Ok(h);
     }

@@ -60,10 +60,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             args.max_tunnels,
         )));
     }
-    opts.workers = Some(match args.workers {
-        0 => Workers::per_core(),
-        n => Workers::start(n),
-    }?);
+    opts.workers = Some(Workers::start(args.workers)?);
     let metrics = match args.metrics {
         Some(addr) => Some(crate::telemetry::serve_metrics(addr).await?),
         None => None,
