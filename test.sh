@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need when it is missing, then runs `cargo test`.
+# It never stops or reconfigures services already running on this machine.
 #
 #   ./test.sh              # everything
 #   ./test.sh --test proxy # extra arguments go to cargo test
@@ -17,17 +18,13 @@ while read -r pkg; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done < tests/apt-packages.txt
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "test.sh: installing Debian packages: ${missing[*]}"
+  echo "test.sh: installing Debian packages the tests need (apt-get install --no-install-recommends): ${missing[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Daemons from apt must not keep running as services: the tests start their own instances.
-for svc in redis-server tinyproxy squid haproxy nginx; do
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
-    systemctl stop "$svc" >/dev/null 2>&1 || true
-  fi
-done
+# Services the user runs (a system redis-server, nginx...) are left alone: every test starts its own
+# instances on ports of its own and never needs the system ones stopped.
 
 for dir in tests/node/*/; do
   [ -f "$dir/package.json" ] || continue
@@ -43,4 +40,5 @@ for dir in tests/node/*/; do
   fi
 done
 
-exec cargo test "$@"
+# --no-fail-fast: one failing test target must not hide the results of the others.
+exec cargo test --no-fail-fast "$@"

@@ -6,6 +6,7 @@
 //! struct marked `#[serde(deny_unknown_fields)]` whose fields are all optional, loads it with [`load`],
 //! and lets each flag that was given override the file. Errors name the file, the key and the fix.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -71,6 +72,70 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 500ms, 2s or 1m30s"))
 }
 
+/// Checks that a duration setting lies in `min..=max`; the error names the flag, the file key and
+/// the accepted range (a zero heartbeat or check interval would spin or panic deep inside).
+pub fn check_duration(
+    key: &str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::invalid(
+            flag_and_key(key),
+            format!(
+                "{} is out of range; give a duration from {} to {}",
+                humantime::format_duration(value),
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// Checks that a count setting lies in `min..=max`, naming the flag, the file key and the range.
+pub fn check_count(key: &str, value: usize, min: usize, max: usize) -> Result<usize, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::invalid(
+            flag_and_key(key),
+            format!("{value} is out of range; give a number from {min} to {max}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// `--dial-timeout` / `dial_timeout`: how a setting is spelt on the command line and in the file.
+pub fn flag_and_key(key: &str) -> String {
+    format!("--{} (config key {key})", key.replace('_', "-"))
+}
+
+/// Parses a listen address: `HOST:PORT` with an IP address, `localhost:PORT`, or a bare `PORT`
+/// (both meaning 127.0.0.1:PORT, which is safe: nothing outside this machine can connect).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let loopback = |port: &str| port.parse::<u16>().ok().map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+    if let Some(a) = loopback(s) {
+        return Ok(a);
+    }
+    if let Some(a) = s.strip_prefix("localhost:").and_then(loopback) {
+        return Ok(a);
+    }
+    Err(format!(
+        "`{s}` is not a listen address; write IP:PORT (127.0.0.1:3128, 0.0.0.0:3128, [::1]:3128), \
+         localhost:PORT, or just PORT for 127.0.0.1:PORT"
+    ))
+}
+
+/// Deserializes a listen address from the TOML file with [`parse_listen`]'s rules.
+pub fn deserialize_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s: Option<String> = serde::Deserialize::deserialize(d)?;
+    s.map(|s| parse_listen(&s).map_err(serde::de::Error::custom)).transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +163,29 @@ mod tests {
         assert!(e.listen.is_none());
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("2 parsecs").unwrap_err().contains("500ms"));
+    }
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(parse_listen("3128").unwrap(), "127.0.0.1:3128".parse().unwrap());
+        assert_eq!(parse_listen("localhost:3128").unwrap(), "127.0.0.1:3128".parse().unwrap());
+        assert_eq!(parse_listen("[::1]:3128").unwrap(), "[::1]:3128".parse().unwrap());
+        let err = parse_listen(":3128").unwrap_err();
+        assert!(err.contains("IP:PORT") && err.contains("0.0.0.0:3128"), "{err}");
+    }
+
+    #[test]
+    fn ranges_name_flag_key_and_range() {
+        let err = check_duration(
+            "heartbeat",
+            Duration::ZERO,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--heartbeat") && err.contains("100ms") && err.contains("1h"), "{err}");
+        let err = check_count("workers", 100_000, 0, 1024).unwrap_err().to_string();
+        assert!(err.contains("--workers") && err.contains("1024"), "{err}");
     }
 }

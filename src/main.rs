@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use tunnelkit::telemetry::{announce, LogFormat};
 use tunnelkit::{client, proxy, sticky, telemetry, tunnel};
 
 /// Proxies and tunnels: a forward proxy, a proxy client, a resumable WebSocket tunnel and a sticky
@@ -10,6 +11,10 @@ use tunnelkit::{client, proxy, sticky, telemetry, tunnel};
 #[derive(Debug, Parser)]
 #[command(name = "tunnelkit", version, about, propagate_version = true)]
 struct Cli {
+    /// Log line format on stderr (log level and scope come from RUST_LOG, e.g.
+    /// `RUST_LOG=tunnelkit::proxy=debug`).
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,11 +33,21 @@ enum Command {
     WsClient(tunnel::ClientArgs),
     /// Sticky-session balancer for Socket.IO backends.
     Sticky(sticky::Args),
+    /// Print a shell completion script (e.g. `tunnelkit completions bash > /etc/bash_completion.d/tunnelkit`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_tracing();
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "tunnelkit", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init_tracing(cli.log_format);
     tunnelkit::allocator::keep_freed_memory();
     // A ws-client carries one tunnel, so one WebSocket: its tasks run faster kept on one thread than
     // spread over cores (see tunnelkit::net::workers, which ws-server uses for the same reason).
@@ -43,7 +58,7 @@ fn main() -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tunnelkit: cannot start the runtime: {e}");
+            announce(&format!("tunnelkit: cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -55,6 +70,7 @@ fn main() -> ExitCode {
             Command::WsServer(a) => tunnel::run_server(a).await,
             Command::WsClient(a) => tunnel::run_client(a).await,
             Command::Sticky(a) => sticky::run(a).await,
+            Command::Completions { .. } => Ok(()),
         }
     });
     // Do not wait for lingering connection tasks once the command has decided to exit.
@@ -62,7 +78,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tunnelkit: {e:#}");
+            announce(&format!("tunnelkit: {e:#}"));
             ExitCode::FAILURE
         }
     }

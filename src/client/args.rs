@@ -22,6 +22,10 @@ pub struct ForwardArgs {
     /// `[BIND:]PORT:HOST:PORT`. Repeatable.
     #[arg(short = 'L', value_name = "[BIND:]PORT:HOST:PORT", required = true)]
     pub local: Vec<ForwardSpec>,
+    /// Connect straight to the destinations when no proxy is configured (no --proxy, no env var);
+    /// without it `forward` refuses to start rather than bypass the proxy silently.
+    #[arg(long)]
+    pub direct: bool,
     /// Keep this many tunnels per forward open ahead of time.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub prewarm: usize,

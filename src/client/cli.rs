@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures_util::FutureExt;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::{env, ProxyDialer};
-use crate::net::{relay, socket, BoxStream, DialError, Host, Target};
+use crate::net::{relay, socket, BoxStream, DialError, Target};
 use crate::shutdown::{self, Drain};
 
 use super::args::{ConnectArgs, ForwardArgs};
@@ -26,11 +26,9 @@ async fn open(proxy: Option<&ProxyDialer>, target: &Target) -> Result<BoxStream,
     match proxy {
         Some(p) => p.tunnel(target).await,
         None => {
-            let tcp = match &target.host {
-                Host::Ip(ip) => TcpStream::connect((*ip, target.port)).await,
-                Host::Domain(d) => TcpStream::connect((d.as_str(), target.port)).await,
-            }
-            .map_err(|source| DialError::Connect { target: target.to_string(), source })?;
+            let tcp = socket::connect(target)
+                .await
+                .map_err(|source| DialError::Connect { target: target.to_string(), source })?;
             socket::set_nodelay(&tcp);
             Ok(Box::new(tcp))
         }
@@ -45,7 +43,9 @@ pub async fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
     };
     let mut stream = open(proxy.as_ref(), &args.target).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-    relay(&mut stdio, &mut stream, None).await.context("relay")?;
+    // When the remote side ends, so do we (stdout closes with the process), as `nc` does: ssh waits
+    // for its ProxyCommand's stdout to close. Our stdin's EOF only half-closes the other way.
+    relay::Relay::new(&mut stdio, &mut stream, None).end_with_b().await.context("relay")?;
     Ok(())
 }
 
@@ -58,9 +58,21 @@ pub async fn run_forward(args: ForwardArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {} (-L {spec})", spec.bind))?;
         let proxy = match proxy_for(&args.proxy, &spec.target) {
             Some(url) => Some(Arc::new(ProxyDialer::from_url(&url).context("--proxy")?)),
-            None => None,
+            None if args.direct => None,
+            None => anyhow::bail!(
+                "no proxy configured for -L {spec}; pass --proxy URL or set https_proxy \
+                 (or --direct to connect without a proxy)"
+            ),
         };
-        eprintln!("listening on {}", listener.local_addr()?);
+        let local = listener.local_addr()?;
+        crate::telemetry::announce(&format!("listening on {local}"));
+        if !local.ip().is_loopback() {
+            tracing::warn!(
+                "-L {spec} listens on {local}, not loopback: anyone who can reach it can use the \
+                 forward to {} (bind 127.0.0.1 to keep it local)",
+                spec.target
+            );
+        }
         let spare = (args.prewarm > 0)
             .then(|| prewarm(proxy.clone(), spec.target.clone(), args.prewarm, drain.clone()));
         let target = spec.target.clone();

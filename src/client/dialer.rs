@@ -243,6 +243,9 @@ fn connect_error(e: ConnectError, target: &Target) -> DialError {
     match e {
         ConnectError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => DialError::Timeout(e.to_string()),
         ConnectError::Io(e) => DialError::Connect { target: target.to_string(), source: e },
+        ConnectError::Status { status, reason } => {
+            DialError::ParentRefused { status, reason, target: target.to_string() }
+        }
         e => DialError::Upstream(e.to_string()),
     }
 }

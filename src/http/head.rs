@@ -226,6 +226,21 @@ fn transfer_codings_end_in_chunked(headers: &[Header]) -> Result<Option<bool>, S
     Ok(Some(last_chunked))
 }
 
+/// The transfer codings of a message other than a final `chunked`, as written (e.g. `gzip` for
+/// `Transfer-Encoding: gzip, chunked`). Framing is re-done per hop, but these codings describe the
+/// content and must reach the next hop intact (RFC 9112 §6.1).
+pub fn content_transfer_codings(headers: &[Header]) -> Vec<&[u8]> {
+    let mut codings: Vec<&[u8]> = values(headers, "transfer-encoding")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty())
+        .collect();
+    if codings.last().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
+        codings.pop();
+    }
+    codings
+}
+
 /// Decides how a request body is framed, refusing every ambiguous combination (all are 400).
 pub fn request_framing(head: &RequestHead) -> Result<Framing, HeadError> {
     let te = transfer_codings_end_in_chunked(&head.headers).map_err(malformed)?;
@@ -318,6 +333,23 @@ mod tests {
         ] {
             assert!(parse_request(bad.as_bytes()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn content_codings_keep_all_but_a_final_chunked() {
+        let codings = |raw: &str| {
+            let (h, _) = parse_response(raw.as_bytes()).unwrap().unwrap();
+            content_transfer_codings(&h.headers)
+                .iter()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(codings("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), ["gzip"]);
+        assert_eq!(
+            codings("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: br\r\n\r\n"),
+            ["gzip", "br"]
+        );
+        assert!(codings("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_empty());
     }
 
     #[test]

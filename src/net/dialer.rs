@@ -66,6 +66,25 @@ pub enum DialError {
     /// An upstream proxy or tunnel answered with an error (HTTP 502).
     #[error("upstream: {0}")]
     Upstream(String),
+    /// A parent proxy refused a request with this status (HTTP 502 naming it: relaying a parent's
+    /// 407 would ask our client for credentials that are ours to give).
+    #[error("{}", parent_refusal(*status, reason, target))]
+    ParentRefused {
+        /// The parent's status, e.g. 407.
+        status: u16,
+        /// Its reason phrase.
+        reason: String,
+        /// What we asked it for.
+        target: String,
+    },
+}
+
+fn parent_refusal(status: u16, reason: &str, target: &str) -> String {
+    let what = format!("parent proxy answered {status} {reason} for {target}");
+    match status {
+        407 => format!("{what}: it needs credentials; put them in the parent's URL (--upstream http://USER:PASS@HOST:PORT)"),
+        _ => what,
+    }
 }
 
 impl DialError {
@@ -74,7 +93,10 @@ impl DialError {
         match self {
             DialError::Denied(_) => 403,
             DialError::Timeout(_) => 504,
-            DialError::Resolve(_) | DialError::Connect { .. } | DialError::Upstream(_) => 502,
+            DialError::Resolve(_)
+            | DialError::Connect { .. }
+            | DialError::Upstream(_)
+            | DialError::ParentRefused { .. } => 502,
         }
     }
 
@@ -89,6 +111,10 @@ impl DialError {
             }
             DialError::Connect { .. } => "connection_terminated",
             DialError::Upstream(_) => "proxy_internal_error",
+            // Our configuration lacks what the parent wants: RFC 9209's closest type.
+            DialError::ParentRefused { status: 407, .. } => "proxy_configuration_error",
+            DialError::ParentRefused { status: 403, .. } => "http_request_denied",
+            DialError::ParentRefused { .. } => "destination_unavailable",
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`tls`]: server-side TLS configs from PEM files.
 //! - [`ForwardSpec`]: the `-L/-R [BIND:]PORT:HOST:PORT` syntax.
 //! - [`workers`]: single-threaded runtimes that connections are handed to, for core affinity.
+//! - [`write_deadline`]: writes that give up when the peer stops reading.
 
 mod dialer;
 mod forward_spec;
@@ -19,8 +20,10 @@ pub mod socks;
 mod target;
 pub mod tls;
 pub mod workers;
+pub mod write_deadline;
 
 pub use dialer::{BoxStream, DialError, DialFuture, Dialer, DirectDialer, GatedDialer, Purpose, Stream};
 pub use forward_spec::ForwardSpec;
 pub use relay::{relay, RelayStats};
 pub use target::{canonical_ip, Host, HostError, Target};
+pub use write_deadline::{write_all_within, WriteDeadline};

@@ -74,6 +74,7 @@ pub struct Relay<'a, A: ?Sized, B: ?Sized> {
     idle: Option<Duration>,
     sleep: Option<Pin<Box<Sleep>>>,
     last_activity: Instant,
+    end_with_b: bool,
 }
 
 impl<'a, A, B> Relay<'a, A, B>
@@ -92,7 +93,16 @@ where
             idle,
             sleep: idle.map(|d| Box::pin(tokio::time::sleep_until(now + d))),
             last_activity: now,
+            end_with_b: false,
         }
+    }
+
+    /// Ends the relay as soon as `b` has closed and everything it sent reached `a` (whose write half
+    /// is then shut down), without waiting for `a` to close too: what `nc` does when the remote side
+    /// ends, and what ssh needs from a `ProxyCommand`.
+    pub fn end_with_b(mut self) -> Self {
+        self.end_with_b = true;
+        self
     }
 
     /// Bytes moved so far.
@@ -113,7 +123,7 @@ where
         let before = this.ab.total + this.ba.total;
         let ab = this.ab.poll_copy(cx, &mut *this.a, &mut *this.b)?;
         let ba = this.ba.poll_copy(cx, &mut *this.b, &mut *this.a)?;
-        if ab.is_ready() && ba.is_ready() {
+        if ba.is_ready() && (ab.is_ready() || this.end_with_b) {
             return Poll::Ready(Ok(this.stats()));
         }
         if let (Some(idle), Some(sleep)) = (this.idle, this.sleep.as_mut()) {
@@ -248,6 +258,20 @@ mod tests {
         let stats = task.await.unwrap();
         assert_eq!(stats.a_to_b, 200_000);
         assert_eq!(stats.b_to_a, 5);
+    }
+
+    #[tokio::test]
+    async fn end_with_b_returns_when_b_closes_while_a_stays_open() {
+        let (mut a_far, mut a) = duplex(1024);
+        let (mut b, mut b_far) = duplex(1024);
+        b_far.write_all(b"bye").await.unwrap();
+        drop(b_far);
+        // `a` never closes: the relay still ends, and `a` got everything plus EOF.
+        let stats = Relay::new(&mut a, &mut b, None).end_with_b().await.unwrap();
+        assert_eq!(stats.b_to_a, 3);
+        let mut got = Vec::new();
+        a_far.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"bye");
     }
 
     #[tokio::test(start_paused = true)]

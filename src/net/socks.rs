@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::net::relay::Relay;
-use crate::net::{socket, DialError, Dialer, Host, Purpose, Target};
+use crate::net::{socket, write_all_within, DialError, Dialer, Host, Purpose, Target};
 use crate::policy::{Credentials, Users};
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::AccessLog;
@@ -26,6 +27,8 @@ pub struct SocksServer {
     access_log: AccessLog,
     handshake_timeout: Duration,
     idle_timeout: Option<Duration>,
+    /// Shared with the HTTP listener when given: one `--max-connections` for both.
+    limit: Option<Arc<Semaphore>>,
 }
 
 /// Why a handshake ended without a tunnel.
@@ -48,7 +51,15 @@ impl SocksServer {
             access_log,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(300)),
+            limit: None,
         }
+    }
+
+    /// Counts connections against `limit` (taken from accept to close); beyond it new connections
+    /// are closed at once, before any SOCKS byte is read.
+    pub fn connection_limit(mut self, limit: Arc<Semaphore>) -> Self {
+        self.limit = Some(limit);
+        self
     }
 
     /// Bounds the time from accept to the end of the SOCKS handshake.
@@ -70,8 +81,23 @@ impl SocksServer {
                 _ = drain.cancelled() => return,
                 x = socket::accept(&listener) => x,
             };
+            let permit = match &self.limit {
+                Some(limit) => match limit.clone().try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "max_connections")
+                            .increment(1);
+                        tracing::debug!(%peer, "socks5 connection refused: --max-connections reached");
+                        continue;
+                    }
+                },
+                None => None,
+            };
             let me = self.clone();
-            drain.spawn(async move { me.serve_connection(tcp, peer).await });
+            drain.spawn(async move {
+                me.serve_connection(tcp, peer).await;
+                drop(permit);
+            });
         }
     }
 
@@ -81,7 +107,7 @@ impl SocksServer {
         let target = match handshake {
             Err(_) | Ok(Err(Refusal::Protocol)) | Ok(Err(Refusal::Auth)) => return,
             Ok(Err(Refusal::Reply(code, why))) => {
-                let _ = tcp.write_all(&reply(code, None)).await;
+                let _ = write_all_within(&mut tcp, &reply(code, None), self.handshake_timeout).await;
                 self.access_log.finished(peer, "SOCKS5", "-", 403, 0, 0, started, Some(&why));
                 return;
             }
@@ -91,7 +117,7 @@ impl SocksServer {
             Ok(s) => s,
             Err(e) => {
                 let code = reply_code(&e);
-                let _ = tcp.write_all(&reply(code, None)).await;
+                let _ = write_all_within(&mut tcp, &reply(code, None), self.handshake_timeout).await;
                 metrics::counter!("tunnelkit_proxy_errors_total", "kind" => e.proxy_status_error())
                     .increment(1);
                 self.access_log.finished(
@@ -107,7 +133,8 @@ impl SocksServer {
                 return;
             }
         };
-        if tcp.write_all(&reply(0, tcp.local_addr().ok())).await.is_err() {
+        let ok = reply(0, tcp.local_addr().ok());
+        if write_all_within(&mut tcp, &ok, self.handshake_timeout).await.is_err() {
             return;
         }
         metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "socks5").increment(1);

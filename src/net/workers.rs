@@ -32,6 +32,40 @@ impl Drop for Workers {
     }
 }
 
+/// Most workers accepted: far more than any machine has cores.
+const MAX_WORKERS: usize = 1024;
+/// Descriptors one worker holds (its epoll instance, its waker, slack).
+const FDS_PER_WORKER: u64 = 4;
+
+/// Checks a `--workers` value: at most [`MAX_WORKERS`], and few enough that their own descriptors
+/// leave most of the process's descriptor limit for connections.
+pub fn check_count(n: usize) -> Result<usize, crate::config::ConfigError> {
+    crate::config::check_count("workers", n, 0, MAX_WORKERS)?;
+    let limit = fd_limit();
+    if (n as u64) * FDS_PER_WORKER > limit / 2 {
+        return Err(crate::config::ConfigError::invalid(
+            crate::config::flag_and_key("workers"),
+            format!(
+                "{n} workers would use {} of the {limit} file descriptors this process may open \
+                 (ulimit -n); use fewer workers (0 = one per core) or raise the limit",
+                (n as u64) * FDS_PER_WORKER
+            ),
+        ));
+    }
+    Ok(n)
+}
+
+/// The soft limit on open file descriptors.
+pub fn fd_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own and has no other effect.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    }
+}
+
 impl Workers {
     /// Starts `n` workers (0: one per available core), each a current-thread runtime on its own OS
     /// thread.

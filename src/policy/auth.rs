@@ -77,16 +77,20 @@ impl Users {
 
     /// Reads a users file: one `user:password` per line; blank lines and `#` comments ignored.
     pub fn load_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::invalid(
+                "users",
+                format!("cannot read users file {}: {e}; give a file of user:password lines", path.display()),
+            )
+        })?;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let c = Credentials::parse_pair(line).map_err(|e| ConfigError::Parse {
-                path: path.to_owned(),
-                message: format!("line {}: {e}; each line must be user:password", n + 1),
+            let c = Credentials::parse_pair(line).map_err(|e| {
+                let where_ = format!("users file {} line {}", path.display(), n + 1);
+                ConfigError::invalid("users", format!("{where_}: {e}; each line must be user:password"))
             })?;
             self.add(c);
         }
@@ -152,5 +156,8 @@ mod tests {
         std::fs::write(&p, "bob\n").unwrap();
         let err = Users::new().load_file(&p).unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
+        let err = Users::new().load_file(&dir.path().join("missing")).unwrap_err().to_string();
+        assert_eq!(err.matches("users file").count(), 1, "{err}");
+        assert!(!err.contains("config file"), "{err}");
     }
 }

@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::parse_duration;
+use crate::config::{parse_duration, parse_listen};
 use crate::policy::{Cidr, Credentials, PortSet};
 
 /// `tunnelkit proxy`: an HTTP forward proxy with CONNECT, and optionally SOCKS5.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Args {
     /// Address to listen on for HTTP proxy clients [default: 127.0.0.1:3128].
-    #[arg(long, value_name = "ADDR", env = "TUNNELKIT_LISTEN")]
+    #[arg(long, value_name = "ADDR", env = "TUNNELKIT_LISTEN", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
     /// TOML configuration file; flags override its values.
     #[arg(long, value_name = "FILE", env = "TUNNELKIT_CONFIG")]
@@ -36,10 +36,10 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub users: Option<PathBuf>,
     /// Also listen for SOCKS5 on this address.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub socks: Option<SocketAddr>,
     /// Serve Prometheus metrics on this address.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub metrics: Option<SocketAddr>,
     /// Write one access-log line per request or tunnel to this file (`-` for stdout).
     #[arg(long, value_name = "PATH|-")]

@@ -1,10 +1,8 @@
 //! CONNECT tunnels: dial first, answer 200 only once the destination is reached, then relay.
 
-use tokio::io::AsyncWriteExt;
-
 use super::server::{Client, Exchange, Next};
 use crate::http::head::RequestHead;
-use crate::net::{relay::Relay, Purpose, Target};
+use crate::net::{relay::Relay, write_all_within, Purpose, Target};
 
 pub(super) async fn handle(ex: &Exchange<'_>, client: &mut Client, head: &RequestHead) -> Next {
     let target = match Target::parse(&head.target) {
@@ -18,12 +16,14 @@ pub(super) async fn handle(ex: &Exchange<'_>, client: &mut Client, head: &Reques
         Ok(s) => s,
         Err(e) => return ex.dial_failed(client, &e).await,
     };
-    if client.io.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_err() {
+    tracing::debug!(%target, "CONNECT allowed by policy and dialled");
+    let idle = ex.shared.settings.idle_timeout;
+    if write_all_within(&mut client.io, b"HTTP/1.1 200 Connection established\r\n\r\n", idle).await.is_err() {
         return Next::Close;
     }
     // The client may have sent its first bytes (a TLS ClientHello) right behind the CONNECT head.
     let pipelined = std::mem::take(&mut client.buf);
-    if !pipelined.is_empty() && upstream.write_all(&pipelined).await.is_err() {
+    if !pipelined.is_empty() && write_all_within(&mut upstream, &pipelined, idle).await.is_err() {
         return Next::Close;
     }
     metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "connect").increment(1);

@@ -3,7 +3,8 @@
 //!
 //! - [`settings`]: defaults, TOML file and flags resolved into one [`Settings`].
 //! - `server`: listeners, the per-connection request loop, limits, graceful shutdown.
-//! - `forward`: absolute-form requests and WebSocket upgrades over the upstream [`pool`].
+//! - `forward`: absolute-form requests and WebSocket upgrades: the request re-written for the next
+//!   hop, `upstream` to send it over the [`pool`] (with one retry), `response` to relay the answer.
 //! - `connect`: CONNECT tunnels.
 //! - SOCKS5 (`--socks`): [`crate::net::socks`], on the same dialer and policy.
 
@@ -11,8 +12,10 @@ mod args;
 mod connect;
 mod forward;
 pub mod pool;
+mod response;
 mod server;
 pub mod settings;
+mod upstream;
 
 pub use args::Args;
 pub use server::run_with;

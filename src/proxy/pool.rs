@@ -3,7 +3,13 @@
 //!
 //! A connection goes back only after a response that was framed and read to its end, so the next
 //! request starts on a clean stream. Connections idle longer than the limit, or that the far side
-//! closed while pooled (checked without blocking at checkout), are dropped.
+//! closed or wrote to while pooled, are dropped.
+//!
+//! Every checkout probes the connection, however recently it came back: an origin that sends bytes
+//! after the end of a message (a body on a 204 or a HEAD answer, extra bytes after a Content-Length
+//! body) would otherwise have them read as the answer to the next client's request, which may be
+//! another user's (pool poisoning). The probe costs no syscall when nothing arrived: tokio answers
+//! from the readiness it already tracks.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,9 +20,6 @@ use tokio::io::AsyncReadExt;
 
 use crate::http::body::BufIo;
 use crate::net::{BoxStream, Target};
-
-/// Connections idle less than this are handed out without a liveness probe.
-const FRESH: Duration = Duration::from_millis(250);
 
 /// An upstream connection with its read buffer.
 pub type UpConn = BufIo<BoxStream>;
@@ -58,24 +61,20 @@ impl Pool {
             if since.elapsed() >= self.idle_timeout {
                 continue;
             }
-            // Under load connections come back within microseconds; skip the extra syscall then
-            // (a connection that died that fast is caught by the retry of idempotent requests).
-            if since.elapsed() < FRESH {
+            if is_quiet(&mut conn) {
                 return Some(conn);
             }
-            // A pooled connection must have nothing to read: data or EOF means the origin closed it
-            // or broke framing, and a pending read means it is still open and quiet.
-            let mut probe = [0u8; 1];
-            match conn.io.read(&mut probe).now_or_never() {
-                None => return Some(conn),
-                Some(_) => continue,
-            }
+            metrics::counter!("tunnelkit_proxy_upstream_discarded_total", "reason" => "not_quiet")
+                .increment(1);
+            tracing::debug!("pooled upstream connection had stray bytes or was closed: dropped");
         }
     }
 
     /// Returns a connection that finished a response cleanly.
-    pub fn checkin(&self, key: PoolKey, conn: UpConn) {
-        if !conn.buf.is_empty() {
+    pub fn checkin(&self, key: PoolKey, mut conn: UpConn) {
+        if !conn.buf.is_empty() || !is_quiet(&mut conn) {
+            metrics::counter!("tunnelkit_proxy_upstream_discarded_total", "reason" => "not_quiet")
+                .increment(1);
             return;
         }
         let mut idle = self.idle.lock().expect("pool lock");
@@ -98,4 +97,11 @@ impl Pool {
     pub fn clear(&self) {
         self.idle.lock().expect("pool lock").clear();
     }
+}
+
+/// True if the connection has nothing to read: data or EOF means the origin closed it or wrote past
+/// the end of its message, and a pending read means it is open and quiet.
+fn is_quiet(conn: &mut UpConn) -> bool {
+    let mut probe = [0u8; 1];
+    conn.io.read(&mut probe).now_or_never().is_none()
 }

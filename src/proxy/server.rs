@@ -17,7 +17,7 @@ use crate::http::head::{self, HeadError, RequestHead};
 use crate::http::response;
 use crate::net::socks::SocksServer;
 use crate::net::workers::Workers;
-use crate::net::{socket, DialError, Dialer, DirectDialer, GatedDialer};
+use crate::net::{socket, write_all_within, DialError, Dialer, DirectDialer, GatedDialer};
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::AccessLog;
 
@@ -95,18 +95,21 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         drain: drain.clone(),
     });
 
+    // One budget for both listeners: SOCKS connections count against --max-connections too.
+    let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
     let local = listener.local_addr()?;
-    eprintln!("listening on {local}");
+    crate::telemetry::announce(&format!("listening on {local}"));
     tracing::info!(%local, "proxy listening");
     if let Some(addr) = metrics {
-        eprintln!("metrics listening on {addr}");
+        crate::telemetry::announce(&format!("metrics listening on {addr}"));
     }
     if let Some(l) = socks_listener {
         let addr = l.local_addr()?;
-        eprintln!("socks5 listening on {addr}");
+        crate::telemetry::announce(&format!("socks5 listening on {addr}"));
         let socks = SocksServer::new(dialer, users, access_log)
             .handshake_timeout(shared.settings.header_timeout)
-            .idle_timeout(Some(shared.settings.tunnel_idle_timeout));
+            .idle_timeout(Some(shared.settings.tunnel_idle_timeout))
+            .connection_limit(limit.clone());
         let d = drain.clone();
         drain.spawn(Arc::new(socks).serve(l, d));
     }
@@ -123,7 +126,6 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     };
 
     let workers = Workers::start(shared.settings.workers)?;
-    let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -169,6 +171,7 @@ async fn serve_connection(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
     let mut client = BufIo::new(tcp);
     let mut first = true;
     loop {
+        let started = Instant::now();
         let head = match read_head(shared, &mut client, first).await {
             Ok(Some(h)) => h,
             Ok(None) => return,
@@ -184,7 +187,8 @@ async fn serve_connection(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
                     ReadError::Timeout => 408,
                 };
                 metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "bad_request").increment(1);
-                reply_error(shared, &mut client, peer, "-", "-", code, Some(kind), &msg).await;
+                let ex = Exchange { shared, peer, method: "-", target: "-", started };
+                ex.fail(&mut client, code, Some(kind), &msg).await;
                 return;
             }
         };
@@ -254,13 +258,14 @@ async fn handle(shared: &Shared, client: &mut Client, peer: SocketAddr, head: Re
         && !shared.settings.users.verify_header(head::value(&head.headers, "proxy-authorization"))
     {
         metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "auth").increment(1);
+        tracing::debug!(%peer, method = %head.method, target = %head.target, "proxy authentication missing or wrong: 407");
         let msg = response::error(
             407,
             None,
             "proxy authentication required",
             &[("Proxy-Authenticate", "Basic realm=\"tunnelkit\", charset=\"UTF-8\"")],
         );
-        let _ = client.io.write_all(&msg).await;
+        let _ = write_all_within(&mut client.io, &msg, shared.settings.idle_timeout).await;
         ex.log(407, 0, 0, Some("auth"));
         return Next::Close;
     }
@@ -288,19 +293,33 @@ impl Exchange<'_> {
         proxy_status: Option<&str>,
         detail: &str,
     ) -> Next {
-        reply_error(self.shared, client, self.peer, self.method, self.target, status, proxy_status, detail)
-            .await;
+        let msg = response::error(status, proxy_status, detail, &[]);
+        let _ = write_all_within(&mut client.io, &msg, self.shared.settings.idle_timeout).await;
+        self.log(status, 0, 0, proxy_status);
+        metrics::counter!("tunnelkit_proxy_requests_total", "method" => metric_method(self.method), "status" => status.to_string())
+            .increment(1);
         Next::Close
     }
 
     /// Answers a failed dial with the status its error maps to (403, 502, 504).
     pub async fn dial_failed(&self, client: &mut Client, e: &DialError) -> Next {
+        tracing::debug!(method = self.method, target = self.target, "not dialled: {e}");
         metrics::counter!("tunnelkit_proxy_errors_total", "kind" => e.proxy_status_error()).increment(1);
         self.fail(client, e.http_status(), Some(e.proxy_status_error()), &e.to_string()).await
     }
 
     /// Writes the access-log line for this exchange.
     pub fn log(&self, status: u16, up: u64, down: u64, note: Option<&str>) {
+        tracing::debug!(
+            peer = %self.peer,
+            method = self.method,
+            target = self.target,
+            status,
+            up,
+            down,
+            note = note.unwrap_or("-"),
+            "exchange finished"
+        );
         self.shared.access_log.finished(
             self.peer,
             self.method,
@@ -312,25 +331,6 @@ impl Exchange<'_> {
             note,
         );
     }
-}
-
-/// Writes a short error response, logs it, and leaves the connection to be closed.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn reply_error(
-    shared: &Shared,
-    client: &mut Client,
-    peer: SocketAddr,
-    method: &str,
-    target: &str,
-    status: u16,
-    proxy_status: Option<&str>,
-    detail: &str,
-) {
-    let msg = response::error(status, proxy_status, detail, &[]);
-    let _ = tokio::time::timeout(Duration::from_secs(5), client.io.write_all(&msg)).await;
-    shared.access_log.finished(peer, method, target, status, 0, 0, Instant::now(), proxy_status);
-    metrics::counter!("tunnelkit_proxy_requests_total", "method" => metric_method(method), "status" => status.to_string())
-        .increment(1);
 }
 
 /// Bounds metric label cardinality: unknown methods share one label.

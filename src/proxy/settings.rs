@@ -14,6 +14,7 @@ use crate::policy::{Cidr, Credentials, Policy, PortSet, Users};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    #[serde(default, deserialize_with = "config::deserialize_listen")]
     listen: Option<SocketAddr>,
     #[serde(default)]
     allow: Vec<String>,
@@ -24,7 +25,9 @@ struct File {
     #[serde(default)]
     auth: Vec<String>,
     users: Option<PathBuf>,
+    #[serde(default, deserialize_with = "config::deserialize_listen")]
     socks: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "config::deserialize_listen")]
     metrics: Option<SocketAddr>,
     access_log: Option<String>,
     open: Option<bool>,
@@ -151,9 +154,11 @@ impl Settings {
             }
         }
         let max_connections = args.max_connections.or(file.max_connections).unwrap_or(10_000);
-        if max_connections == 0 {
-            return Err(ConfigError::invalid("max_connections", "must be at least 1"));
-        }
+        let duration = |key: &str, flag: Option<Duration>, file: Option<Duration>, default: u64, max: u64| {
+            let value = flag.or(file).unwrap_or(Duration::from_secs(default));
+            config::check_duration(key, value, Duration::from_millis(100), Duration::from_secs(max))
+        };
+        const DAY: u64 = 86_400;
         Ok(Settings {
             listen,
             policy,
@@ -162,27 +167,39 @@ impl Settings {
             metrics: args.metrics.or(file.metrics),
             access_log: args.access_log.or(file.access_log),
             upstream: args.upstream.or(file.upstream),
-            header_timeout: args.header_timeout.or(file.header_timeout).unwrap_or(Duration::from_secs(10)),
-            dial_timeout: args.dial_timeout.or(file.dial_timeout).unwrap_or(Duration::from_secs(10)),
-            idle_timeout: args.idle_timeout.or(file.idle_timeout).unwrap_or(Duration::from_secs(60)),
-            upstream_idle_timeout: args
-                .upstream_idle_timeout
-                .or(file.upstream_idle_timeout)
-                .unwrap_or(Duration::from_secs(30)),
-            upstream_timeout: args
-                .upstream_timeout
-                .or(file.upstream_timeout)
-                .unwrap_or(Duration::from_secs(120)),
-            tunnel_idle_timeout: args
-                .tunnel_idle_timeout
-                .or(file.tunnel_idle_timeout)
-                .unwrap_or(Duration::from_secs(600)),
-            max_connections,
-            workers: args.workers.or(file.workers).unwrap_or(0),
-            shutdown_timeout: args
-                .shutdown_timeout
-                .or(file.shutdown_timeout)
-                .unwrap_or(Duration::from_secs(30)),
+            header_timeout: duration("header_timeout", args.header_timeout, file.header_timeout, 10, 3600)?,
+            dial_timeout: duration("dial_timeout", args.dial_timeout, file.dial_timeout, 10, 3600)?,
+            idle_timeout: duration("idle_timeout", args.idle_timeout, file.idle_timeout, 60, DAY)?,
+            upstream_idle_timeout: duration(
+                "upstream_idle_timeout",
+                args.upstream_idle_timeout,
+                file.upstream_idle_timeout,
+                30,
+                DAY,
+            )?,
+            upstream_timeout: duration(
+                "upstream_timeout",
+                args.upstream_timeout,
+                file.upstream_timeout,
+                120,
+                DAY,
+            )?,
+            tunnel_idle_timeout: duration(
+                "tunnel_idle_timeout",
+                args.tunnel_idle_timeout,
+                file.tunnel_idle_timeout,
+                600,
+                7 * DAY,
+            )?,
+            max_connections: config::check_count("max_connections", max_connections, 1, 1_000_000)?,
+            workers: crate::net::workers::check_count(args.workers.or(file.workers).unwrap_or(0))?,
+            // Zero is allowed: stop at once without waiting for open connections.
+            shutdown_timeout: config::check_duration(
+                "shutdown_timeout",
+                args.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(Duration::from_secs(30)),
+                Duration::ZERO,
+                Duration::from_secs(DAY),
+            )?,
         })
     }
 }

@@ -17,15 +17,39 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+/// How log lines are written to stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 /// Installs the global tracing subscriber. `RUST_LOG` scopes it; the default is `info`.
-pub fn init_tracing() {
+///
+/// A closed or broken stderr (`tunnelkit proxy 2>&1 | head -1`) must not bring the server down:
+/// lines that cannot be written are dropped, never reported by a panicking `eprintln!`.
+pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .log_internal_errors(false);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    };
+}
+
+/// Prints a line for the user on stderr (`listening on ADDR`, which tests and scripts read), ignoring
+/// a closed stderr instead of panicking as `eprintln!` does.
+pub fn announce(line: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
 }
 
 /// The process-wide Prometheus recorder. `metrics` allows one global recorder, and a library user

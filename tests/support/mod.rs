@@ -3,6 +3,7 @@
 
 pub mod chaos;
 pub mod origin;
+pub mod scripted;
 pub mod tls_origin;
 
 use std::io::{BufRead, BufReader};
@@ -11,9 +12,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-/// The `tunnelkit` binary under test.
+/// The `tunnelkit` binary under test: the one cargo built, or `TUNNELKIT_BIN` (to show that a
+/// regression test fails against an older binary).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tunnelkit")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("TUNNELKIT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tunnelkit").to_owned())
+    })
 }
 
 /// A loopback port for a server that cannot bind port 0 and report what it got (redis-server,
@@ -139,4 +144,56 @@ pub async fn curl(args: &[&str]) -> (bool, Vec<u8>, String) {
         .await
         .expect("curl is installed (run ./test.sh)");
     (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Starts `tunnelkit proxy` on a loopback port 0 that may reach loopback destinations on any port
+/// (what tests of the proxy need), with `extra` flags; waits for its `listening on` line(s).
+pub fn loopback_proxy(extra: &[&str]) -> Proc {
+    let mut args =
+        vec!["proxy", "--listen", "127.0.0.1:0", "--allow", "127.0.0.0/8", "--connect-ports", "1-65535"];
+    args.extend_from_slice(extra);
+    let listeners = 1 + usize::from(extra.contains(&"--metrics")) + usize::from(extra.contains(&"--socks"));
+    Proc::start(&args, listeners)
+}
+
+/// Runs `tunnelkit ARGS` to completion (at most 20 s) with stdin closed; returns (success, stderr).
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn tunnelkit");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break Some(s);
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = reader.join().unwrap_or_default();
+    (status.is_some_and(|s| s.success()), err)
 }

@@ -1,0 +1,202 @@
+//! Relaying an upstream answer to the client: the response head re-written for this hop (hop-by-hop
+//! fields dropped, content transfer codings kept, framing re-done), the body streamed, and the
+//! connection handed over to the relay after a `101 Switching Protocols`.
+//!
+//! A response that the origin delimits by closing is re-framed as chunked for HTTP/1.1 clients, so
+//! it arrives whole and the client connection can be kept. Every write to the client is bounded by
+//! the client idle timeout: a client that stops reading is dropped, not waited on forever.
+
+use super::pool::UpConn;
+use super::server::{Client, Exchange, Next, Shared};
+use crate::http::body::{copy_body, BodyError, Encode};
+use crate::http::head::{self, Framing, RequestHead, ResponseHead};
+use crate::http::{connection_tokens, is_hop_by_hop, write};
+use crate::net::{relay::Relay, write_all_within, WriteDeadline};
+
+/// A response relayed whole.
+pub(super) struct Relayed {
+    /// Body bytes sent to the client.
+    pub down: u64,
+    /// The client connection may carry another request.
+    pub keep_client: bool,
+    /// The upstream connection ended its message cleanly and may be pooled.
+    pub up_reusable: bool,
+}
+
+/// Why a response was not relayed whole.
+pub(super) enum RelayError {
+    /// The upstream's answer is unusable and nothing reached the client yet: answer 502 with this.
+    Refused(String),
+    /// The exchange broke after bytes reached the client (or the client went away): close.
+    Broken(BodyError),
+}
+
+/// Writes the response head and streams the body to the client.
+pub(super) async fn deliver(
+    shared: &Shared,
+    client: &mut Client,
+    up: &mut UpConn,
+    head: &RequestHead,
+    resp: ResponseHead,
+    keep_client: bool,
+) -> Result<Relayed, RelayError> {
+    let framing =
+        head::response_framing(&resp, &head.method).map_err(|e| RelayError::Refused(e.to_string()))?;
+    let client_11 = head.minor >= 1;
+    let (encode, keep) = match framing {
+        Framing::Close if client_11 => (Encode::Chunked, keep_client),
+        Framing::Close => (Encode::Identity, false),
+        Framing::Chunked if client_11 => (Encode::Chunked, keep_client),
+        Framing::Chunked => (Encode::Identity, false),
+        Framing::Length(_) | Framing::Empty => (Encode::Identity, keep_client),
+    };
+    let up_reusable = framing != Framing::Close
+        && !head::has_token(&resp.headers, "connection", "close")
+        && (resp.minor >= 1 || head::has_token(&resp.headers, "connection", "keep-alive"));
+    if framing == Framing::Chunked {
+        // Read the first chunk-size line before committing to a status: a broken one is then still
+        // answered with a 502 that says why, instead of a head followed by a cut body.
+        first_chunk_line(shared, up).await.map_err(RelayError::Refused)?;
+    }
+    let out = response_head(head, &resp, framing, encode, keep);
+    let mut dst = WriteDeadline::new(&mut client.io, shared.settings.idle_timeout);
+    match copy_body(up, framing, &mut dst, encode, out, shared.settings.upstream_timeout).await {
+        Ok(down) => Ok(Relayed { down, keep_client: keep, up_reusable }),
+        Err(BodyError::Malformed(why)) if dst.written() == 0 => Err(RelayError::Refused(why)),
+        Err(e) => Err(RelayError::Broken(e)),
+    }
+}
+
+/// Waits until the upstream's buffer holds the first chunk-size line (or enough bytes to know it is
+/// too long), then checks it.
+async fn first_chunk_line(shared: &Shared, up: &mut UpConn) -> Result<(), String> {
+    loop {
+        if let Some(end) = up.buf.iter().position(|&b| b == b'\n') {
+            let line = up.buf[..end].strip_suffix(b"\r").ok_or("chunk-size line ended by a bare LF")?;
+            return crate::http::body::parse_chunk_size(line).map(|_| ()).map_err(|e| e.to_string());
+        }
+        if up.buf.len() > 4096 {
+            return Err("chunk-size line too long".into());
+        }
+        match up.fill_within(shared.settings.upstream_timeout).await {
+            Ok(0) => return Err("response body ended before its first chunk".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// The response head for the client: hop-by-hop fields dropped, `Via` added, framing re-done.
+fn response_head(
+    head: &RequestHead,
+    resp: &ResponseHead,
+    framing: Framing,
+    encode: Encode,
+    keep: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512 + resp.headers.len() * 32);
+    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason).as_bytes());
+    let tokens = connection_tokens(head::values(&resp.headers, "connection"));
+    let bodiless = framing == Framing::Empty;
+    for h in &resp.headers {
+        let n = h.name.as_str();
+        if is_hop_by_hop(n, &tokens, false) {
+            continue;
+        }
+        // Content-Length is re-derived from the framing, except where the response has no body but
+        // the field describes the representation (HEAD, 304).
+        if n.eq_ignore_ascii_case("content-length")
+            && !(bodiless && (head.method == "HEAD" || resp.status == 304))
+        {
+            continue;
+        }
+        write::header(&mut out, n, &h.value);
+    }
+    write::header(&mut out, "Via", format!("1.{} tunnelkit", resp.minor).as_bytes());
+    // Content codings (gzip in `gzip, chunked`, or a non-chunked final coding of a close-delimited
+    // body) describe the payload and travel on; only the chunked framing is per hop.
+    let codings = if bodiless { Vec::new() } else { head::content_transfer_codings(&resp.headers) };
+    match (framing, encode) {
+        (Framing::Length(n), _) => write::header(&mut out, "Content-Length", n.to_string().as_bytes()),
+        (Framing::Empty, _) if resp.status != 204 && resp.status != 304 && head.method != "HEAD" => {
+            write::header(&mut out, "Content-Length", b"0")
+        }
+        (Framing::Empty, _) => {}
+        (_, Encode::Chunked) => write::transfer_encoding(&mut out, &codings, true),
+        (_, Encode::Identity) => write::transfer_encoding(&mut out, &codings, false),
+    }
+    if !keep {
+        write::header(&mut out, "Connection", b"close");
+    } else if head.minor == 0 {
+        write::header(&mut out, "Connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Relays the 101 to the client and then bytes both ways until either side ends.
+pub(super) async fn finish_upgrade(
+    ex: &Exchange<'_>,
+    client: &mut Client,
+    mut up: UpConn,
+    resp: ResponseHead,
+) -> Next {
+    let shared = ex.shared;
+    let mut out = format!("HTTP/1.1 101 {}\r\n", resp.reason).into_bytes();
+    let tokens = connection_tokens(head::values(&resp.headers, "connection"));
+    for h in &resp.headers {
+        if !is_hop_by_hop(&h.name, &tokens, true) {
+            write::header(&mut out, &h.name, &h.value);
+        }
+    }
+    write::header(&mut out, "Connection", b"Upgrade");
+    out.extend_from_slice(b"\r\n");
+    // Frames the origin sent right after its 101 are already in our buffer.
+    out.extend_from_slice(&std::mem::take(&mut up.buf));
+    let idle = shared.settings.idle_timeout;
+    if write_all_within(&mut client.io, &out, idle).await.is_err() {
+        return Next::Close;
+    }
+    let early = std::mem::take(&mut client.buf);
+    if !early.is_empty() && write_all_within(&mut up.io, &early, idle).await.is_err() {
+        return Next::Close;
+    }
+    metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "upgrade").increment(1);
+    metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
+    let mut relay = Relay::new(&mut client.io, &mut up.io, Some(shared.settings.tunnel_idle_timeout));
+    let result = (&mut relay).await;
+    let stats = result.as_ref().map(|s| *s).unwrap_or_else(|_| relay.stats());
+    metrics::gauge!("tunnelkit_proxy_tunnels_active").decrement(1.0);
+    ex.log(101, stats.a_to_b, stats.b_to_a, Some("upgrade"));
+    Next::Close
+}
+
+/// Max-Forwards reached zero: OPTIONS and TRACE are answered by the proxy itself.
+pub(super) async fn answer_max_forwards(ex: &Exchange<'_>, client: &mut Client, head: &RequestHead) -> Next {
+    let msg = if head.method == "OPTIONS" {
+        b"HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH, CONNECT\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+    } else {
+        // TRACE echoes the request as received, minus credentials.
+        let mut echo = format!("{} {} HTTP/1.{}\r\n", head.method, head.target, head.minor).into_bytes();
+        for h in &head.headers {
+            let n = h.name.as_str();
+            if !n.eq_ignore_ascii_case("proxy-authorization")
+                && !n.eq_ignore_ascii_case("authorization")
+                && !n.eq_ignore_ascii_case("cookie")
+            {
+                write::header(&mut echo, n, &h.value);
+            }
+        }
+        echo.extend_from_slice(b"\r\n");
+        let mut m = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: message/http\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            echo.len()
+        )
+        .into_bytes();
+        m.extend_from_slice(&echo);
+        m
+    };
+    let _ = write_all_within(&mut client.io, &msg, ex.shared.settings.idle_timeout).await;
+    ex.log(200, 0, msg.len() as u64, Some("max_forwards"));
+    Next::Close
+}

@@ -1,0 +1,206 @@
+//! Sending a forwarded request upstream and reading the answer's head: a pooled connection or a new
+//! one, the request head and body, `Expect: 100-continue`, interim responses, and one retry when a
+//! reused connection turns out dead before any response byte (only for requests safe to send twice).
+
+use std::time::Duration;
+
+use super::pool::{PoolKey, UpConn};
+use super::server::{Client, Exchange, Shared};
+use crate::http::body::{copy_body, BodyError, BufIo, Encode};
+use crate::http::head::{self, Framing, RequestHead, ResponseHead};
+use crate::http::{connection_tokens, is_hop_by_hop, write};
+use crate::net::{write_all_within, DialError, Dialer, Purpose, Target, WriteDeadline};
+
+/// Why a request got no usable response head.
+pub(super) enum Failure {
+    /// No connection to the next hop.
+    Dial(DialError),
+    /// Nothing came back on the connection (dead pooled connection): safe to retry idempotent requests.
+    Retryable,
+    /// The upstream broke the protocol.
+    Upstream(String),
+    /// The upstream sent nothing, or read nothing, for too long.
+    Timeout,
+    /// The client's request body was bad (status, detail).
+    Client(u16, String),
+    /// The client went away.
+    ClientGone,
+}
+
+/// A request sent, and the head of its final answer.
+pub(super) struct Sent {
+    pub up: UpConn,
+    pub resp: ResponseHead,
+    /// Request body bytes sent.
+    pub body_up: u64,
+    /// The answer came before the body was sent (Expect: 100-continue refused): the body the client
+    /// may still send is unread, so both connections must close after the answer.
+    pub early: bool,
+}
+
+impl Failure {
+    /// The status, RFC 9209 error type and detail the client is answered with.
+    pub(super) fn describe(self) -> (u16, &'static str, String) {
+        match self {
+            Failure::Retryable => {
+                (502, "connection_terminated", "upstream closed the connection without answering".into())
+            }
+            Failure::Upstream(why) => {
+                (502, "http_protocol_error", format!("invalid upstream response: {why}"))
+            }
+            Failure::Timeout => (504, "http_response_timeout", "upstream did not answer in time".into()),
+            Failure::Client(status, detail) => (status, "http_request_error", detail),
+            Failure::Dial(e) => (e.http_status(), e.proxy_status_error(), e.to_string()),
+            Failure::ClientGone => (502, "proxy_internal_error", "client went away".into()),
+        }
+    }
+}
+
+/// Methods that may be sent twice (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
+}
+
+/// Sends `out` (the request head) and the body, and reads the final response head. A reused
+/// connection found dead gets one retry on a new one.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn send_with_retry(
+    ex: &Exchange<'_>,
+    client: &mut Client,
+    head: &RequestHead,
+    framing: Framing,
+    upgrade: bool,
+    key: &PoolKey,
+    target: &Target,
+    mut out: Vec<u8>,
+) -> Result<Sent, Failure> {
+    let shared = ex.shared;
+    let expect_continue = head::has_token(&head.headers, "expect", "100-continue") && head.minor >= 1;
+    let retry_allowed = framing == Framing::Empty && is_idempotent(&head.method) && !upgrade;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (mut up, reused) = acquire(shared, key, target, attempt > 1).await.map_err(Failure::Dial)?;
+        tracing::debug!(%target, reused, "{} {}: sending upstream", head.method, head.target);
+        // Only a request that may be retried needs its head kept for a second attempt.
+        let head_bytes = if retry_allowed { out.clone() } else { std::mem::take(&mut out) };
+        match send_and_receive(shared, client, &mut up, framing, head_bytes, expect_continue, head).await {
+            Ok((resp, body_up, early)) => return Ok(Sent { up, resp, body_up, early }),
+            Err(Failure::Retryable) if reused && retry_allowed && attempt == 1 => {
+                tracing::debug!(%target, "pooled connection was dead; retrying on a new one");
+                metrics::counter!("tunnelkit_proxy_upstream_retries_total").increment(1);
+            }
+            Err(f) => return Err(f),
+        }
+    }
+}
+
+/// A pooled connection, or a new one. `fresh` skips the pool (the retry after a dead reused one).
+async fn acquire(
+    shared: &Shared,
+    key: &PoolKey,
+    target: &Target,
+    fresh: bool,
+) -> Result<(UpConn, bool), DialError> {
+    if !fresh {
+        if let Some(c) = shared.pool.checkout(key) {
+            metrics::counter!("tunnelkit_proxy_upstream_connections_total", "kind" => "reused").increment(1);
+            return Ok((c, true));
+        }
+    }
+    let stream = match (&shared.parent, key) {
+        (Some(parent), PoolKey::Parent) => match parent.inner().connect_proxy().await? {
+            Some(s) => s,
+            None => parent.dial(target, Purpose::Http).await?,
+        },
+        _ => shared.dialer.dial(target, Purpose::Http).await?,
+    };
+    tracing::debug!(%target, "dialled a new upstream connection");
+    metrics::counter!("tunnelkit_proxy_upstream_connections_total", "kind" => "new").increment(1);
+    Ok((BufIo::new(stream), false))
+}
+
+/// Sends head and body, then reads the final response head (relaying interim 1xx to the client).
+/// Returns the head, the body bytes sent, and whether the answer came before the body.
+async fn send_and_receive(
+    shared: &Shared,
+    client: &mut Client,
+    up: &mut UpConn,
+    framing: Framing,
+    out: Vec<u8>,
+    expect_continue: bool,
+    head: &RequestHead,
+) -> Result<(ResponseHead, u64, bool), Failure> {
+    let idle = shared.settings.upstream_timeout;
+    let client_idle = shared.settings.idle_timeout;
+    let body_error = |e: BodyError| match e {
+        BodyError::Malformed(m) => Failure::Client(400, m),
+        BodyError::Read(_) => Failure::ClientGone,
+        BodyError::Timeout => Failure::Client(408, "request body not received in time".into()),
+        BodyError::Write(e) if e.kind() == std::io::ErrorKind::TimedOut => Failure::Timeout,
+        BodyError::Write(_) => Failure::Retryable,
+    };
+    let encode = if framing == Framing::Chunked { Encode::Chunked } else { Encode::Identity };
+    // An origin that stops reading the upload must not hold the exchange forever.
+    let mut dst = WriteDeadline::new(&mut up.io, idle);
+    let body_up = if expect_continue && framing != Framing::Empty {
+        write_all_within(dst.get_mut(), &out, idle).await.map_err(|_| Failure::Retryable)?;
+        // Wait briefly for the origin's verdict; origins that ignore Expect get the body anyway.
+        match tokio::time::timeout(Duration::from_secs(1), read_response_head(up, idle)).await {
+            Ok(Ok(resp)) if resp.status == 100 => {}
+            Ok(Ok(resp)) if resp.status > 100 && resp.status < 200 => {}
+            Ok(Ok(resp)) => return Ok((resp, 0, true)),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {}
+        }
+        write_all_within(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n", client_idle)
+            .await
+            .map_err(|_| Failure::ClientGone)?;
+        let mut dst = WriteDeadline::new(&mut up.io, idle);
+        copy_body(client, framing, &mut dst, encode, Vec::new(), client_idle).await.map_err(body_error)?
+    } else {
+        copy_body(client, framing, &mut dst, encode, out, client_idle).await.map_err(body_error)?
+    };
+    loop {
+        let resp = read_response_head(up, idle).await?;
+        if resp.status >= 200 || resp.status == 101 {
+            return Ok((resp, body_up, false));
+        }
+        // Interim responses go to HTTP/1.1 clients only (RFC 9110 §15.2), without hop-by-hop fields.
+        if head.minor >= 1 && resp.status != 100 {
+            let mut interim = format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason).into_bytes();
+            let tokens = connection_tokens(head::values(&resp.headers, "connection"));
+            for h in &resp.headers {
+                if !is_hop_by_hop(&h.name, &tokens, false) {
+                    write::header(&mut interim, &h.name, &h.value);
+                }
+            }
+            interim.extend_from_slice(b"\r\n");
+            write_all_within(&mut client.io, &interim, client_idle).await.map_err(|_| Failure::ClientGone)?;
+        }
+    }
+}
+
+async fn read_response_head(up: &mut UpConn, idle: Duration) -> Result<ResponseHead, Failure> {
+    let mut got_any = !up.buf.is_empty();
+    loop {
+        if !up.buf.is_empty() {
+            match head::parse_response(&up.buf) {
+                Ok(Some((resp, len))) => {
+                    let _ = up.buf.split_to(len);
+                    return Ok(resp);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Failure::Upstream(e.to_string())),
+            }
+        }
+        match up.fill_within(idle).await {
+            Ok(0) if !got_any => return Err(Failure::Retryable),
+            Ok(0) => return Err(Failure::Upstream("response head cut short".into())),
+            Ok(_) => got_any = true,
+            Err(BodyError::Timeout) => return Err(Failure::Timeout),
+            Err(_) if !got_any => return Err(Failure::Retryable),
+            Err(e) => return Err(Failure::Upstream(e.to_string())),
+        }
+    }
+}
