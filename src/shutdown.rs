@@ -60,15 +60,45 @@ impl Drain {
     /// Triggers shutdown and waits for the tracked tasks, at most `deadline`.
     ///
     /// Returns the number of tasks still running when the deadline passed (they are abandoned).
+    ///
+    /// A second SIGTERM or SIGINT during the wait ends it at once, as nginx and HAProxy users expect
+    /// of a second Ctrl-C.
     pub async fn finish(&self, deadline: Duration) -> usize {
         self.trigger();
         self.tracker.close();
-        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
-            self.tracker.len()
-        } else {
+        let waited = tokio::select! {
+            r = tokio::time::timeout(deadline, self.tracker.wait()) => r.is_ok(),
+            _ = another_signal() => {
+                tracing::warn!("second signal: stopping without waiting for open connections");
+                false
+            }
+        };
+        if waited {
             0
+        } else {
+            self.tracker.len()
         }
     }
+}
+
+/// Resolves on the next SIGTERM or SIGINT; never, where signals cannot be watched (a runtime
+/// without the signal driver, as a library user may run us on).
+async fn another_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await
 }
 
 /// Resolves on the first SIGTERM or SIGINT (Ctrl-C).

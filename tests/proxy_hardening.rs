@@ -283,3 +283,21 @@ async fn a_closed_stderr_does_not_break_the_proxy() {
     };
     assert!(status.success(), "exit after SIGTERM with a closed stderr: {status}");
 }
+
+/// A second SIGTERM during the drain ends it at once instead of waiting `--shutdown-timeout`.
+#[tokio::test]
+async fn a_second_signal_ends_the_drain_at_once() {
+    let echo = echo_server().await;
+    let mut p = loopback_proxy(&["--shutdown-timeout", "60s"]);
+    let mut tunnel = TcpStream::connect(p.addr()).await.unwrap();
+    tunnel.write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tunnel.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    p.terminate();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The open tunnel holds the drain: still running.
+    assert!(p.child.try_wait().unwrap().is_none(), "exited although a tunnel was open");
+    p.terminate();
+    assert!(p.wait_exit(Duration::from_secs(5)).is_some(), "a second SIGTERM did not end the drain");
+}
