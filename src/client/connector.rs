@@ -14,7 +14,6 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::{ProxyDialer, ProxyKind};
 use crate::net::{socket, BoxStream, DialError, Host, Target};
@@ -137,17 +136,10 @@ impl ProxyConnector {
         let stream: BoxStream = match &self.proxy {
             Some(p) => p.tunnel(&target).await?,
             None => {
-                let tcp = match &target.host {
-                    Host::Ip(ip) => {
-                        tokio::time::timeout(self.connect_timeout, TcpStream::connect((*ip, port))).await
-                    }
-                    Host::Domain(d) => {
-                        tokio::time::timeout(self.connect_timeout, TcpStream::connect((d.as_str(), port)))
-                            .await
-                    }
-                }
-                .map_err(|_| DialError::Timeout(target.to_string()))?
-                .map_err(|source| DialError::Connect { target: target.to_string(), source })?;
+                let tcp = tokio::time::timeout(self.connect_timeout, socket::connect(&target))
+                    .await
+                    .map_err(|_| DialError::Timeout(target.to_string()))?
+                    .map_err(|source| DialError::Connect { target: target.to_string(), source })?;
                 socket::set_nodelay(&tcp);
                 if let Some(ka) = self.tcp_keepalive {
                     socket::set_keepalive(&tcp, ka);
@@ -161,11 +153,8 @@ impl ProxyConnector {
                 via_proxy_absolute_form: false,
             });
         }
-        let name = match &target.host {
-            Host::Ip(ip) => rustls_pki_types::ServerName::IpAddress((*ip).into()),
-            Host::Domain(d) => rustls_pki_types::ServerName::try_from(d.clone())
-                .map_err(|e| DialError::Upstream(format!("{d}: {e}")))?,
-        };
+        let name = crate::net::tls::server_name(&target.host)
+            .map_err(|e| DialError::Upstream(format!("{}: {e}", target.host)))?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(name, stream)
             .await

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::handshake::{self, ConnectError};
 use super::proxy_url::{ProxyKind, ProxyUrl};
+use crate::net::tls::{server_name, tls_config};
 use crate::net::{socket, BoxStream, DialError, DialFuture, Dialer, Host, Purpose, Target};
 
 /// Dials through one upstream proxy given by URL (credentials from the userinfo).
@@ -255,32 +256,6 @@ fn socks_error(e: tokio_socks::Error, target: &Target) -> DialError {
         tokio_socks::Error::Io(source) => DialError::Connect { target: target.to_string(), source },
         e => DialError::Upstream(format!("SOCKS proxy refused {target}: {e}")),
     }
-}
-
-/// The TLS server name to verify for `host` (an IP address or a DNS name).
-pub fn server_name(host: &Host) -> anyhow::Result<rustls_pki_types::ServerName<'static>> {
-    Ok(match host {
-        Host::Ip(ip) => rustls_pki_types::ServerName::IpAddress((*ip).into()),
-        Host::Domain(d) => rustls_pki_types::ServerName::try_from(d.clone())?,
-    })
-}
-
-/// A rustls client config trusting the web PKI roots plus `extra` PEM bundles (ring provider).
-pub fn tls_config(extra: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for pem in extra {
-        for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(pem) {
-            let cert: rustls_pki_types::CertificateDer<'static> =
-                cert.map_err(|e| anyhow::anyhow!("invalid PEM certificate: {e}"))?;
-            roots.add(cert).map_err(|e| anyhow::anyhow!("unusable CA certificate: {e}"))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 impl Dialer for ProxyDialer {

@@ -20,6 +20,6 @@ mod proxy_url;
 pub use args::{ConnectArgs, ForwardArgs};
 pub use cli::{run_connect, run_forward};
 pub use connector::{ProxyConnector, ProxyStream};
-pub use dialer::{server_name, tls_config, ProxyDialer};
+pub use dialer::ProxyDialer;
 pub use pooled::{Client, ClientBuilder, Error};
 pub use proxy_url::{ProxyKind, ProxyUrl};

@@ -19,7 +19,8 @@ use tokio::sync::Notify;
 use tower_service::Service;
 
 use super::connector::ProxyConnector;
-use super::{tls_config, ProxyDialer};
+use super::ProxyDialer;
+use crate::net::tls::tls_config;
 use crate::net::DialError;
 
 /// Why a request failed.
@@ -105,8 +106,7 @@ impl Client {
         let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
         let absolute = scheme == "http" && self.shared.absolute_form_for_http;
         let key: Key = if absolute { ("http+proxy".into(), String::new(), 0) } else { (scheme, host, port) };
-        let idempotent =
-            matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE");
+        let idempotent = crate::http::head::is_idempotent(parts.method.as_str());
 
         let build = || {
             let mut r = Request::from_parts(parts.clone(), body.clone());

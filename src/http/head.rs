@@ -226,6 +226,12 @@ fn transfer_codings_end_in_chunked(headers: &[Header]) -> Result<Option<bool>, S
     Ok(Some(last_chunked))
 }
 
+/// True for methods that may be sent twice (RFC 9110 §9.2.2): a request on a reused connection that
+/// died before any answer may be retried once only if this holds.
+pub fn is_idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
+}
+
 /// The transfer codings of a message other than a final `chunked`, as written (e.g. `gzip` for
 /// `Transfer-Encoding: gzip, chunked`). Framing is re-done per hop, but these codings describe the
 /// content and must reach the next hop intact (RFC 9112 §6.1).

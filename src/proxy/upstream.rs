@@ -56,11 +56,6 @@ impl Failure {
     }
 }
 
-/// Methods that may be sent twice (RFC 9110 §9.2.2).
-pub fn is_idempotent(method: &str) -> bool {
-    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
-}
-
 /// Sends `out` (the request head) and the body, and reads the final response head. A reused
 /// connection found dead gets one retry on a new one.
 #[allow(clippy::too_many_arguments)]
@@ -76,7 +71,7 @@ pub(super) async fn send_with_retry(
 ) -> Result<Sent, Failure> {
     let shared = ex.shared;
     let expect_continue = head::has_token(&head.headers, "expect", "100-continue") && head.minor >= 1;
-    let retry_allowed = framing == Framing::Empty && is_idempotent(&head.method) && !upgrade;
+    let retry_allowed = framing == Framing::Empty && head::is_idempotent(&head.method) && !upgrade;
     let mut attempt = 0;
     loop {
         attempt += 1;

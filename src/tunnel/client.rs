@@ -92,8 +92,8 @@ impl Client {
         if self.url.scheme_str() != Some("wss") {
             return Ok(self);
         }
-        let cfg = crate::client::tls_config(pems)?;
-        let name = crate::client::server_name(&self.target.host)?;
+        let cfg = crate::net::tls::tls_config(pems)?;
+        let name = crate::net::tls::server_name(&self.target.host)?;
         self.tls = Some((tokio_rustls::TlsConnector::from(Arc::new(cfg)), name));
         Ok(self)
     }
