@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::{Sink, SinkExt};
 use tokio::sync::{mpsc, OwnedMutexGuard};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +24,8 @@ pub enum WriterCmd {
     Send(Message),
     /// From now on also drain this tunnel's frame queue.
     Bind(Arc<Tunnel>),
+    /// Close the WebSocket with this code and reason, and stop.
+    Close(CloseFrame),
 }
 
 /// How a tunnel reaches the connection it is bound to.
@@ -48,16 +51,21 @@ where
         let need_queue = tunnel.is_some() && queue.is_none();
         let (msg, from_tunnel) = tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
+            // Commands first, so a Close asked for just before the connection stops still goes out.
             cmd = cmds.recv() => match cmd {
                 None => break,
                 Some(WriterCmd::Send(m)) => (m, false),
+                Some(WriterCmd::Close(frame)) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+                    return;
+                }
                 Some(WriterCmd::Bind(t)) => {
                     queue = None;
                     bound = Some(t);
                     continue;
                 }
             },
+            _ = stop.cancelled() => break,
             _ = closed(&tunnel) => {
                 queue = None;
                 bound = None;
