@@ -144,7 +144,9 @@ async fn flood_growth(batch: impl FnMut() -> Vec<u8>) -> u64 {
     let before = rss(pid);
     flood(&mut s, Duration::from_secs(6), batch).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    rss(pid).saturating_sub(before)
+    let after = rss(pid);
+    eprintln!("server RSS {} MiB before the flood, {} MiB after", before >> 20, after >> 20);
+    after.saturating_sub(before)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
