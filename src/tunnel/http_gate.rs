@@ -97,22 +97,25 @@ pub async fn gate(mut stream: BoxStream, endpoint: &str) -> Option<Replayed> {
             break Head::Bad;
         }
     };
-    let (status, body) = match head {
+    let (status, body, upgrade) = match head {
         Head::Upgrade => return Some(Replayed { head: Bytes::from(buf), inner: stream }),
-        Head::Plain(path) if path != endpoint => {
-            ("404 Not Found", format!("no tunnel endpoint at {path}; this ws-server's path is {endpoint}\n"))
-        }
+        Head::Plain(path) if path != endpoint => (
+            "404 Not Found",
+            format!("no tunnel endpoint at {path}; this ws-server's path is {endpoint}\n"),
+            "",
+        ),
         Head::Plain(_) => (
             "426 Upgrade Required",
             "this is a tunnelkit ws-server tunnel endpoint: connect with `tunnelkit ws-client` \
              (a WebSocket upgrade)\n"
                 .to_owned(),
+            "Upgrade: websocket\r\n",
         ),
-        Head::Bad => ("400 Bad Request", "not an HTTP request\n".to_owned()),
+        Head::Bad => ("400 Bad Request", "not an HTTP request\n".to_owned(), ""),
     };
     let answer = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
-         Upgrade: websocket\r\nConnection: close\r\n\r\n{body}",
+         {upgrade}Connection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = stream.write_all(answer.as_bytes()).await;
