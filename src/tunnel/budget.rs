@@ -130,3 +130,45 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::super::id::TunnelId;
+    use super::super::session::{Role, Session};
+    use super::super::settings::{LinkParams, Mode};
+
+    #[tokio::test]
+    async fn writers_wait_while_the_queues_hold_the_budget_and_resume_as_the_link_drains() {
+        let params = LinkParams {
+            mode: Mode::Multi,
+            keep_broken: Duration::from_secs(1),
+            max_frame: 16 * 1024,
+            max_streams: 8,
+            replay_bytes: 1 << 20,
+            heartbeat: Duration::from_secs(10),
+            stream_memory: 64 * 1024,
+        };
+        let session = Session::new(TunnelId::random(), Role::Server, params, None);
+        let (gen, _cancel, _) = session.attach(0).expect("new session");
+        let mut a = session.open("a:1").unwrap();
+        let mut b = session.open("b:1").unwrap();
+        // The peer granted each stream 256 KiB, but the tunnel may queue only 64 KiB in all.
+        a.write_all(&[0u8; 64 * 1024]).await.unwrap();
+        assert_eq!(session.lock().send_queued, 64 * 1024);
+        let blocked = tokio::spawn(async move {
+            b.write_all(&[1u8; 1000]).await.unwrap();
+            b
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!blocked.is_finished(), "a second writer waits while the budget is full");
+        let batch = session.take_batch(gen, 64).unwrap();
+        assert!(batch.frames.len() >= 4, "the link takes the queued frames");
+        let b = tokio::time::timeout(Duration::from_secs(5), blocked).await.expect("woken").unwrap();
+        assert_eq!(session.lock().send_queued, 1000);
+        drop((a, b));
+    }
+}
