@@ -18,8 +18,9 @@ use super::session::{LinkError, Session};
 
 /// Control frames owed to the peer above which the reader pauses while the writer is blocked.
 pub const SOFT_LIMIT: usize = 1024;
-/// Control frames owed to the peer at which the connection is dropped (each is at most ~600 bytes).
-pub const HARD_LIMIT: usize = 8 * SOFT_LIMIT;
+/// Control frames owed to the peer at which the connection is dropped (each is at most ~540 bytes, so
+/// about 2 MiB).
+pub const HARD_LIMIT: usize = 4 * SOFT_LIMIT;
 
 /// How often a paused reader looks again (only a peer that reads nothing ever makes it pause).
 const RECHECK: Duration = Duration::from_millis(20);

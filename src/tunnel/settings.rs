@@ -75,8 +75,9 @@ pub struct Limits {
     pub max_stream_memory: usize,
 }
 
-/// Default of [`Limits::max_stream_memory`]: with the 4 MiB replay buffer and the control backlog, a
-/// tunnel holds at most about 13 MiB, so 1024 tunnels stay near 13 GiB even when every peer misbehaves.
+/// Default of [`Limits::max_stream_memory`] (each direction): with the 4 MiB replay buffer and at most
+/// ~2 MiB of control frames owed, a tunnel holds at most about 14 MiB, so the default 1024 tunnels stay
+/// near 14 GiB even when every peer misbehaves at once (docs/ws-server.md, "Memory").
 pub const DEFAULT_STREAM_MEMORY: usize = 4 << 20;
 
 impl Default for Limits {
