@@ -476,3 +476,30 @@ async fn oversized_control_messages_close_the_connection() {
     let mut again = connect(&server).await;
     assert_eq!(text(&mut again, r#"{"_":"create","mode":"stream"}"#).await["_"], json!("created"));
 }
+
+/// With tokens, one token's compat tunnels are capped (`--max-tunnels-per-token`, default a quarter of
+/// `--max-tunnels`), so one token cannot take every place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_cannot_take_every_compat_tunnel() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let echo = echo_origin().await;
+    let server = echo_server(echo, &["--token", "alice", "--token", "bob", "--max-tunnels", "4"]);
+    let connect_as = |token: &'static str| {
+        let url = url(&server);
+        async move {
+            let mut req = url.into_client_request().unwrap();
+            req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+            tokio_tungstenite::connect_async(req).await.expect("upgrade").0
+        }
+    };
+    let create = r#"{"_":"create","mode":"subStream"}"#;
+    let mut first = connect_as("alice").await;
+    assert_eq!(text(&mut first, create).await["_"], json!("created"));
+    let mut second = connect_as("alice").await;
+    assert_eq!(
+        text(&mut second, create).await,
+        json!({"_":"close","msg":"tunnel limit of this token reached"})
+    );
+    let mut bob = connect_as("bob").await;
+    assert_eq!(text(&mut bob, create).await["_"], json!("created"));
+}
