@@ -51,12 +51,23 @@ where
         let need_queue = tunnel.is_some() && queue.is_none();
         let (msg, from_tunnel) = tokio::select! {
             biased;
-            // Commands first, so a Close asked for just before the connection stops still goes out.
+            _ = stop.cancelled() => {
+                // A Close asked for just before the connection stopped still goes out, with its code.
+                while let Ok(cmd) = cmds.try_recv() {
+                    if let WriterCmd::Close(frame) = cmd {
+                        let bye = sink.send(Message::Close(Some(frame)));
+                        let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
+                        return;
+                    }
+                }
+                break;
+            }
             cmd = cmds.recv() => match cmd {
                 None => break,
                 Some(WriterCmd::Send(m)) => (m, false),
                 Some(WriterCmd::Close(frame)) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+                    let bye = sink.send(Message::Close(Some(frame)));
+                    let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
                     return;
                 }
                 Some(WriterCmd::Bind(t)) => {
@@ -65,7 +76,6 @@ where
                     continue;
                 }
             },
-            _ = stop.cancelled() => break,
             _ = closed(&tunnel) => {
                 queue = None;
                 bound = None;
