@@ -9,13 +9,14 @@ pub fn explain(error: &str) -> String {
                 be a certificate issued by that CA (give the CA to --ca here)"
             .to_owned();
     }
-    if error.contains("UnknownIssuer") {
+    if error.contains("UnknownIssuer") || error.to_ascii_lowercase().contains("unknown issuer") {
         return format!(
             "TLS with the server: its certificate is not signed by a CA this client trusts ({error}); \
              give the CA that issued it with --ca"
         );
     }
-    if error.contains("NotValidForName") {
+    let lower = error.to_ascii_lowercase();
+    if lower.contains("notvalidforname") || lower.contains("not valid for name") {
         return format!(
             "TLS with the server: its certificate is not for the host name in the URL ({error}); use the \
              name the certificate was issued for"
@@ -30,5 +31,8 @@ mod tests {
     fn ca_as_end_entity_is_said_in_words() {
         let m = super::explain("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))");
         assert!(!m.contains("CaUsedAsEndEntity") && m.contains("server's certificate is wrong"), "{m}");
+        let m = super::explain("invalid peer certificate: certificate not valid for name \"x\"");
+        assert!(m.contains("host name in the URL"), "{m}");
+        assert!(super::explain("invalid peer certificate: UnknownIssuer").contains("--ca"));
     }
 }
