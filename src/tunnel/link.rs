@@ -88,7 +88,7 @@ where
             Message::Binary(b) => session.on_frame(gen, b)?,
             Message::Text(_) => return Err(LinkError::Protocol("text message".into())),
             Message::Close(_) => {
-                if session.is_closing() {
+                if is_closing(session) {
                     return Ok(());
                 }
                 return Err(LinkError::Lost("peer closed the WebSocket".into()));
@@ -96,6 +96,14 @@ where
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
     }
+}
+
+/// Whether the tunnel is ending in order: ended, or our CLOSE is sent. Then the peer closing the
+/// WebSocket is the expected end (a signal, an idle timeout, a single-mode stream's end), not a lost
+/// connection, and is not logged as one.
+fn is_closing(session: &Session) -> bool {
+    let st = session.lock();
+    st.ended.is_some() || st.close_sent
 }
 
 /// One write to the socket, failed when it makes no progress for `limit` (the peer does not read: it

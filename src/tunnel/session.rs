@@ -409,13 +409,6 @@ impl Session {
         self.lock().ended.is_some()
     }
 
-    /// Whether the tunnel is ending in order: ended, or our CLOSE is sent (then the peer's closing the
-    /// WebSocket is the expected end, not a lost connection).
-    pub(crate) fn is_closing(&self) -> bool {
-        let st = self.lock();
-        st.ended.is_some() || st.close_sent
-    }
-
     /// Why the tunnel ended, if it has.
     pub fn end_reason(&self) -> Option<EndReason> {
         self.lock().ended.clone()
