@@ -4,9 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::parse_duration;
+use super::ranges::{count_in, duration_in, size_in};
 use crate::net::{ForwardSpec, Target};
 use crate::policy::{Cidr, PortSet};
+
+const MS: Duration = Duration::from_millis(1);
+const DAY: Duration = Duration::from_secs(86_400);
 
 /// `tunnelkit ws-server`: accepts tunnels over WebSocket and dials their streams' targets.
 #[derive(Debug, Clone, clap::Args)]
@@ -32,23 +35,41 @@ pub struct ServerArgs {
     /// TLS private key (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve clients without a --token on a non-loopback --listen address, on purpose.
+    #[arg(long)]
+    pub open: bool,
     /// Heartbeat period; a peer silent for twice this long is declared dead and its tunnel broken.
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "10s",
+          value_parser = duration_in(100 * MS, Duration::from_secs(600)))]
     pub heartbeat: Duration,
     /// Tunnels alive at once (connected or held broken).
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = count_in(1, 1_000_000))]
     pub max_tunnels: usize,
+    /// Tunnels one token may hold at once (default: a quarter of --max-tunnels, at least 1).
+    #[arg(long, value_name = "N", value_parser = count_in(1, 1_000_000))]
+    pub max_tunnels_per_token: Option<usize>,
     /// Streams open at once in one tunnel.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_streams: u32,
+    /// Bytes one tunnel's streams may hold in each direction (received and not yet taken by their
+    /// targets; queued for the client), e.g. 4M.
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = size_in(1 << 20, 1 << 30))]
+    pub max_stream_memory: usize,
+    /// Remote listeners (`ws-client -R`) one tunnel may have (0: no remote forwards).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = count_in(0, 1024))]
+    pub max_listeners: usize,
+    /// Let clients bind remote listeners (-R) on unspecified addresses (0.0.0.0, ::), reachable from
+    /// every network the server is on.
+    #[arg(long)]
+    pub allow_public_listen: bool,
     /// Longest time a broken tunnel is kept for resumption, whatever the client asks.
-    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = duration_in(Duration::ZERO, DAY))]
     pub max_keep_broken: Duration,
     /// Serve Prometheus metrics on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
     /// Threads serving tunnels; each connection and its tunnel's streams stay on one (0 = one per core).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = count_in(0, 1024))]
     pub workers: usize,
     /// Speak another tunnel protocol instead of ours: `ws-stream-tunnel` (the Node seed, lossy resume).
     #[arg(long, value_name = "PROTOCOL", value_parser = ["ws-stream-tunnel"])]
@@ -80,10 +101,10 @@ pub struct ClientArgs {
     #[arg(long, default_value = "multi", value_parser = ["multi", "single"])]
     pub mode: String,
     /// Close the tunnel after this long without streams or traffic (0 = never).
-    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = idle_timeout)]
     pub idle_timeout: Duration,
     /// How long the server should keep a broken tunnel for us.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration_in(Duration::ZERO, DAY))]
     pub keep_broken_tunnel: Duration,
     /// Reach the server through this proxy.
     #[arg(long, value_name = "URL")]
@@ -91,4 +112,14 @@ pub struct ClientArgs {
     /// Extra CA certificate (PEM) to trust for wss://.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
+}
+
+/// `--idle-timeout`: 0 (never) or 100ms to a day; anything shorter would close a tunnel between two
+/// writes of one transfer.
+fn idle_timeout(s: &str) -> Result<Duration, String> {
+    let d = crate::config::parse_duration(s)?;
+    if d.is_zero() {
+        return Ok(d);
+    }
+    duration_in(100 * MS, DAY)(s).map_err(|e| format!("{e} (or 0s for never)"))
 }

@@ -15,6 +15,7 @@ use super::args::{ClientArgs, ServerArgs};
 use super::backoff::Backoff;
 use super::client::{Client, ConnectError};
 use super::compat::CompatContext;
+use super::exposure;
 use super::handle::Tunnel;
 use super::rst;
 use super::server::{Server, ServerOptions};
@@ -32,6 +33,7 @@ use crate::telemetry::access_log::AccessLog;
 
 /// Runs `tunnelkit ws-server` until SIGINT/SIGTERM.
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    exposure::check_server(&args)?;
     // Tunnels carry any TCP service, so every port is open unless --connect-ports narrows it; the address
     // policy (no private or special-purpose ranges without --allow) is what keeps the server from being
     // an open door into its own network.
@@ -47,20 +49,22 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         max_streams: args.max_streams,
         heartbeat: args.heartbeat,
         max_keep_broken: args.max_keep_broken,
+        max_tunnels_per_token: args.max_tunnels_per_token.unwrap_or((args.max_tunnels / 4).max(1)),
+        max_listeners: args.max_listeners,
+        allow_public_listen: args.allow_public_listen,
+        max_stream_memory: args.max_stream_memory,
         ..Limits::default()
     };
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         opts.tls = Some(Arc::new(crate::net::tls::server_config(cert, key)?));
     }
     if args.compat.is_some() {
-        opts.compat = Some(Arc::new(CompatContext::new(
-            dialer,
-            args.compat_target.clone(),
-            args.max_keep_broken,
-            args.max_tunnels,
-        )));
+        let mut ctx =
+            CompatContext::new(dialer, args.compat_target.clone(), args.max_keep_broken, args.max_tunnels);
+        ctx.max_tunnels_per_token = opts.limits.max_tunnels_per_token;
+        opts.compat = Some(Arc::new(ctx));
     }
-    opts.workers = Some(Workers::start(args.workers)?);
+    opts.workers = Some(Workers::start(args.workers).context("--workers: cannot start the worker threads")?);
     let metrics = match args.metrics {
         Some(addr) => Some(crate::telemetry::serve_metrics(addr).await?),
         None => None,
@@ -222,6 +226,7 @@ impl Dialer for TunnelDialer {
 /// Runs `tunnelkit ws-client` until SIGINT/SIGTERM or a final refusal.
 pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
     let mode: Mode = args.mode.parse().map_err(|e: String| anyhow::anyhow!("--mode: {e}"))?;
+    exposure::warn_client(&args);
     let mut client = Client::new(&args.url)?
         .token(args.token.clone())
         .mode(mode)
@@ -280,8 +285,12 @@ pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
         });
     }
     shutdown::signal().await;
-    if let Some(t) = source.current.lock().await.tunnel.as_ref() {
-        t.close().await;
+    match source.current.lock().await.tunnel.as_ref().filter(|t| t.end_reason().is_none()) {
+        Some(t) => {
+            tracing::info!(tunnel = %t.id(), "shutting down on a signal: closing the tunnel");
+            t.close().await;
+        }
+        None => tracing::info!("shutting down on a signal"),
     }
     Ok(())
 }

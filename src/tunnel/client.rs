@@ -23,6 +23,9 @@ use super::settings::{LinkParams, Mode};
 use crate::client::ProxyDialer;
 use crate::net::{socket, BoxStream, Host, Target};
 
+/// Bytes a client's streams may hold in each direction (see `LinkParams::stream_memory`).
+const CLIENT_STREAM_MEMORY: usize = 64 << 20;
+
 /// How a client reaches its server and what it asks for. Cheap to clone; one client can create many
 /// tunnels (single mode uses one per connection).
 #[derive(Clone)]
@@ -151,7 +154,7 @@ impl Client {
                 Ok(tls) => Box::new(tls),
                 // A certificate we do not trust will not fix itself: say so at once instead of retrying.
                 Err(e) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
-                    return Err(ConnectError::Refused(format!("TLS with the server: {e} (see --ca)")));
+                    return Err(ConnectError::Refused(super::tls_words::explain(&e.to_string())));
                 }
                 Err(e) => return Err(anyhow::anyhow!("TLS handshake with the server: {e}").into()),
             },
@@ -168,14 +171,7 @@ impl Client {
         match tokio_tungstenite::client_async_with_config(req, stream, Some(cfg)).await {
             Ok((ws, _)) => Ok(ws),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                let status = resp.status();
-                if status == http::StatusCode::UNAUTHORIZED {
-                    Err(ConnectError::Refused("401 Unauthorized: missing or wrong --token".into()))
-                } else {
-                    Err(ConnectError::Failed(anyhow::anyhow!(
-                        "the server answered the upgrade with {status}"
-                    )))
-                }
+                Err(upgrade_refused(resp.status(), self.url.path(), self.token.is_some()))
             }
             Err(e) => Err(ConnectError::Failed(anyhow::anyhow!("WebSocket upgrade: {e}"))),
         }
@@ -211,6 +207,9 @@ impl Client {
             max_streams: p.get_u32(),
             replay_bytes: p.get_u64() as usize,
             heartbeat: Duration::from_millis(p.get_u32().max(100) as u64),
+            // The client serves its own user, not strangers: a generous bound, so that many slow local
+            // readers are not reset; the server bounds what it holds with its own budget.
+            stream_memory: CLIENT_STREAM_MEMORY,
         };
         tracing::info!(tunnel = %id, keep_broken = ?params.keep_broken, "tunnel open");
         let session = Session::new(id, Role::Client, params, None);
@@ -238,6 +237,23 @@ impl Client {
         tracing::info!(tunnel = %session.id, gen, "tunnel resumed");
         tokio::spawn(link::run(session.clone(), ws, gen, cancel));
         Ok(())
+    }
+}
+
+/// What a non-101 answer to the upgrade means. Only a gateway's 502/503/504 may pass by itself and is
+/// retried; anything else (no endpoint at that path, token refused, not a tunnel server) is final, so the
+/// client fails at once instead of retrying for seconds.
+fn upgrade_refused(status: http::StatusCode, path: &str, has_token: bool) -> ConnectError {
+    match status.as_u16() {
+        404 => ConnectError::Refused(format!(
+            "404: no tunnel endpoint at {path} (the server's path is its --path, default /tunnel)"
+        )),
+        401 if has_token => ConnectError::Refused("401: the server refused the token (check --token)".into()),
+        401 => ConnectError::Refused("401: the server wants a token: give it with --token".into()),
+        502..=504 => ConnectError::Failed(anyhow::anyhow!("the upgrade was answered {status} (a gateway)")),
+        _ => ConnectError::Refused(format!(
+            "the server answered the WebSocket upgrade with {status}: is this the URL of a tunnelkit ws-server?"
+        )),
     }
 }
 
@@ -269,7 +285,12 @@ async fn keep(client: Client, session: Arc<Session>, secret: ResumeSecret) {
     loop {
         let now = *status.borrow_and_update();
         match now {
-            LinkStatus::Ended => return,
+            LinkStatus::Ended => {
+                if session.params.mode == Mode::Single && session.end_reason() == Some(EndReason::Closed) {
+                    tracing::info!(tunnel = %session.id, "single-mode stream ended: tunnel closed");
+                }
+                return;
+            }
             LinkStatus::Up(_) => {
                 let idle = async {
                     match idle_tick {
@@ -295,6 +316,11 @@ async fn keep(client: Client, session: Arc<Session>, secret: ResumeSecret) {
             LinkStatus::Down(_) => {
                 if session.lock().close_sent {
                     session.end(EndReason::Closed);
+                    if session.params.mode == Mode::Single {
+                        tracing::info!(tunnel = %session.id, "single-mode stream ended: tunnel closed");
+                    } else {
+                        tracing::info!(tunnel = %session.id, "tunnel closed");
+                    }
                     return;
                 }
                 let deadline = Instant::now() + session.params.keep_broken;

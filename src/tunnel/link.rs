@@ -1,7 +1,9 @@
 //! The link: drives one WebSocket connection of a tunnel. The writer sends what the session has ready
 //! (replaying unacked frames first on a new connection), heartbeats when idle and delayed acks; the reader
 //! applies incoming frames and declares the peer dead after two silent heartbeat periods. When either
-//! side fails, the connection is dropped and the session becomes broken (then resumed or expired).
+//! side fails, the connection is dropped and the session becomes broken (then resumed or expired). A
+//! peer that stops reading is dropped too: a write with no progress for two heartbeat periods fails the
+//! connection, and what we owe it is bounded (`backlog`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
+use super::backlog::{self, WriterState};
+use super::budget;
 use super::session::{LinkError, Session};
 
 /// Frames taken from the session per writer turn.
@@ -34,21 +38,29 @@ fn lost(e: impl std::fmt::Display) -> LinkError {
     LinkError::Lost(e.to_string())
 }
 
-/// Runs connection `gen` until it fails, is superseded (`cancel`), or the tunnel ends.
+/// Runs connection `gen` until it fails, is superseded (`cancel`), or the tunnel ends. A protocol error
+/// is answered with WebSocket close code 1002 (the tunnel is then broken, not closed).
 pub async fn run<S>(session: Arc<Session>, ws: WebSocketStream<S>, gen: u64, cancel: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sink, stream) = ws.split();
+    let (mut sink, stream) = ws.split();
+    let writer = WriterState::default();
     let result = tokio::select! {
-        r = read_loop(&session, stream, gen) => r,
-        r = write_loop(&session, sink, gen) => r,
+        r = read_loop(&session, stream, gen, &writer) => r,
+        r = write_loop(&session, &mut sink, gen, &writer) => r,
         _ = cancel.cancelled() => Err(LinkError::Stale),
     };
     match &result {
         Ok(()) => tracing::debug!(tunnel = %session.id, gen, "connection closed"),
         Err(LinkError::Stale) => tracing::debug!(tunnel = %session.id, gen, "connection superseded"),
         Err(e) => tracing::info!(tunnel = %session.id, gen, "connection dropped: {e}"),
+    }
+    if let Err(LinkError::Protocol(why)) = &result {
+        // Say why, as docs/protocol.md promises; a peer that does not read does not delay us long.
+        let reason: String = why.chars().take(100).collect();
+        let bye = CloseFrame { code: CloseCode::Protocol, reason: reason.into() };
+        let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(bye)))).await;
     }
     session.link_down(gen);
 }
@@ -57,12 +69,15 @@ async fn read_loop<S>(
     session: &Arc<Session>,
     mut stream: futures_util::stream::SplitStream<WebSocketStream<S>>,
     gen: u64,
+    writer: &WriterState,
 ) -> Result<(), LinkError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let dead_after = session.params.heartbeat * 2;
     loop {
+        backlog::wait_for_room(session, writer, dead_after).await?;
+        budget::wait_for_memory(session).await;
         let msg = match tokio::time::timeout(dead_after, stream.next()).await {
             Err(_) => return Err(LinkError::Silent(dead_after)),
             Ok(None) => return Err(LinkError::Lost("connection closed".into())),
@@ -73,7 +88,7 @@ where
             Message::Binary(b) => session.on_frame(gen, b)?,
             Message::Text(_) => return Err(LinkError::Protocol("text message".into())),
             Message::Close(_) => {
-                if session.is_ended() {
+                if is_closing(session) {
                     return Ok(());
                 }
                 return Err(LinkError::Lost("peer closed the WebSocket".into()));
@@ -83,18 +98,43 @@ where
     }
 }
 
+/// Whether the tunnel is ending in order: ended, or our CLOSE is sent. Then the peer closing the
+/// WebSocket is the expected end (a signal, an idle timeout, a single-mode stream's end), not a lost
+/// connection, and is not logged as one.
+fn is_closing(session: &Session) -> bool {
+    let st = session.lock();
+    st.ended.is_some() || st.close_sent
+}
+
+/// One write to the socket, failed when it makes no progress for `limit` (the peer does not read: it
+/// must not hold the connection, its buffers and its tunnel's streams forever).
+async fn timed<T, E: std::fmt::Display>(
+    writer: &WriterState,
+    limit: Duration,
+    write: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, LinkError> {
+    match tokio::time::timeout(limit, writer.on_socket(write)).await {
+        Ok(r) => r.map_err(lost),
+        Err(_) => Err(LinkError::Stalled(format!("a write made no progress for {limit:?}"))),
+    }
+}
+
 async fn write_loop<S>(
     session: &Arc<Session>,
-    mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+    sink: &mut futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
     gen: u64,
+    writer: &WriterState,
 ) -> Result<(), LinkError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // The same bound as the peer's silence: a peer that takes nothing for two heartbeats is as dead as
+    // one that sends nothing.
+    let limit = session.params.heartbeat * 2;
     for frame in session.replay_frames(gen)? {
-        sink.feed(Message::Binary(frame)).await.map_err(lost)?;
+        timed(writer, limit, sink.feed(Message::Binary(frame))).await?;
     }
-    sink.flush().await.map_err(lost)?;
+    timed(writer, limit, sink.flush()).await?;
     let heartbeat = session.params.heartbeat;
     let mut last_sent = Instant::now();
     let mut dirty = false;
@@ -105,14 +145,14 @@ where
         let batch = session.take_batch(gen, BATCH)?;
         if !batch.frames.is_empty() {
             for frame in batch.frames {
-                sink.feed(Message::Binary(frame)).await.map_err(lost)?;
+                timed(writer, limit, sink.feed(Message::Binary(frame))).await?;
             }
             dirty = true;
             last_sent = Instant::now();
             continue;
         }
         if dirty {
-            sink.flush().await.map_err(lost)?;
+            timed(writer, limit, sink.flush()).await?;
             dirty = false;
         }
         if session.is_ended() {
@@ -130,7 +170,7 @@ where
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(wake_at) => {
                 if Instant::now() >= ping_at {
-                    sink.send(Message::Binary(session.ping_frame())).await.map_err(lost)?;
+                    timed(writer, limit, sink.send(Message::Binary(session.ping_frame()))).await?;
                     last_sent = Instant::now();
                 }
             }

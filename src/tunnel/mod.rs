@@ -23,20 +23,27 @@
 //! ```
 
 mod args;
+mod backlog;
 mod backoff;
+mod budget;
 mod cli;
 mod client;
 pub mod compat;
+mod exposure;
 pub mod frame;
 mod handle;
+mod http_gate;
 pub mod id;
 mod link;
+mod listen_limits;
+mod ranges;
 pub mod replay;
 mod server;
 mod service;
 mod session;
 pub mod settings;
 mod stream;
+mod tls_words;
 
 pub use args::{ClientArgs, ServerArgs};
 pub use client::{Client, ConnectError};

@@ -14,14 +14,18 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::compat::{self, CompatContext};
 use super::frame::{stamp, Frame, FrameType};
 use super::handle::Tunnel;
+use super::http_gate;
 use super::id::{ct_eq, ResumeSecret, TunnelId};
 use super::link;
+use super::listen_limits::ListenLimits;
 use super::service::{self, ServiceContext};
 use super::session::{Role, Session};
 use super::settings::{Limits, LinkParams, Mode};
@@ -114,6 +118,7 @@ struct Inner {
     opts: ServerOptions,
     tls: Option<tokio_rustls::TlsAcceptor>,
     tunnels: Mutex<HashMap<TunnelId, Entry>>,
+    listen: Arc<ListenLimits>,
 }
 
 /// The configured token the upgrade presents as `Authorization: Bearer`, `Ok(None)` when no tokens are
@@ -136,12 +141,22 @@ fn token_of(req: &Request, tokens: &[String]) -> Result<Option<String>, ()> {
     found.map(Some).ok_or(())
 }
 
-fn refuse_http(status: u16, challenge: bool) -> ErrorResponse {
-    let mut r = http::Response::builder().status(status);
+fn refuse_http(status: u16, challenge: bool, body: String) -> ErrorResponse {
+    let mut r = http::Response::builder().status(status).header(http::header::CONTENT_TYPE, "text/plain");
     if challenge {
         r = r.header(http::header::WWW_AUTHENTICATE, "Bearer");
     }
-    r.body(None).expect("static response")
+    r.body(Some(body)).unwrap_or_else(|_| http::Response::new(None))
+}
+
+/// Ends a connection whose peer broke the protocol with WebSocket close code 1002, as docs/protocol.md says.
+async fn protocol_error<S>(mut ws: WebSocketStream<S>, peer: SocketAddr, why: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tracing::debug!(%peer, "protocol error in the handshake: {why}");
+    let bye = CloseFrame { code: CloseCode::Protocol, reason: why.to_owned().into() };
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(bye))).await;
 }
 
 fn refused_frame(code: u16, reason: &str) -> Message {
@@ -155,7 +170,8 @@ impl Server {
     /// A server with these options.
     pub fn new(opts: ServerOptions) -> Self {
         let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-        Server { inner: Arc::new(Inner { opts, tls, tunnels: Mutex::new(HashMap::new()) }) }
+        let listen = Arc::new(ListenLimits::new(opts.limits.max_listeners, opts.limits.allow_public_listen));
+        Server { inner: Arc::new(Inner { opts, tls, tunnels: Mutex::new(HashMap::new()), listen }) }
     }
 
     /// Tunnels alive (connected or held broken).
@@ -192,14 +208,26 @@ impl Server {
             None => Box::new(tcp),
         };
         let opts = &self.inner.opts;
+        // A request that is not an upgrade is answered here, with a body saying what this port is.
+        let stream =
+            match tokio::time::timeout(Duration::from_secs(10), http_gate::gate(stream, &opts.path)).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return tracing::debug!(%peer, "plain HTTP request answered"),
+                Err(_) => return tracing::debug!(%peer, "no request head in time"),
+            };
         let mut principal = None;
         let check = |req: &Request, resp: Response| {
             if req.uri().path() != opts.path {
-                return Err(refuse_http(404, false));
+                let body = format!(
+                    "no tunnel endpoint at {}; this ws-server's path is {}\n",
+                    req.uri().path(),
+                    opts.path
+                );
+                return Err(refuse_http(404, false, body));
             }
             match token_of(req, &opts.tokens) {
                 Ok(p) => principal = p,
-                Err(()) => return Err(refuse_http(401, true)),
+                Err(()) => return Err(refuse_http(401, true, "missing or wrong bearer token\n".into())),
             }
             Ok(resp)
         };
@@ -227,15 +255,16 @@ impl Server {
     {
         let first = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
             Ok(Some(Ok(Message::Binary(b)))) => b,
+            Ok(Some(Ok(Message::Text(_)))) => return protocol_error(ws, peer, "text message").await,
             _ => return tracing::debug!(%peer, "no tunnel handshake"),
         };
         let Ok(frame) = Frame::decode(first, 64) else {
-            return tracing::debug!(%peer, "bad tunnel handshake frame");
+            return protocol_error(ws, peer, "bad tunnel handshake frame").await;
         };
         match frame.kind {
             FrameType::Hello => self.hello(ws, frame.payload, principal, peer).await,
             FrameType::Resume => self.resume(ws, frame.payload, frame.ack, principal, peer).await,
-            other => tracing::debug!(%peer, "handshake began with {other:?}"),
+            other => protocol_error(ws, peer, &format!("handshake began with {other:?}")).await,
         }
     }
 
@@ -265,21 +294,32 @@ impl Server {
             max_streams: if mode == Mode::Single { 1 } else { limits.max_streams },
             replay_bytes: limits.replay_bytes,
             heartbeat: limits.heartbeat,
+            stream_memory: limits.max_stream_memory,
         };
         let id = TunnelId::random();
         let secret = ResumeSecret::random();
         let (listen_tx, listen_rx) = mpsc::unbounded_channel();
         let session = Session::new(id, Role::Server, params, Some(listen_tx));
-        let admitted = {
+        let refusal = {
             let mut tunnels = self.inner.tunnels.lock().expect("registry lock");
-            let room = tunnels.len() < limits.max_tunnels;
-            if room {
+            let of_token = |p: &Option<String>| p.is_some() && *p == principal;
+            if tunnels.len() >= limits.max_tunnels {
+                Some("the server has too many tunnels".to_owned())
+            } else if principal.is_some()
+                && tunnels.values().filter(|e| of_token(&e.principal)).count() >= limits.max_tunnels_per_token
+            {
+                Some(format!(
+                    "this token has {} tunnels, the most one token may hold (--max-tunnels-per-token)",
+                    limits.max_tunnels_per_token
+                ))
+            } else {
                 tunnels.insert(id, Entry { session: session.clone(), secret, principal });
+                None
             }
-            room
         };
-        if !admitted {
-            let _ = ws.send(refused_frame(refused::LIMIT, "the server has too many tunnels")).await;
+        if let Some(why) = refusal {
+            tracing::warn!(%peer, "tunnel refused: {why}");
+            let _ = ws.send(refused_frame(refused::LIMIT, &why)).await;
             return;
         }
         metrics::gauge!("tunnelkit_tunnel_tunnels").increment(1.0);
@@ -312,6 +352,7 @@ impl Server {
                 let ctx = ServiceContext {
                     dialer: self.inner.opts.dialer.clone(),
                     policy: self.inner.opts.policy.clone(),
+                    listen: self.inner.listen.clone(),
                 };
                 tokio::spawn(service::serve_streams(tunnel.clone(), ctx, listen_rx));
             }

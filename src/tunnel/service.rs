@@ -2,12 +2,14 @@
 //! it), dial the targets of the streams the client opens under the server's policy, and serve the
 //! client's remote listeners (`-R`), whose connections become streams opened back to the client.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::handle::Tunnel;
+use super::listen_limits::{ListenLimits, ListenerSlot};
 use super::session::{rst, EndReason, LinkStatus, ListenRequest, Session};
 use super::stream::TunnelStream;
 use crate::net::{relay, socket, DialError, Dialer, Purpose, Target};
@@ -19,6 +21,8 @@ pub struct ServiceContext {
     pub dialer: Arc<dyn Dialer>,
     /// Decides which addresses a client may ask the server to listen on.
     pub policy: Arc<crate::policy::Policy>,
+    /// How many listeners, and on which kinds of address (`--max-listeners`, `--allow-public-listen`).
+    pub listen: Arc<ListenLimits>,
 }
 
 /// Expires the tunnel when it stays broken longer than its hold time; returns when it has ended.
@@ -63,6 +67,7 @@ pub async fn serve_streams(
     ctx: ServiceContext,
     mut listens: mpsc::UnboundedReceiver<ListenRequest>,
 ) {
+    let listeners = Arc::new(AtomicUsize::new(0));
     loop {
         tokio::select! {
             s = tunnel.accept() => {
@@ -70,7 +75,10 @@ pub async fn serve_streams(
                 tokio::spawn(dial_and_relay(stream, ctx.dialer.clone()));
             }
             Some(req) = listens.recv() => {
-                tokio::spawn(remote_listener(tunnel.clone(), req, ctx.policy.clone()));
+                match ctx.listen.take(&listeners) {
+                    Ok(slot) => drop(tokio::spawn(remote_listener(tunnel.clone(), req, ctx.clone(), slot))),
+                    Err(why) => tunnel.session().answer_listen(req.id, Err(why)),
+                }
             }
         }
     }
@@ -93,9 +101,10 @@ async fn dial_and_relay(mut stream: TunnelStream, dialer: Arc<dyn Dialer>) {
     }
 }
 
-/// Binds what the client asked for (only addresses the policy would let the server reach, and never a
-/// privileged port) and opens a stream back to the client for every accepted connection.
-async fn remote_listener(tunnel: Tunnel, req: ListenRequest, policy: Arc<crate::policy::Policy>) {
+/// Binds what the client asked for (only addresses the policy would let the server reach, unspecified
+/// ones only with `--allow-public-listen`, and never a privileged port) and opens a stream back to the
+/// client for every accepted connection. `_slot` counts the listener against the limits while it lives.
+async fn remote_listener(tunnel: Tunnel, req: ListenRequest, ctx: ServiceContext, _slot: ListenerSlot) {
     let session = tunnel.session().clone();
     let addr = match req.bind.parse::<std::net::SocketAddr>() {
         Ok(a) => a,
@@ -104,8 +113,12 @@ async fn remote_listener(tunnel: Tunnel, req: ListenRequest, policy: Arc<crate::
     if addr.port() != 0 && addr.port() < 1024 {
         return session.answer_listen(req.id, Err(format!("port {} is privileged", addr.port())));
     }
+    if let Err(e) = ctx.listen.check_addr(addr) {
+        tracing::warn!(tunnel = %session.id, %addr, "remote listener refused: needs --allow-public-listen");
+        return session.answer_listen(req.id, Err(e));
+    }
     if !addr.ip().is_loopback() && !addr.ip().is_unspecified() {
-        if let Err(e) = policy.check_ip(addr.ip()) {
+        if let Err(e) = ctx.policy.check_ip(addr.ip()) {
             return session.answer_listen(req.id, Err(e.to_string()));
         }
     }
@@ -113,7 +126,10 @@ async fn remote_listener(tunnel: Tunnel, req: ListenRequest, policy: Arc<crate::
         Ok(l) => l,
         Err(e) => return session.answer_listen(req.id, Err(format!("bind {addr}: {e}"))),
     };
-    let bound = listener.local_addr().expect("bound listener has an address");
+    let bound = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => return session.answer_listen(req.id, Err(format!("bind {addr}: {e}"))),
+    };
     tracing::info!(tunnel = %session.id, %bound, "remote forward listening");
     session.answer_listen(req.id, Ok(bound));
     let target = format!("listen:{}", req.id);

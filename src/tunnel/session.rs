@@ -137,8 +137,8 @@ pub(crate) struct StreamSlot {
     recv_allowance: usize,
     /// Bytes read by the application since we last returned credit.
     consumed: usize,
-    /// Current receive window (auto-tuned between INITIAL_WINDOW and MAX_WINDOW).
-    window: usize,
+    /// Current receive window (auto-tuned between INITIAL_WINDOW and MAX_WINDOW, within the budget).
+    pub(crate) window: usize,
     /// The stream was reset (by the peer, us, or the tunnel's end): code and reason.
     pub reset: Option<(u16, String)>,
     /// The accepting side reached the target (CONNECTED).
@@ -191,7 +191,9 @@ pub(crate) struct State {
     pub streams: HashMap<u32, StreamSlot>,
     ready: VecDeque<u32>,
     control: VecDeque<BytesMut>,
-    pongs: Vec<u64>,
+    /// The nonce of the latest PING not yet answered: answers coalesce, so a peer that pings without
+    /// reading costs one slot, not one per ping.
+    pong: Option<u64>,
     pub replay: ReplayBuffer,
     /// Highest sequence received in order from the peer.
     pub recv_seq: u64,
@@ -207,6 +209,12 @@ pub(crate) struct State {
     /// Last time a stream opened, closed or moved data (for the idle timeout).
     pub last_activity: Instant,
     opened_streams: u32,
+    /// Received bytes the application has not read yet, all streams (see `budget`).
+    pub(crate) recv_held: usize,
+    /// DATA bytes written and not yet taken by the link, all streams (see `budget`).
+    pub(crate) send_queued: usize,
+    /// A writer waits for `send_queued` to fall below the budget.
+    pub(crate) memory_blocked: bool,
 }
 
 impl State {
@@ -246,6 +254,9 @@ pub enum LinkError {
     /// The WebSocket failed or closed.
     #[error("connection lost: {0}")]
     Lost(String),
+    /// The peer takes nothing from us (a write made no progress, or what we owe it piled up) for too long.
+    #[error("peer does not read: {0}")]
+    Stalled(String),
 }
 
 impl From<FrameError> for LinkError {
@@ -306,7 +317,7 @@ impl Session {
                 streams: HashMap::new(),
                 ready: VecDeque::new(),
                 control: VecDeque::new(),
-                pongs: Vec::new(),
+                pong: None,
                 replay: ReplayBuffer::new(params.replay_bytes),
                 recv_seq: 0,
                 peer_ack: 0,
@@ -319,6 +330,9 @@ impl Session {
                 listens: HashMap::new(),
                 last_activity: Instant::now(),
                 opened_streams: 0,
+                recv_held: 0,
+                send_queued: 0,
+                memory_blocked: false,
             }),
             writer: Notify::new(),
             status: watch::channel(LinkStatus::Down(0)).0,
@@ -419,8 +433,11 @@ impl Session {
             if slot.reset.is_none() && !(slot.recv_fin && slot.send_fin) {
                 slot.reset = Some((rst::TUNNEL_ENDED, format!("tunnel {reason}")));
             }
-            slot.pending.clear();
             slot.wake(&mut wakers);
+        }
+        let ids: Vec<u32> = st.streams.keys().copied().collect();
+        for id in ids {
+            st.clear_pending(id);
         }
         for (_, tx) in st.listens.drain() {
             let _ = tx.send(Err(format!("tunnel {reason}")));
@@ -546,8 +563,8 @@ impl Session {
             return;
         }
         slot.reset = Some((code, reason.to_owned()));
-        slot.pending.clear();
         slot.wake(&mut wakers);
+        st.clear_pending(id);
         if st.ended.is_none() {
             st.control.push_back(rst_frame(id, code, reason));
         }
@@ -593,7 +610,9 @@ impl Session {
 
     fn maybe_remove(&self, st: &mut State, id: u32) {
         if st.streams.get(&id).is_some_and(|s| s.finished()) {
-            st.streams.remove(&id);
+            if let Some(slot) = st.streams.remove(&id) {
+                st.release_received(slot.recv.iter().map(|b| b.len()).sum());
+            }
             st.last_activity = Instant::now();
             self.emit(TunnelEvent::StreamClose { id });
             if self.params.mode == Mode::Single && self.role == Role::Client && st.streams.is_empty() {
@@ -606,13 +625,17 @@ impl Session {
     /// drained everything when credit is due is keeping up, so its window doubles (up to [`MAX_WINDOW`]):
     /// a fast stream gets a window as large as the pipe, a stalled one stays at its first window.
     pub(crate) fn consumed(&self, st: &mut State, id: u32, n: usize) -> bool {
+        st.release_received(n);
+        let ended = st.ended.is_some();
+        let grow =
+            st.streams.get(&id).is_some_and(|slot| st.may_grow(slot.window, self.params.stream_memory));
         let Some(slot) = st.streams.get_mut(&id) else { return false };
         slot.consumed += n;
-        if slot.consumed < slot.window / 2 || slot.recv_fin || st.ended.is_some() {
+        if slot.consumed < slot.window / 2 || slot.recv_fin || ended {
             return false;
         }
         let mut credit = std::mem::take(&mut slot.consumed);
-        if slot.recv.is_empty() && slot.window < MAX_WINDOW {
+        if slot.recv.is_empty() && slot.window < MAX_WINDOW && grow {
             credit += slot.window;
             slot.window *= 2;
         }
@@ -636,7 +659,8 @@ impl Session {
             return Err(LinkError::Stale);
         }
         let mut out = Vec::new();
-        for nonce in std::mem::take(&mut st.pongs) {
+        let mut wakers = Vec::new();
+        if let Some(nonce) = st.pong.take() {
             let mut f = Frame::start(FrameType::Pong, 0, 0, 8);
             f.put_u64(nonce);
             stamp(&mut f, 0, st.recv_seq);
@@ -664,13 +688,14 @@ impl Session {
                     st.ready.push_front(id);
                     break 'fill;
                 }
-                let slot = st.streams.get_mut(&id).expect("present");
-                let f = slot.pending.pop_front().expect("front");
+                let Some(slot) = st.streams.get_mut(&id) else { continue };
+                let Some(f) = slot.pending.pop_front() else { continue };
                 if slot.pending.is_empty() {
                     slot.in_ready = false;
                 } else {
                     st.ready.push_back(id);
                 }
+                st.took_queued(&f, self.params.stream_memory, &mut wakers);
                 if len > HEADER_LEN {
                     st.last_activity = Instant::now();
                 }
@@ -701,6 +726,10 @@ impl Session {
             Self::acked(&mut st);
         }
         let ack_due_at = st.ack_since.map(|t| t + ACK_DELAY);
+        drop(st);
+        for w in wakers {
+            w.wake();
+        }
         Ok(Batch { frames: out, ack_due_at })
     }
 
@@ -823,6 +852,7 @@ impl Session {
                             return Err(proto("0-RTT data above the initial window"));
                         }
                         slot.recv_allowance -= p.len();
+                        st.recv_held += p.len();
                         slot.recv.push_back(p);
                     }
                     if frame.flags & FLAG_FIN != 0 {
@@ -847,13 +877,19 @@ impl Session {
                     }
                     slot.recv_allowance -= n;
                     // A reset or abandoned stream's late bytes are dropped: our RST stops the sender.
-                    if slot.reset.is_none() && !slot.detached && n > 0 {
+                    // The reader stops reading while the budget is full (`budget`), so what is held
+                    // exceeds it by one frame at most.
+                    let keep = slot.reset.is_none() && !slot.detached && n > 0;
+                    if keep {
                         slot.recv.push_back(frame.payload);
                     }
                     if frame.flags & FLAG_FIN != 0 {
                         slot.recv_fin = true;
                     }
                     slot.wake(&mut wakers);
+                    if keep {
+                        st.recv_held += n;
+                    }
                     if n > 0 {
                         st.last_activity = Instant::now();
                     }
@@ -886,9 +922,9 @@ impl Session {
                     if slot.reset.is_none() {
                         slot.reset = Some((code, reason));
                     }
-                    slot.pending.clear();
                     slot.send_fin = true;
                     slot.wake(&mut wakers);
+                    st.clear_pending(id);
                     self.maybe_remove(&mut st, id);
                 }
             }
@@ -920,7 +956,7 @@ impl Session {
             }
             FrameType::Ping => {
                 if frame.payload.len() >= 8 {
-                    st.pongs.push(u64::from_be_bytes(frame.payload[..8].try_into().expect("8 bytes")));
+                    st.pong = Some(u64::from_be_bytes(frame.payload[..8].try_into().expect("8 bytes")));
                     notify = true;
                 }
             }
@@ -966,6 +1002,11 @@ impl Session {
     /// Number of open streams.
     pub fn stream_count(&self) -> usize {
         self.lock().streams.len()
+    }
+
+    /// Control frames queued for the peer and not yet taken by the writer (see `backlog`).
+    pub(crate) fn control_backlog(&self) -> usize {
+        self.lock().control.len()
     }
 }
 

@@ -65,7 +65,20 @@ pub struct Limits {
     pub heartbeat: Duration,
     /// Longest hold time granted to a broken tunnel, whatever the client asks.
     pub max_keep_broken: Duration,
+    /// Tunnels one token may hold at once, so one token cannot take every slot (with tokens configured).
+    pub max_tunnels_per_token: usize,
+    /// Remote listeners (`-R`) one tunnel may have.
+    pub max_listeners: usize,
+    /// Whether `-R` may bind unspecified addresses (`0.0.0.0`, `::`), reachable from every network.
+    pub allow_public_listen: bool,
+    /// Bytes one tunnel's streams may hold in each direction (see [`LinkParams::stream_memory`]).
+    pub max_stream_memory: usize,
 }
+
+/// Default of [`Limits::max_stream_memory`] (each direction): with the 4 MiB replay buffer and at most
+/// ~2 MiB of control frames owed, a tunnel holds at most about 14 MiB, so the default 1024 tunnels stay
+/// near 14 GiB even when every peer misbehaves at once (docs/ws-server.md, "Memory").
+pub const DEFAULT_STREAM_MEMORY: usize = 4 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -76,6 +89,10 @@ impl Default for Limits {
             max_frame: DEFAULT_MAX_FRAME,
             heartbeat: Duration::from_secs(10),
             max_keep_broken: Duration::from_secs(300),
+            max_tunnels_per_token: 256,
+            max_listeners: 16,
+            allow_public_listen: false,
+            max_stream_memory: DEFAULT_STREAM_MEMORY,
         }
     }
 }
@@ -95,4 +112,8 @@ pub struct LinkParams {
     pub replay_bytes: usize,
     /// Heartbeat period.
     pub heartbeat: Duration,
+    /// Local, not sent: bytes this end's streams may hold in each direction, together: received and not
+    /// yet read by the application, and written and not yet sent. A stream whose peer sends beyond it
+    /// is reset (code 4), writers wait, and receive windows grow only within it.
+    pub stream_memory: usize,
 }

@@ -160,7 +160,17 @@ impl AsyncWrite for TunnelStream {
             slot.write_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        let n = buf.len().min(slot.send_credit).min(max_frame);
+        let room = st.queue_room(self.session.params.stream_memory);
+        let Some(slot) = st.streams.get_mut(&self.id) else {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "stream is gone")));
+        };
+        if room == 0 {
+            // The tunnel's queues hold its whole stream memory: wait for the link to drain them.
+            slot.write_waker = Some(cx.waker().clone());
+            st.memory_blocked = true;
+            return Poll::Pending;
+        }
+        let n = buf.len().min(slot.send_credit).min(max_frame).min(room);
         slot.send_credit -= n;
         // Small writes join the last queued DATA frame instead of costing a frame each.
         let joined = match slot.pending.back_mut() {
@@ -179,6 +189,7 @@ impl AsyncWrite for TunnelStream {
             f.put_slice(&buf[..n]);
             slot.pending.push_back(f);
         }
+        st.send_queued += n;
         let notify = st.enqueue_ready(self.id);
         drop(guard);
         if notify {

@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::codec;
-use super::control::{self, Control, ErrorCode};
+use super::control::{self, Control, CreateRequest, ErrorCode};
 use super::tunnel::Tunnel;
 use super::writer::{self, ConnHandle, WriterCmd};
 use super::CompatContext;
@@ -95,6 +95,14 @@ impl Connection {
                 Ok(Some(Ok(msg))) => msg,
             };
             match msg {
+                Message::Text(text) if text.len() > control::MAX_TEXT => {
+                    // The seed's control messages are tiny: a large one is abuse, not a message.
+                    tracing::debug!(conn = self.me.id, len = text.len(), "compat: text message too large");
+                    let bye =
+                        CloseFrame { code: CloseCode::Size, reason: "control message over 64 KiB".into() };
+                    let _ = self.me.cmds.send(WriterCmd::Close(bye)).await;
+                    return End::Lost;
+                }
                 Message::Text(text) => self.on_text(text.as_str()).await,
                 Message::Binary(data) => self.on_binary(data).await,
                 Message::Close(frame) => {
@@ -143,7 +151,7 @@ impl Connection {
         }
     }
 
-    async fn create(&mut self, request: Map<String, Value>) {
+    async fn create(&mut self, request: CreateRequest) {
         if self.tunnel().is_some() {
             return self.send_text(ErrorCode::AlreadyCreated.to_json()).await;
         }
@@ -160,6 +168,13 @@ impl Connection {
             self.send_text(control::close(Some("server tunnel limit reached"))).await;
             return;
         }
+        if let Some(p) = &self.principal {
+            if self.ctx.registry.count_of(p) >= self.ctx.max_tunnels_per_token {
+                tracing::warn!(conn = self.me.id, "compat: tunnel refused, at --max-tunnels-per-token");
+                self.send_text(control::close(Some("tunnel limit of this token reached"))).await;
+                return;
+            }
+        }
         let cap = u64::try_from(self.ctx.max_keep_broken.as_millis()).unwrap_or(u64::MAX);
         let held = control::keep_broken_ms(&request).min(cap);
         let tunnel = Tunnel::open(
@@ -169,7 +184,7 @@ impl Connection {
             self.me.clone(),
             self.principal.clone(),
         );
-        self.send_text(control::created(request, &tunnel.id, held)).await;
+        self.send_text(control::created(&request, &tunnel.id, held)).await;
         let _ = self.me.cmds.send(WriterCmd::Bind(tunnel.clone())).await;
         self.tunnel = Some(tunnel);
     }

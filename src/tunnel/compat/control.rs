@@ -1,8 +1,18 @@
 //! The seed's JSON control messages (WebSocket text messages): `create`, `use`, `close`, `error` from
 //! the client, and what we answer (`created`, `close`, `error` with the seed's codes and verbatim
 //! messages, typos included, because seed clients may match on them).
+//!
+//! Messages are at most [`MAX_TEXT`] bytes and are read into a struct of the few fields we use (any
+//! other field is skipped without being built), never into a whole JSON tree.
 
-use serde_json::{Map, Value};
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+
+/// Largest text (control) message accepted; the seed's are well under 200 bytes. A larger one closes
+/// the connection (code 1009).
+pub const MAX_TEXT: usize = 64 * 1024;
 
 /// The seed's `tunnelErrorCodes` (lib/tunnel.js). Sent as `{"_":"error","code":N,"msg":"..."}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +74,8 @@ pub enum Mode {
 /// A control message from the client.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Control {
-    /// `{"_":"create","mode":...,"keepBrokenTunnel":ms}`; the whole object is kept because the answer
-    /// echoes it.
-    Create(Map<String, Value>),
+    /// `{"_":"create","mode":...,"keepBrokenTunnel":ms}`.
+    Create(CreateRequest),
     /// `{"_":"use","tunnelID":...}`: rebind a tunnel to this connection.
     Use {
         /// The tunnel id presented (absent or not a string: `None`).
@@ -89,25 +98,123 @@ pub enum Control {
     Other,
 }
 
-/// Parses a text message. Not JSON → `Err(CannotParse)`.
+/// What a `create` asks for: the fields the seed client reads back from our `created` echo.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CreateRequest {
+    /// `mode`, if a string.
+    pub mode: Option<String>,
+    /// `keepBrokenTunnel`, if a number.
+    pub keep_broken: Option<f64>,
+}
+
+/// A field's value if it has the type we want (a string or a number); any other value is skipped
+/// without being built, as the seed ignores fields of the wrong type.
+#[derive(Debug, Default)]
+struct Loose<T>(Option<T>);
+
+/// The values a [`Loose`] field can keep.
+trait Wanted: Sized {
+    fn from_str(v: &str) -> Option<Self>;
+    fn from_f64(v: f64) -> Option<Self>;
+}
+
+impl Wanted for String {
+    fn from_str(v: &str) -> Option<Self> {
+        Some(v.to_owned())
+    }
+    fn from_f64(_: f64) -> Option<Self> {
+        None
+    }
+}
+
+impl Wanted for f64 {
+    fn from_str(_: &str) -> Option<Self> {
+        None
+    }
+    fn from_f64(v: f64) -> Option<Self> {
+        Some(v)
+    }
+}
+
+struct LooseVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Wanted> Visitor<'de> for LooseVisitor<T> {
+    type Value = Loose<T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Loose<T>, E> {
+        Ok(Loose(T::from_str(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Loose<T>, E> {
+        Ok(Loose(T::from_f64(v as f64)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Loose<T>, E> {
+        Ok(Loose(T::from_f64(v as f64)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Loose<T>, E> {
+        Ok(Loose(T::from_f64(v)))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Loose<T>, E> {
+        Ok(Loose(None))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Loose<T>, E> {
+        Ok(Loose(None))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<Loose<T>, A::Error> {
+        while a.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Loose(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Loose<T>, A::Error> {
+        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Loose(None))
+    }
+}
+
+impl<'de, T: Wanted> Deserialize<'de> for Loose<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Loose<T>, D::Error> {
+        d.deserialize_any(LooseVisitor(std::marker::PhantomData))
+    }
+}
+
+/// The fields of a control message we look at; every other field is skipped.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Fields {
+    #[serde(rename = "_")]
+    kind: Loose<String>,
+    mode: Loose<String>,
+    #[serde(rename = "keepBrokenTunnel")]
+    keep_broken: Loose<f64>,
+    #[serde(rename = "tunnelID")]
+    tunnel_id: Loose<String>,
+    msg: Loose<String>,
+    code: Loose<f64>,
+}
+
+/// Parses a text message. Not JSON → `Err(CannotParse)`; valid JSON that is not an object, or with
+/// another or no `_`, → `Other`.
 pub fn parse(text: &str) -> Result<Control, ErrorCode> {
-    let value: Value = serde_json::from_str(text).map_err(|_| ErrorCode::CannotParse)?;
-    let Value::Object(obj) = value else {
-        return Ok(Control::Other);
-    };
-    let string = |key: &str| obj.get(key).and_then(Value::as_str).map(str::to_owned);
-    Ok(match obj.get("_").and_then(Value::as_str) {
-        Some("create") => Control::Create(obj),
-        Some("use") => Control::Use { tunnel_id: string("tunnelID") },
-        Some("close") => Control::Close { msg: string("msg") },
-        Some("error") => Control::Error { code: obj.get("code").and_then(Value::as_i64), msg: string("msg") },
+    if !text.trim_start().starts_with('{') {
+        let valid = serde_json::from_str::<IgnoredAny>(text).is_ok();
+        return if valid { Ok(Control::Other) } else { Err(ErrorCode::CannotParse) };
+    }
+    let f: Fields = serde_json::from_str(text).map_err(|_| ErrorCode::CannotParse)?;
+    Ok(match f.kind.0.as_deref() {
+        Some("create") => Control::Create(CreateRequest { mode: f.mode.0, keep_broken: f.keep_broken.0 }),
+        Some("use") => Control::Use { tunnel_id: f.tunnel_id.0 },
+        Some("close") => Control::Close { msg: f.msg.0 },
+        Some("error") => Control::Error {
+            code: f.code.0.filter(|c| c.fract() == 0.0 && c.abs() < 9e15).map(|c| c as i64),
+            msg: f.msg.0,
+        },
         _ => Control::Other,
     })
 }
 
 /// The mode a `create` asks for; `None` when it is not one the seed allows.
-pub fn mode_of(create: &Map<String, Value>) -> Option<Mode> {
-    match create.get("mode").and_then(Value::as_str) {
+pub fn mode_of(create: &CreateRequest) -> Option<Mode> {
+    match create.mode.as_deref() {
         Some("subStream") => Some(Mode::SubStream),
         Some("stream") => Some(Mode::Stream),
         _ => None,
@@ -116,24 +223,41 @@ pub fn mode_of(create: &Map<String, Value>) -> Option<Mode> {
 
 /// The `keepBrokenTunnel` a `create` asks for, in milliseconds (absent, not a number or not positive:
 /// 0, which the seed reads as "close the tunnel as soon as its connection breaks").
-pub fn keep_broken_ms(create: &Map<String, Value>) -> u64 {
-    match create.get("keepBrokenTunnel").and_then(Value::as_f64) {
+pub fn keep_broken_ms(create: &CreateRequest) -> u64 {
+    match create.keep_broken {
         Some(ms) if ms >= 1.0 => ms.min(u64::MAX as f64) as u64,
         _ => 0,
     }
 }
 
-/// The answer to `create`: the request echoed with `_` set to `created` and our `tunnelID` (replacing
-/// any the client sent: a client never chooses the id). The seed client builds its tunnel from this
-/// echo, so a `keepBrokenTunnel` we capped is echoed capped: both sides then hold a broken tunnel for
-/// the same time.
-pub fn created(mut create: Map<String, Value>, tunnel_id: &str, held_ms: u64) -> String {
-    create.insert("_".into(), "created".into());
-    if held_ms < keep_broken_ms(&create) {
-        create.insert("keepBrokenTunnel".into(), held_ms.into());
+/// The answer to `create`: `_` set to `created`, the fields the seed client builds its tunnel from
+/// (`mode`, `keepBrokenTunnel`, and our `tunnelID`: a client never chooses the id). A `keepBrokenTunnel`
+/// we capped is echoed capped: both sides then hold a broken tunnel for the same time. Other fields of
+/// the request are not echoed (the seed client does not read them).
+pub fn created(create: &CreateRequest, tunnel_id: &str, held_ms: u64) -> String {
+    let mut out = serde_json::Map::new();
+    out.insert("_".into(), "created".into());
+    if let Some(mode) = &create.mode {
+        out.insert("mode".into(), mode.clone().into());
     }
-    create.insert("tunnelID".into(), tunnel_id.into());
-    Value::Object(create).to_string()
+    match create.keep_broken {
+        Some(_) if held_ms < keep_broken_ms(create) => {
+            out.insert("keepBrokenTunnel".into(), held_ms.into());
+        }
+        Some(ms) => {
+            let v = serde_json::Number::from_f64(ms).map_or(serde_json::Value::Null, |n| {
+                if ms.fract() == 0.0 && ms.abs() < 9e15 {
+                    (ms as i64).into()
+                } else {
+                    n.into()
+                }
+            });
+            out.insert("keepBrokenTunnel".into(), v);
+        }
+        None => {}
+    }
+    out.insert("tunnelID".into(), tunnel_id.into());
+    serde_json::Value::Object(out).to_string()
 }
 
 /// The answer to a successful `use`: `{"_":"created","msg":"<tunnelID>"}`.
@@ -187,6 +311,14 @@ mod tests {
             panic!()
         };
         assert_eq!((mode_of(&c), keep_broken_ms(&c)), (Some(Mode::Stream), 5000));
+        // Fields of other types, and nested values, are skipped without failing the message.
+        let Ok(Control::Create(c)) =
+            parse(r#"{"x":{"deep":[[1],{"a":null}]},"_":"create","mode":7,"keepBrokenTunnel":"5000"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(c, CreateRequest::default());
+        assert_eq!(parse(r#"{"_":"close","msg":""}"#), Ok(Control::Close { msg: Some(String::new()) }));
     }
 
     #[test]
@@ -196,22 +328,25 @@ mod tests {
         else {
             panic!()
         };
-        let v: Value = serde_json::from_str(&created(c.clone(), "OURS", 1000)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&created(&c, "OURS", 1000)).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"_":"created","mode":"subStream","keepBrokenTunnel":1000,"tunnelID":"OURS","x":1})
+            serde_json::json!({"_":"created","mode":"subStream","keepBrokenTunnel":1000,"tunnelID":"OURS"})
         );
-        let v: Value = serde_json::from_str(&created(c, "OURS", 600000)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&created(&c, "OURS", 600000)).unwrap();
         assert_eq!(v["keepBrokenTunnel"], 600000);
     }
 
     #[test]
     fn keep_broken_of_odd_values() {
-        let obj = |v: Value| serde_json::json!({ "keepBrokenTunnel": v }).as_object().unwrap().clone();
-        assert_eq!(keep_broken_ms(&obj(Value::Null)), 0);
-        assert_eq!(keep_broken_ms(&obj("5000".into())), 0);
-        assert_eq!(keep_broken_ms(&obj((-5).into())), 0);
-        assert_eq!(keep_broken_ms(&obj(1e300.into())), u64::MAX);
+        let obj = |v: &str| match parse(&format!(r#"{{"_":"create","keepBrokenTunnel":{v}}}"#)) {
+            Ok(Control::Create(c)) => c,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(keep_broken_ms(&obj("null")), 0);
+        assert_eq!(keep_broken_ms(&obj(r#""5000""#)), 0);
+        assert_eq!(keep_broken_ms(&obj("-5")), 0);
+        assert_eq!(keep_broken_ms(&obj("1e300")), u64::MAX);
         assert_eq!(resumed("id"), r#"{"_":"created","msg":"id"}"#);
         assert_eq!(close(Some("idle")), r#"{"_":"close","msg":"idle"}"#);
     }

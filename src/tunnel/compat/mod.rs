@@ -41,6 +41,9 @@ pub struct CompatContext {
     /// Cap on compat tunnels alive at once, connected or held (`--max-tunnels`); a `create` beyond it
     /// is answered with a `close` (the seed has no cap, and no error code for this).
     pub max_tunnels: usize,
+    /// With tokens, cap on one token's compat tunnels (`--max-tunnels-per-token`; by default a quarter
+    /// of `max_tunnels`, at least 1), so one token cannot lock the others out.
+    pub max_tunnels_per_token: usize,
     registry: Arc<Registry>,
 }
 
@@ -52,7 +55,15 @@ impl CompatContext {
         max_keep_broken: Duration,
         max_tunnels: usize,
     ) -> CompatContext {
-        CompatContext { dialer, target, max_keep_broken, max_tunnels, registry: Arc::default() }
+        let max_tunnels_per_token = (max_tunnels / 4).max(1);
+        CompatContext {
+            dialer,
+            target,
+            max_keep_broken,
+            max_tunnels,
+            max_tunnels_per_token,
+            registry: Arc::default(),
+        }
     }
 
     /// How many tunnels exist (bound or broken and held).

@@ -45,6 +45,11 @@ impl Registry {
         }
     }
 
+    /// How many tunnels were created with this token.
+    pub fn count_of(&self, principal: &str) -> usize {
+        self.lock().values().filter(|t| t.principal.as_deref() == Some(principal)).count()
+    }
+
     /// How many tunnels are registered.
     pub fn len(&self) -> usize {
         self.lock().len()

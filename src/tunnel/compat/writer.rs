@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::{Sink, SinkExt};
 use tokio::sync::{mpsc, OwnedMutexGuard};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +24,8 @@ pub enum WriterCmd {
     Send(Message),
     /// From now on also drain this tunnel's frame queue.
     Bind(Arc<Tunnel>),
+    /// Close the WebSocket with this code and reason, and stop.
+    Close(CloseFrame),
 }
 
 /// How a tunnel reaches the connection it is bound to.
@@ -48,10 +51,25 @@ where
         let need_queue = tunnel.is_some() && queue.is_none();
         let (msg, from_tunnel) = tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => {
+                // A Close asked for just before the connection stopped still goes out, with its code.
+                while let Ok(cmd) = cmds.try_recv() {
+                    if let WriterCmd::Close(frame) = cmd {
+                        let bye = sink.send(Message::Close(Some(frame)));
+                        let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
+                        return;
+                    }
+                }
+                break;
+            }
             cmd = cmds.recv() => match cmd {
                 None => break,
                 Some(WriterCmd::Send(m)) => (m, false),
+                Some(WriterCmd::Close(frame)) => {
+                    let bye = sink.send(Message::Close(Some(frame)));
+                    let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
+                    return;
+                }
                 Some(WriterCmd::Bind(t)) => {
                     queue = None;
                     bound = Some(t);
