@@ -71,9 +71,9 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
-    eprintln!("listening on {}", listener.local_addr()?);
+    crate::telemetry::announce(&format!("listening on {}", listener.local_addr()?));
     if let Some(addr) = metrics {
-        eprintln!("metrics listening on {addr}");
+        crate::telemetry::announce(&format!("metrics listening on {addr}"));
     }
     let drain = Drain::new();
     let server = Server::new(opts);
@@ -135,7 +135,7 @@ impl TunnelSource {
                 .listen(&spec.bind.to_string())
                 .await
                 .map_err(|e| ConnectError::Refused(format!("-R {}: {e}", spec.bind)))?;
-            eprintln!("remote listening on {bound}");
+            crate::telemetry::announce(&format!("remote listening on {bound}"));
             targets.insert(format!("listen:{id}"), spec.target.clone());
         }
         tokio::spawn(serve_incoming(t.clone(), targets));
@@ -256,12 +256,12 @@ pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
     }
     for spec in &args.local {
         let listener = TcpListener::bind(spec.bind).await.with_context(|| format!("-L {}", spec.bind))?;
-        eprintln!("listening on {}", listener.local_addr()?);
+        crate::telemetry::announce(&format!("listening on {}", listener.local_addr()?));
         tokio::spawn(serve_local(listener, spec.target.to_string(), source.clone(), mode));
     }
     if let Some(addr) = args.socks {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("--socks {addr}"))?;
-        eprintln!("socks5 listening on {}", listener.local_addr()?);
+        crate::telemetry::announce(&format!("socks5 listening on {}", listener.local_addr()?));
         let dialer: Arc<dyn Dialer> = Arc::new(TunnelDialer { source: source.clone(), mode });
         let socks = Arc::new(SocksServer::new(dialer, Arc::new(Users::default()), AccessLog::disabled()));
         tokio::spawn(socks.serve(listener, Drain::new()));

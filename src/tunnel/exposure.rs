@@ -55,7 +55,7 @@ pub fn warn_client(args: &ClientArgs) {
         tracing::warn!("{msg}");
         // Also on stderr without a subscriber filter in the way: this is about security.
         if !tracing::enabled!(tracing::Level::WARN) {
-            eprintln!("warning: {msg}");
+            crate::telemetry::announce(&format!("warning: {msg}"));
         }
     }
 }
