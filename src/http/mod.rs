@@ -1,9 +1,12 @@
 //! HTTP/1 pieces shared by the proxy and the balancer: strict head parsing and framing ([`head`]),
-//! streaming bodies ([`body`]), hop-by-hop rules ([`hop`]) and short error responses ([`response`]).
+//! streaming bodies ([`body`]), hop-by-hop rules ([`hop`]), what an upgrade request is
+//! ([`upgrade`]) and short error responses ([`response`]).
 
 pub mod body;
 pub mod head;
 pub mod hop;
 pub mod response;
+pub mod upgrade;
 
 pub use hop::{connection_tokens, is_hop_by_hop, strip_hop_by_hop};
+pub use upgrade::is_upgrade_request;
