@@ -173,44 +173,68 @@ async fn a_backend_that_never_answers_gets_a_504_after_the_backend_timeout() {
     }
 }
 
-/// A backend answering any request with an endless body; reports (once) when a write fails,
-/// i.e. when the balancer dropped the connection.
-async fn endless_backend() -> (SocketAddr, tokio::sync::oneshot::Receiver<()>) {
+/// A backend answering any request with an endless body (after a 101 for an upgrade, as a
+/// WebSocket server pushing frames) and health checks with Engine.IO's 400. Reports the target
+/// of each flood whose write failed, i.e. whose connection the balancer dropped.
+async fn endless_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let Ok((mut s, _)) = l.accept().await else { return };
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let target = head.split(' ').nth(1).unwrap_or("").to_owned();
+                let answer: &[u8] = if target.starts_with("/socket.io/") {
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+                } else if head.contains("\r\nupgrade: websocket") {
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n"
+                };
+                let _ = s.write_all(answer).await;
+                if target.starts_with("/socket.io/") {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                while s.write_all(&chunk).await.is_ok() {}
+                let _ = tx.send(target);
+            });
         }
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n").await;
-        let chunk = vec![b'x'; 64 * 1024];
-        while s.write_all(&chunk).await.is_ok() {}
-        let _ = tx.send(());
-        let _ = l.accept().await;
     });
     (addr, rx)
 }
 
 #[tokio::test]
-async fn a_client_that_never_reads_its_response_is_dropped_after_the_idle_timeout() {
-    let (backend, dropped) = endless_backend().await;
-    let s = sticky(&[backend], &["--idle-timeout", "1s", "--check-timeout", "1h", "--check-interval", "1h"]);
-    let mut client = TcpStream::connect(s.addr()).await.unwrap();
-    client.write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    // The client reads nothing: once every buffer on the way is full, the balancer's write to it
-    // stalls, and after the idle timeout it gives up the connection and the backend's with it.
-    tokio::time::timeout(Duration::from_secs(20), dropped)
-        .await
-        .expect("the balancer still holds the backend connection of a client that never reads")
-        .unwrap();
-    drop(client);
+async fn a_client_that_never_reads_is_dropped_after_the_idle_timeout() {
+    let (backend, mut dropped) = endless_backend().await;
+    let s = sticky(&[backend], &["--idle-timeout", "1s"]);
+    // A response, and a WebSocket tunnel, that the client never reads: once every buffer on the
+    // way is full, the balancer's write to the client stalls, and after the idle timeout it gives
+    // up the connection and the backend's with it.
+    for (target, extra) in
+        [("/endless", ""), ("/ws-endless", "Connection: Upgrade\r\nUpgrade: websocket\r\n")]
+    {
+        let mut client = TcpStream::connect(s.addr()).await.unwrap();
+        client
+            .write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let gone = tokio::time::timeout(Duration::from_secs(20), dropped.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{target}: the balancer still holds a client that never reads"));
+        assert_eq!(gone.as_deref(), Some(target));
+        drop(client);
+    }
 }
 
 #[tokio::test]
