@@ -303,6 +303,14 @@ async fn exactly_one_host_and_only_get_upgrades() {
     assert_eq!(count_fields(&head, "host"), 1, "{head}");
     assert!(head.to_ascii_lowercase().contains("host: app.example"), "{head}");
     assert_eq!(count_fields(&head, "x-hop"), 0, "other named fields still go: {head}");
+    // An absolute-form target names the host the backend sees.
+    let head = forwarded_head(
+        s.addr(),
+        "GET http://app.example/head HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(count_fields(&head, "host"), 1, "{head}");
+    assert!(head.to_ascii_lowercase().contains("host: app.example\r\n"), "{head}");
     // Two Host fields: refused.
     let (text, _) = exchange(
         s.addr(),

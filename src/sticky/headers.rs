@@ -8,6 +8,7 @@
 //! break a handshake the same way. Those tokens are ignored; every other named field still goes.
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST};
+use hyper::http::uri::Authority;
 
 use crate::http::{connection_tokens, is_hop_by_hop};
 
@@ -48,12 +49,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Prepares a client's request headers for its backend: hop-by-hop fields removed as above, and
 /// exactly one `Host` (the client's; hyper's client adds the backend's address only when the
 /// client sent none, as HTTP/1.0 allows). Two `Host` fields are refused (RFC 9112 §3.2: 400),
-/// since the backend might pick another one than we saw.
-pub fn for_backend(headers: &mut HeaderMap, upgrade: bool) -> Result<(), &'static str> {
+/// since the backend might pick another one than we saw. `target` is the authority of an
+/// absolute-form request target, which wins over `Host` (RFC 9112 §3.2.2), so it becomes the
+/// `Host` the backend sees (without any userinfo).
+pub fn for_backend(
+    headers: &mut HeaderMap,
+    target: Option<&Authority>,
+    upgrade: bool,
+) -> Result<(), &'static str> {
     if headers.get_all(HOST).iter().nth(1).is_some() {
         return Err("more than one Host field\n");
     }
     strip_hop_by_hop(headers, upgrade);
+    if let Some(target) = target {
+        let host = match target.port() {
+            Some(port) => format!("{}:{port}", target.host()),
+            None => target.host().to_owned(),
+        };
+        let value = HeaderValue::from_str(&host).map_err(|_| "bad request target\n")?;
+        headers.insert(HOST, value);
+    }
     Ok(())
 }
 
@@ -79,7 +94,7 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("te", "trailers"),
         ]);
-        for_backend(&mut h, false).unwrap();
+        for_backend(&mut h, None, false).unwrap();
         assert_eq!(h.get_all(HOST).iter().collect::<Vec<_>>(), ["app.example"]);
         assert_eq!(h.get("content-length").unwrap(), "2");
         for gone in ["connection", "x-trace", "keep-alive", "te"] {
@@ -90,9 +105,14 @@ mod tests {
     #[test]
     fn exactly_one_host() {
         let mut h = map(&[("host", "a"), ("host", "b")]);
-        assert!(for_backend(&mut h, false).is_err());
+        assert!(for_backend(&mut h, None, false).is_err());
         let mut h = map(&[("x", "1")]);
-        assert!(for_backend(&mut h, false).is_ok(), "no Host: hyper's client adds the backend's");
+        assert!(for_backend(&mut h, None, false).is_ok(), "no Host: hyper's client adds the backend's");
+        // An absolute-form target names the host.
+        let target: Authority = "user:pw@app.example:8080".parse().unwrap();
+        let mut h = map(&[("host", "other.example")]);
+        for_backend(&mut h, Some(&target), false).unwrap();
+        assert_eq!(h.get_all(HOST).iter().collect::<Vec<_>>(), ["app.example:8080"]);
     }
 
     #[test]
@@ -103,13 +123,13 @@ mod tests {
             ("upgrade", "websocket"),
             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
         ]);
-        for_backend(&mut h, true).unwrap();
+        for_backend(&mut h, None, true).unwrap();
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
         assert_eq!(h.get("connection").unwrap(), "upgrade");
         assert!(h.contains_key("sec-websocket-key"));
         // Not an upgrade: Upgrade is hop-by-hop and goes.
         let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
-        for_backend(&mut h, false).unwrap();
+        for_backend(&mut h, None, false).unwrap();
         assert!(h.is_empty(), "{h:?}");
     }
 }

@@ -301,8 +301,9 @@ async fn send(
     let Some(uri) = uri else {
         return Err(Failure::Other(full(StatusCode::BAD_REQUEST, "text/plain", "bad request target\n")));
     };
+    let target_authority = req.uri().authority().cloned();
     *req.uri_mut() = uri;
-    if let Err(why) = headers::for_backend(req.headers_mut(), upgrade) {
+    if let Err(why) = headers::for_backend(req.headers_mut(), target_authority.as_ref(), upgrade) {
         return Err(Failure::Other(full(StatusCode::BAD_REQUEST, "text/plain", why)));
     }
     if learning {
