@@ -477,7 +477,8 @@ async fn own_400s(metrics: SocketAddr) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polls_in_flight_when_the_client_closes_are_answered_by_the_backend() {
     let backend = NodeBackend::start("A").await;
-    let s = sticky(&[backend.addr], &["--metrics", "127.0.0.1:0"]);
+    // A loaded node may answer a health check late; that must not take it out of rotation here.
+    let s = sticky(&[backend.addr], &["--metrics", "127.0.0.1:0", "--check-timeout", "30s"]);
     let (addr, metrics) = (s.addr(), s.addr_of("metrics"));
     let poll = |sid: &str| format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
 
