@@ -328,12 +328,34 @@ async fn send(
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "connect").increment(1);
             Err(Failure::Connect)
         }
+        Err(e) if write_timed_out(&e) => {
+            tracing::debug!(backend = %backend.addr, "backend read nothing within --idle-timeout");
+            metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "timeout").increment(1);
+            Err(Failure::Other(full(
+                StatusCode::GATEWAY_TIMEOUT,
+                "text/plain",
+                "backend read nothing of the request within --idle-timeout\n",
+            )))
+        }
         Err(e) => {
-            tracing::debug!(backend = %backend.addr, "backend request failed: {e}");
+            tracing::debug!(backend = %backend.addr, error = ?e, "backend request failed");
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "backend").increment(1);
             Err(Failure::Other(full(StatusCode::BAD_GATEWAY, "text/plain", "backend failed\n")))
         }
     }
+}
+
+/// True if a request failed because writing it to the backend made no progress within
+/// `--idle-timeout` (the `TimedOut` of [`super::deadline_io::DeadlineIo`], somewhere in the chain).
+fn write_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Reads a handshake answer, binds its sid, then releases it to the client.
