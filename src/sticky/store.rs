@@ -202,6 +202,11 @@ impl SidStore {
                 Some(Binding { backend, pinned: true, ended: false, .. }) => Some((*backend, false)),
                 // An ended session's stragglers still reach its backend, without a refresh.
                 Some(Binding { backend, ended: true, until, .. }) if *until > now => Some((*backend, false)),
+                // Its grace is over: the session is gone, whatever Redis still holds for a moment.
+                Some(Binding { ended: true, .. }) => {
+                    e.remove(sid);
+                    return None;
+                }
                 Some(Binding { backend, until, .. }) if *until > now => {
                     let refresh = *until - now < self.expiry / 2;
                     if refresh {
