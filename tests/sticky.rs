@@ -340,6 +340,7 @@ async fn two_balancers_share_sessions_through_redis_and_survive_its_outage() {
     );
 }
 
+/// Every run names `--listen 127.0.0.1:0`: the default port 4000 may be taken on the machine.
 #[test]
 fn config_errors_name_the_key() {
     let out = Command::new(support::bin()).args(["sticky", "--listen", "127.0.0.1:0"]).output().unwrap();
@@ -350,7 +351,15 @@ fn config_errors_name_the_key() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = Command::new(support::bin())
-        .args(["sticky", "--backend", "127.0.0.1:1", "--redis", "redis://127.0.0.1:1"])
+        .args([
+            "sticky",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "127.0.0.1:1",
+            "--redis",
+            "redis://127.0.0.1:1",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -698,7 +707,8 @@ async fn rediss_with_password_and_a_private_ca() {
     }
     // A CA needs a TLS URL.
     let out = Command::new(support::bin())
-        .args(["sticky", "--backend", &a.addr(), "--redis", "redis://127.0.0.1:1", "--redis-ca", ca_arg])
+        .args(["sticky", "--listen", "127.0.0.1:0", "--backend", &a.addr()])
+        .args(["--redis", "redis://127.0.0.1:1", "--redis-ca", ca_arg])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("rediss://"));

@@ -1,7 +1,6 @@
 //! HTTP/1 pieces shared by the proxy and the balancer: strict head parsing and framing ([`head`]),
-//! streaming bodies ([`body`]), hop-by-hop rules ([`hop`]), the
-//! upgrade rule ([`upgrade`]), head writing ([`write`]) and short error
-//! responses ([`response`]).
+//! streaming bodies ([`body`]), hop-by-hop rules ([`hop`]), what an upgrade request is
+//! ([`upgrade`]), head writing ([`write`]) and short error responses ([`response`]).
 
 pub mod body;
 pub mod head;

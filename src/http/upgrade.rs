@@ -1,35 +1,106 @@
-//! The one rule for what counts as a protocol upgrade request, shared by the proxy and the balancer.
+//! The one rule for what an HTTP/1 upgrade request is (RFC 9110 §7.8, RFC 6455 §4.1): a `GET` whose
+//! `Connection` lists the `upgrade` token and that carries exactly one non-empty `Upgrade` field.
 //!
-//! Only `GET` with `Connection: upgrade` and an `Upgrade` field is an upgrade (RFC 9110 §7.8, and
-//! RFC 6455 for WebSocket): anything else that carries `Upgrade` is an ordinary request whose
-//! `Upgrade` field is dropped as hop-by-hop. Treating a `POST` with `Upgrade` as one would let a
-//! client turn a request with a body into a raw tunnel.
+//! Anything else (a `POST` with `Upgrade`, an `Upgrade` without `Connection: upgrade`, two
+//! `Upgrade` fields) is an ordinary request: its `Upgrade` field is hop-by-hop and dropped, and
+//! the connection is never switched to a byte relay on its say-so. The rule reads headers through
+//! [`HeaderFields`], so the proxy's own parsed heads and hyper's [`http::HeaderMap`] share it.
 
-use super::head::{self, Header};
+use http::header::HeaderMap;
 
-/// True if a request with `method` and `headers` asks to switch protocols.
-pub fn is_upgrade_request(method: &str, headers: &[Header]) -> bool {
-    method == "GET"
-        && head::has_token(headers, "connection", "upgrade")
-        && head::value(headers, "upgrade").is_some()
+use super::head::Header;
+
+/// Read access to header fields by case-insensitive name, whatever holds them.
+pub trait HeaderFields {
+    /// Calls `f` on each value of every field named `name` (case-insensitive), in order, until `f`
+    /// returns true; returns whether it did.
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(&[u8]) -> bool) -> bool;
+}
+
+impl HeaderFields for HeaderMap {
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        self.get_all(name).iter().any(|v| f(v.as_bytes()))
+    }
+}
+
+impl HeaderFields for [Header] {
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        self.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).any(|h| f(&h.value))
+    }
+}
+
+/// True if the request asks to switch protocols: method `GET` (methods are case-sensitive),
+/// `Connection` listing `upgrade` (any case, any position), and exactly one non-empty `Upgrade`.
+pub fn is_upgrade_request<H: HeaderFields + ?Sized>(method: &str, headers: &H) -> bool {
+    if method != "GET" {
+        return false;
+    }
+    let connection_upgrade = headers.any_value("connection", &mut |v| {
+        v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    });
+    if !connection_upgrade {
+        return false;
+    }
+    // Two Upgrade fields, or an empty one, leave it unclear what to switch to: not an upgrade.
+    let (mut count, mut empty) = (0, false);
+    headers.any_value("upgrade", &mut |v| {
+        count += 1;
+        empty |= v.trim_ascii().is_empty();
+        false
+    });
+    count == 1 && !empty
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn upgrade(raw: &str) -> bool {
-        let (h, _) = head::parse_request(raw.as_bytes()).unwrap().unwrap();
-        is_upgrade_request(&h.method, &h.headers)
+    fn map(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in fields {
+            h.append(http::header::HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    fn list(fields: &[(&str, &str)]) -> Vec<Header> {
+        fields.iter().map(|(n, v)| Header { name: (*n).into(), value: v.as_bytes().to_vec() }).collect()
+    }
+
+    /// The same verdict from both header representations.
+    fn verdict(method: &str, fields: &[(&str, &str)]) -> bool {
+        let a = is_upgrade_request(method, &map(fields));
+        let b = is_upgrade_request(method, list(fields).as_slice());
+        assert_eq!(a, b, "{method} {fields:?}");
+        a
     }
 
     #[test]
-    fn only_get_with_connection_upgrade_and_upgrade() {
-        assert!(upgrade(
-            "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    fn get_with_connection_upgrade_and_upgrade_is_an_upgrade() {
+        assert!(verdict("GET", &[("Connection", "Upgrade"), ("Upgrade", "websocket")]));
+        assert!(verdict("GET", &[("connection", "keep-alive, UPGRADE"), ("upgrade", "websocket")]));
+        // Tokens may be spread over several Connection fields.
+        assert!(verdict(
+            "GET",
+            &[("Connection", "keep-alive"), ("Connection", "upgrade"), ("Upgrade", "h2c")]
         ));
-        assert!(!upgrade("POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"));
-        assert!(!upgrade("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"));
-        assert!(!upgrade("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n\r\n"));
+    }
+
+    #[test]
+    fn anything_else_is_not() {
+        // Not GET.
+        assert!(!verdict("POST", &[("Connection", "upgrade"), ("Upgrade", "websocket")]));
+        assert!(!verdict("get", &[("Connection", "upgrade"), ("Upgrade", "websocket")]));
+        assert!(!verdict("CONNECT", &[("Connection", "upgrade"), ("Upgrade", "websocket")]));
+        // No `upgrade` token in Connection.
+        assert!(!verdict("GET", &[("Upgrade", "websocket")]));
+        assert!(!verdict("GET", &[("Connection", "keep-alive"), ("Upgrade", "websocket")]));
+        assert!(!verdict("GET", &[("Connection", "upgraded"), ("Upgrade", "websocket")]));
+        assert!(!verdict("GET", &[("Connection", "upgrade")]));
+        // The token in another field does not count.
+        assert!(!verdict("GET", &[("Proxy-Connection", "upgrade"), ("Upgrade", "websocket")]));
+        // Empty or repeated Upgrade.
+        assert!(!verdict("GET", &[("Connection", "upgrade"), ("Upgrade", " ")]));
+        assert!(!verdict("GET", &[("Connection", "upgrade"), ("Upgrade", "websocket"), ("Upgrade", "h2c")]));
     }
 }

@@ -94,7 +94,7 @@ pub(super) async fn handle(
         MaxForwards::Forward(n) => Some(n),
         MaxForwards::Absent => None,
     };
-    let upgrade = crate::http::is_upgrade_request(&head.method, &head.headers);
+    let upgrade = crate::http::is_upgrade_request(&head.method, head.headers.as_slice());
     let keep_client = client_wants_keep_alive(head);
     let out = request_head(ex, head, &uri, framing, upgrade, max_forwards);
 

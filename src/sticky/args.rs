@@ -41,6 +41,22 @@ pub struct Args {
     /// How new sessions pick a backend [default: least-sessions].
     #[arg(long, value_name = "MODE", value_parser = ["least-sessions", "round-robin", "random"])]
     pub balance: Option<String>,
+    /// Time allowed to receive a complete request head; idle keep-alive connections are closed
+    /// after it too [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+    /// Most client connections at once (WebSocket tunnels included); more are answered 503 and
+    /// closed [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Time a backend has to answer a request (the response head); then 504. Must exceed the
+    /// backends' pingInterval, which bounds a long poll [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub backend_timeout: Option<Duration>,
+    /// A write to a client or backend that makes no progress for this long (the peer does not
+    /// read) ends its connection [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
     /// Serve Prometheus metrics on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,

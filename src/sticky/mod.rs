@@ -5,11 +5,22 @@
 //! - [`store`]: the sid -> backend map with lazily refreshed expiry.
 //! - [`backend`]: backends, health, and balancing of new sessions.
 //! - [`upgrade_watch`]: spotting, in a relayed WebSocket, the moment a polling session moves onto it.
-//! - `server`: routing, handshake learning, session ends, WebSocket relaying, health checks.
+//! - `listener`: client connections (`--max-connections`, `--header-timeout`).
+//! - `deadline_io`, `connector`: sockets whose stalled writes fail after `--idle-timeout`.
+//! - `headers`: which header fields go to the backend (exactly one `Host`, hop-by-hop removed).
+//! - `bodies`: the body type, the balancer's own short answers, reading small bodies.
+//! - `server`: routing, handshake learning, session ends, WebSocket relaying.
+//! - `health`: health checks.
 
 mod args;
 pub mod backend;
+mod bodies;
+mod connector;
+mod deadline_io;
 pub mod engine;
+mod headers;
+mod health;
+mod listener;
 mod server;
 pub mod settings;
 pub mod store;

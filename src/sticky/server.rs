@@ -1,18 +1,16 @@
-//! The balancer's HTTP side: classify each request, route it, learn sids from handshakes, relay
-//! WebSocket upgrades, and health-check the backends.
+//! The balancer's HTTP side: classify each request, route it, learn sids from handshakes, and relay
+//! WebSocket upgrades. Client connections are accepted in [`super::listener`], backends are
+//! checked in [`super::health`].
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, UPGRADE};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -21,14 +19,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use super::backend::Backends;
+use super::bodies::{empty, full, full_body, read_small, session_unknown, Body, Small};
+use super::connector::Connector;
 use super::engine::{self, EngineQuery};
+use super::headers;
 use super::settings::Settings;
 use super::store::SidStore;
 use super::upgrade_watch::UpgradeWatch;
-use crate::http::strip_hop_by_hop;
-use crate::shutdown::Drain;
-
-type Body = BoxBody<Bytes, hyper::Error>;
+use crate::http::is_upgrade_request;
 
 /// Handshake bodies are buffered to read the sid; larger ones are not handshakes.
 const MAX_HANDSHAKE: usize = 64 * 1024;
@@ -40,46 +38,27 @@ const MAX_INSPECTED_POST: usize = 64 * 1024;
 /// Engine.IO's JSON error answers are tiny; larger 400 bodies are relayed unread.
 const MAX_ERROR_BODY: usize = 4 * 1024;
 
-struct State {
-    settings: Settings,
-    backends: Backends,
-    store: SidStore,
-    client: Client<HttpConnector, Body>,
-    probe: Client<HttpConnector, Full<Bytes>>,
-}
+/// How long an ended session's binding still routes: a client closing while a poll is in flight
+/// sends both at once, and the poll must reach the backend (which answers it) rather than find
+/// the binding gone and get the balancer's own 400.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-fn full(status: StatusCode, content_type: &'static str, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from_static(body.as_bytes())).map_err(|e: Infallible| match e {}).boxed(),
-    );
-    *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
+/// Time to connect to a backend.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn empty() -> Body {
-    http_body_util::Empty::new().map_err(|e: Infallible| match e {}).boxed()
-}
-
-/// Engine.IO's own answer for a session it does not know: the client reconnects at once.
-fn session_unknown() -> Response<Body> {
-    full(StatusCode::BAD_REQUEST, "application/json", r#"{"code":1,"message":"Session ID unknown"}"#)
+/// What every request handler shares.
+pub(super) struct State {
+    pub(super) settings: Settings,
+    pub(super) backends: Backends,
+    pub(super) store: SidStore,
+    client: Client<Connector, Body>,
+    /// Health checks: no pooling, each probe bounded by `--check-timeout`.
+    pub(super) probe: Client<HttpConnector, Full<Bytes>>,
 }
 
 /// Runs the balancer with resolved settings until `shutdown` resolves.
 pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", settings.listen))?;
-    let metrics = match settings.metrics {
-        Some(addr) => Some(crate::telemetry::serve_metrics(addr).await?),
-        None => None,
-    };
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    let client = Client::builder(TokioExecutor::new()).build(connector.clone());
-    let probe = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
+    // Redis first: a wrong --redis is reported as such even when the listener could not bind.
     let store = match &settings.redis {
         Some(url) => {
             let ca = match &settings.redis_ca {
@@ -99,6 +78,16 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         }
         None => SidStore::new(settings.key_expiry),
     };
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", settings.listen))?;
+    let metrics = match settings.metrics {
+        Some(addr) => Some(crate::telemetry::serve_metrics(addr).await?),
+        None => None,
+    };
+    let connector = Connector::new(CONNECT_TIMEOUT, settings.idle_timeout);
+    let probe = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector.plain());
+    let client = Client::builder(TokioExecutor::new()).build(connector);
     let state = Arc::new(State {
         backends: Backends::new(settings.backends.clone(), settings.balance),
         store,
@@ -111,28 +100,16 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     if let Some(addr) = metrics {
         eprintln!("metrics listening on {addr}");
     }
-    let drain = Drain::new();
-    let checker = tokio::spawn(health_loop(state.clone()));
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            x = crate::net::socket::accept(&listener) => x,
-        };
+    let checker = tokio::spawn(super::health::health_loop(state.clone()));
+    let handler = {
         let state = state.clone();
-        drain.spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req, peer).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .with_upgrades()
-                .await;
-        });
-    }
+        move |req: Request<Incoming>, peer: SocketAddr| {
+            let state = state.clone();
+            async move { route(&state, req, peer).await }
+        }
+    };
+    super::listener::serve(listener, &state.settings, shutdown, handler).await;
     checker.abort();
-    drain.finish(Duration::from_secs(10)).await;
     Ok(())
 }
 
@@ -205,9 +182,10 @@ async fn by_sid(
     }
 }
 
-/// The session is over: stop counting it and drop its binding (here and in Redis).
+/// The session is over: stop counting it at once, and drop its binding (here and in Redis) after
+/// [`CLOSE_GRACE`], so requests sent with the close (the poll in flight) still reach the backend.
 async fn end_session(state: &State, sid: &str, reason: &'static str) {
-    if state.store.remove(sid).await {
+    if state.store.end(sid, CLOSE_GRACE).await {
         metrics::counter!("tunnelkit_sticky_sessions_ended_total", "reason" => reason).increment(1);
         tracing::debug!(%sid, reason, "session ended");
     }
@@ -252,45 +230,8 @@ async fn backend_forgot_session(resp: Response<Body>) -> (Response<Body>, bool) 
     }
 }
 
-/// A body read whole because it was small, or given back (what was read, then the rest) because
-/// it was not.
-enum Small {
-    Whole(Bytes),
-    Larger(Body),
-}
-
-/// Reads `body` up to `cap` bytes. Bodies without a declared length (Node answers its errors
-/// chunked) are read frame by frame, so a large one is never buffered past `cap`.
-async fn read_small<B>(mut body: B, cap: usize) -> Result<Small, hyper::Error>
-where
-    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static,
-{
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut total = 0;
-    while let Some(frame) = body.frame().await {
-        // Trailers are not used by Engine.IO; only data frames are kept.
-        let Ok(data) = frame?.into_data() else { continue };
-        total += data.len();
-        chunks.push(data);
-        if total > cap {
-            let head = futures_util::stream::iter(chunks.into_iter().map(|d| Ok(Frame::data(d))));
-            let rest = http_body_util::BodyStream::new(body);
-            return Ok(Small::Larger(BodyExt::boxed(StreamBody::new(head.chain(rest)))));
-        }
-    }
-    Ok(Small::Whole(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().expect("one chunk"),
-        _ => chunks.concat().into(),
-    }))
-}
-
-fn full_body(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|e: Infallible| match e {}).boxed()
-}
-
 /// Live sessions per backend: polling sessions (bindings) plus WebSocket-only sessions.
-fn live_sessions(state: &State) -> Vec<usize> {
+pub(super) fn live_sessions(state: &State) -> Vec<usize> {
     let mut counts = state.store.sessions_per_backend(state.backends.list.len());
     for (n, b) in counts.iter_mut().zip(&state.backends.list) {
         *n += b.websocket_sessions();
@@ -323,7 +264,7 @@ async fn handshake(
             return forward(state, b, req, Tunnel::WebSocketOnly).await;
         }
         let req = Request::from_parts(parts.clone(), empty());
-        match send(state, b, req, true).await {
+        match send(state, b, req, true, false).await {
             Err(Failure::Connect) => continue,
             Err(Failure::Other(resp)) => return resp,
             Ok(resp) => return learn(state, b, resp).await,
@@ -338,12 +279,15 @@ enum Failure {
     Other(Response<Body>),
 }
 
-/// Sends `req` to backend `b`; `learning` strips Accept-Encoding so the handshake body is readable.
+/// Sends `req` to backend `b`; `learning` strips Accept-Encoding so the handshake body is readable,
+/// `upgrade` relays a WebSocket upgrade ([`is_upgrade_request`]). A backend has
+/// `--backend-timeout` to send the response head: one that accepts and never answers gets a 504.
 async fn send(
     state: &State,
     b: usize,
     mut req: Request<Body>,
     learning: bool,
+    upgrade: bool,
 ) -> Result<Response<Incoming>, Failure> {
     let backend = &state.backends.list[b];
     let uri = backend.authority.clone().and_then(|authority| {
@@ -357,16 +301,25 @@ async fn send(
     let Some(uri) = uri else {
         return Err(Failure::Other(full(StatusCode::BAD_REQUEST, "text/plain", "bad request target\n")));
     };
+    let target_authority = req.uri().authority().cloned();
     *req.uri_mut() = uri;
-    let upgrade = req.headers().contains_key(UPGRADE);
-    strip_hop_by_hop(req.headers_mut(), upgrade);
-    if upgrade {
-        req.headers_mut().insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Err(why) = headers::for_backend(req.headers_mut(), target_authority.as_ref(), upgrade) {
+        return Err(Failure::Other(full(StatusCode::BAD_REQUEST, "text/plain", why)));
     }
     if learning {
         req.headers_mut().remove(ACCEPT_ENCODING);
     }
-    match state.client.request(req).await {
+    let Ok(answer) = tokio::time::timeout(state.settings.backend_timeout, state.client.request(req)).await
+    else {
+        tracing::debug!(backend = %backend.addr, "no answer within --backend-timeout");
+        metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "timeout").increment(1);
+        return Err(Failure::Other(full(
+            StatusCode::GATEWAY_TIMEOUT,
+            "text/plain",
+            "backend did not answer within --backend-timeout\n",
+        )));
+    };
+    match answer {
         Ok(r) => Ok(r),
         Err(e) if e.is_connect() => {
             if state.backends.mark(b, false) {
@@ -375,18 +328,40 @@ async fn send(
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "connect").increment(1);
             Err(Failure::Connect)
         }
+        Err(e) if write_timed_out(&e) => {
+            tracing::debug!(backend = %backend.addr, "backend read nothing within --idle-timeout");
+            metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "timeout").increment(1);
+            Err(Failure::Other(full(
+                StatusCode::GATEWAY_TIMEOUT,
+                "text/plain",
+                "backend read nothing of the request within --idle-timeout\n",
+            )))
+        }
         Err(e) => {
-            tracing::debug!(backend = %backend.addr, "backend request failed: {e}");
+            tracing::debug!(backend = %backend.addr, error = ?e, "backend request failed");
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "backend").increment(1);
             Err(Failure::Other(full(StatusCode::BAD_GATEWAY, "text/plain", "backend failed\n")))
         }
     }
 }
 
+/// True if a request failed because writing it to the backend made no progress within
+/// `--idle-timeout` (the `TimedOut` of [`super::deadline_io::DeadlineIo`], somewhere in the chain).
+fn write_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// Reads a handshake answer, binds its sid, then releases it to the client.
 async fn learn(state: &State, b: usize, resp: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
+    headers::strip_hop_by_hop(&mut parts.headers, false);
     if parts.status != StatusCode::OK {
         return Response::from_parts(parts, body.boxed());
     }
@@ -428,9 +403,9 @@ enum Tunnel {
 
 /// Forwards a request to backend `b`, relaying a WebSocket upgrade byte for byte after the 101.
 async fn forward(state: &Arc<State>, b: usize, mut req: Request<Body>, tunnel: Tunnel) -> Response<Body> {
-    let upgrade = req.headers().contains_key(UPGRADE);
+    let upgrade = is_upgrade_request(req.method().as_str(), req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let mut resp = match send(state, b, req, false).await {
+    let mut resp = match send(state, b, req, false, upgrade).await {
         Ok(r) => r,
         // The session's backend just became unreachable: answer as Engine.IO does for a lost session.
         Err(Failure::Connect) => return session_unknown(),
@@ -472,48 +447,14 @@ async fn forward(state: &Arc<State>, b: usize, mut req: Request<Body>, tunnel: T
             }
         });
         let (mut parts, _) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers, true);
-        parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers::strip_hop_by_hop(&mut parts.headers, true);
         return Response::from_parts(parts, empty());
     }
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
-    Response::from_parts(parts, body.boxed())
-}
-
-/// Probes every backend each interval with a request that allocates no session: a polling GET with
-/// an unknown sid, which a live engine answers with 400 (code 1). Each probe is bounded by the
-/// check timeout, so a hung backend counts as down.
-async fn health_loop(state: Arc<State>) {
-    let mut tick = tokio::time::interval(state.settings.check_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let checks = state.backends.list.iter().enumerate().map(|(i, b)| {
-            let state = state.clone();
-            let uri = format!(
-                "http://{}{}?EIO=4&transport=polling&sid=tunnelkit-health-check",
-                b.addr,
-                if state.settings.path.ends_with('/') { state.settings.path.clone() } else { format!("{}/", state.settings.path) }
-            );
-            async move {
-                let req = Request::get(uri).body(Full::new(Bytes::new())).expect("valid probe");
-                let up = match tokio::time::timeout(state.settings.check_timeout, state.probe.request(req)).await {
-                    Ok(Ok(r)) => r.status() == StatusCode::BAD_REQUEST,
-                    _ => false,
-                };
-                if state.backends.mark(i, up) {
-                    tracing::warn!(backend = %state.backends.list[i].addr, "backend is now {}", if up { "up" } else { "down" });
-                }
-            }
-        });
-        futures_util::future::join_all(checks).await;
-        state.store.check_redis().await;
-        state.store.purge_expired();
-        let counts = live_sessions(&state);
-        for (i, n) in counts.iter().enumerate() {
-            metrics::gauge!("tunnelkit_sticky_sessions", "backend" => state.backends.list[i].addr.clone())
-                .set(*n as f64);
-        }
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // Only an upgrade request may switch protocols; this one was relayed as an ordinary request.
+        return full(StatusCode::BAD_GATEWAY, "text/plain", "backend switched protocols unasked\n");
     }
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, body.boxed())
 }

@@ -1,4 +1,6 @@
-//! `tunnelkit sticky` settings: defaults, then the TOML file, then flags (one loader).
+//! `tunnelkit sticky` settings: defaults, then the TOML file, then flags (one loader). Every
+//! duration and count is checked against a sane range here, at start, so a zero period or an
+//! absurd value is an error naming the flag instead of a panic or a hang later.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +30,13 @@ struct File {
     #[serde(default, with = "humantime_serde")]
     key_expiry: Option<Duration>,
     balance: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    header_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    backend_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    idle_timeout: Option<Duration>,
     metrics: Option<SocketAddr>,
 }
 
@@ -54,6 +63,15 @@ pub struct Settings {
     pub key_expiry: Duration,
     /// Balancing mode.
     pub balance: Balance,
+    /// Time allowed to receive a request head (and to wait for the next one on a keep-alive
+    /// connection).
+    pub header_timeout: Duration,
+    /// Most client connections at once.
+    pub max_connections: usize,
+    /// Time a backend has to send a response head.
+    pub backend_timeout: Duration,
+    /// Longest a write may make no progress before its connection is closed.
+    pub idle_timeout: Duration,
     /// Metrics listener.
     pub metrics: Option<SocketAddr>,
 }
@@ -90,19 +108,166 @@ impl Settings {
                 "a CA for Redis needs a TLS Redis URL: pass --redis rediss://[:password@]host:port/",
             ));
         }
-        let check_timeout = args.check_timeout.or(file.check_timeout).unwrap_or(Duration::from_secs(1));
+        if let Some(url) = &redis {
+            check_redis_scheme(url)?;
+        }
+        let pick = |flag: Option<Duration>, file: Option<Duration>, default: u64| {
+            flag.or(file).unwrap_or(Duration::from_secs(default))
+        };
+        let check_interval = pick(args.check_interval, file.check_interval, 2);
+        let check_timeout = pick(args.check_timeout, file.check_timeout, 1);
+        let key_expiry = pick(args.key_expiry, file.key_expiry, 60);
+        let header_timeout = pick(args.header_timeout, file.header_timeout, 10);
+        let backend_timeout = pick(args.backend_timeout, file.backend_timeout, 30);
+        let idle_timeout = pick(args.idle_timeout, file.idle_timeout, 60);
+        for (flag, value, (min, max)) in [
+            ("check-interval", check_interval, PERIOD),
+            ("check-timeout", check_timeout, PERIOD),
+            ("key-expiry", key_expiry, EXPIRY),
+            ("header-timeout", header_timeout, PERIOD),
+            ("backend-timeout", backend_timeout, LONG),
+            ("idle-timeout", idle_timeout, LONG),
+        ] {
+            duration_in_range(flag, value, min, max)?;
+        }
+        let max_connections = args.max_connections.or(file.max_connections).unwrap_or(10_000);
+        if !(1..=MAX_CONNECTIONS).contains(&max_connections) {
+            return Err(ConfigError::invalid(
+                "max-connections",
+                format!(
+                    "{max_connections} is out of range; --max-connections (config key max_connections) \
+                     takes a count from 1 to {MAX_CONNECTIONS}"
+                ),
+            ));
+        }
         Ok(Settings {
             listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:4000".parse().expect("static")),
             backends,
             redis,
             redis_ca,
             path,
-            check_interval: args.check_interval.or(file.check_interval).unwrap_or(Duration::from_secs(2)),
+            check_interval,
             check_timeout,
             key_prefix: args.key_prefix.or(file.key_prefix).unwrap_or_else(|| "socket.io#".into()),
-            key_expiry: args.key_expiry.or(file.key_expiry).unwrap_or(Duration::from_secs(60)),
+            key_expiry,
             balance,
+            header_timeout,
+            max_connections,
+            backend_timeout,
+            idle_timeout,
             metrics: args.metrics.or(file.metrics),
         })
+    }
+}
+
+/// Accepted range of the health-check period and timeout and of the header timeout: a zero period
+/// would spin (tokio panics on it), and hours mean a typo.
+const PERIOD: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(3600));
+
+/// Accepted range of timeouts that must outlast a long poll or a quiet WebSocket, which Engine.IO's
+/// pingInterval paces and users raise.
+const LONG: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(24 * 3600));
+
+/// Accepted range of the binding expiry: Redis rejects `PX 0`, and a binding must outlive a long
+/// poll; a week is far past any session.
+const EXPIRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600));
+
+/// Most `--max-connections`: far above what one process can hold open.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// An error naming the flag, its config key and the accepted range unless `min <= value <= max`.
+fn duration_in_range(flag: &str, value: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        flag,
+        format!(
+            "{} is out of range; --{flag} (config key {}) takes a duration from {} to {}",
+            humantime::format_duration(value),
+            flag.replace('-', "_"),
+            humantime::format_duration(min),
+            humantime::format_duration(max),
+        ),
+    ))
+}
+
+/// Only Redis URLs are accepted by `--redis`: `redis://` or `rediss://` (TLS). The URL is shown
+/// with its password hidden.
+fn check_redis_scheme(url: &str) -> Result<(), ConfigError> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    if matches!(scheme, Some("redis" | "rediss")) {
+        return Ok(());
+    }
+    let shown = super::store::redact_password(url);
+    let what = match scheme {
+        Some(s) => format!("the scheme `{s}://`"),
+        None => "no scheme".to_owned(),
+    };
+    Err(ConfigError::invalid(
+        "redis",
+        format!(
+            "`{shown}` has {what}; --redis (config key redis) takes redis://[:password@]host:port[/db], \
+             or rediss://[:password@]host:port[/db] for TLS"
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> Args {
+        Args { backend: vec!["127.0.0.1:3000".into()], ..Args::default() }
+    }
+
+    fn error(args: Args) -> String {
+        Settings::load(args).expect_err("rejected").to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::load(args()).unwrap();
+        assert_eq!(s.header_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_connections, 10_000);
+        assert_eq!(s.backend_timeout, Duration::from_secs(30));
+        assert_eq!(s.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn zero_and_absurd_values_name_the_flag_and_the_range() {
+        let zero = Duration::ZERO;
+        let cases: Vec<(Args, &str)> = vec![
+            (Args { check_interval: Some(zero), ..args() }, "--check-interval"),
+            (Args { check_timeout: Some(zero), ..args() }, "--check-timeout"),
+            (Args { key_expiry: Some(zero), ..args() }, "--key-expiry"),
+            (Args { header_timeout: Some(zero), ..args() }, "--header-timeout"),
+            (Args { backend_timeout: Some(zero), ..args() }, "--backend-timeout"),
+            (Args { idle_timeout: Some(zero), ..args() }, "--idle-timeout"),
+            (
+                Args { check_interval: Some(Duration::from_secs(100 * 365 * 86400)), ..args() },
+                "--check-interval",
+            ),
+            (Args { max_connections: Some(0), ..args() }, "--max-connections"),
+            (Args { max_connections: Some(usize::MAX), ..args() }, "--max-connections"),
+        ];
+        for (a, flag) in cases {
+            let e = error(a);
+            assert!(e.contains(flag) && e.contains(" from ") && e.contains(" to "), "{flag}: {e}");
+        }
+        let e = error(Args { check_interval: Some(zero), ..args() });
+        assert!(e.contains("10ms") && e.contains("1h") && e.contains("check_interval"), "{e}");
+    }
+
+    #[test]
+    fn redis_urls_need_a_redis_scheme() {
+        for url in ["http://127.0.0.1:6379", "https://:pw@h:1/", "127.0.0.1:6379", "unix:///tmp/r.sock"] {
+            let e = error(Args { redis: Some(url.into()), ..args() });
+            assert!(e.contains("--redis") && e.contains("redis://") && e.contains("rediss://"), "{e}");
+            assert!(!e.contains(":pw@"), "the password is hidden: {e}");
+        }
+        for url in ["redis://127.0.0.1:6379", "rediss://:pw@h:1/"] {
+            assert!(Settings::load(Args { redis: Some(url.into()), ..args() }).is_ok(), "{url}");
+        }
     }
 }

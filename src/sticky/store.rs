@@ -6,6 +6,11 @@
 //! expires and steady-state requests rewrite nothing. Redis keeps the backend's address, not an
 //! index, so balancers listing backends in different orders still agree.
 //!
+//! A session that ends is not forgotten at once: its binding stays, no longer counted, for a short
+//! grace period ([`SidStore::end`]), so requests the client sent together with its close packet
+//! (the poll in flight) still reach the backend, which answers them, instead of the balancer
+//! answering them "Session ID unknown" itself.
+//!
 //! A Redis outage is logged once; sessions known locally keep working, new ones are still assigned
 //! and cached, and when Redis answers again every cached binding is written back.
 
@@ -47,14 +52,18 @@ struct Binding {
     /// Set while the session lives on a WebSocket relayed by this balancer: no polling request
     /// refreshes it then, and the tunnel's end removes it, so it must not expire meanwhile.
     pinned: bool,
+    /// The session ended: no longer counted, kept only until `until` for its stragglers.
+    ended: bool,
 }
 
 impl Entries {
     fn insert(&mut self, sid: &str, backend: usize, until: Instant) {
         let sid: Arc<str> = sid.into();
         self.deadlines.push(Reverse((until, sid.clone())));
-        if let Some(old) = self.map.insert(sid, Binding { backend, until, pinned: false }) {
-            self.dec(old.backend);
+        if let Some(old) = self.map.insert(sid, Binding { backend, until, pinned: false, ended: false }) {
+            if !old.ended {
+                self.dec(old.backend);
+            }
         }
         if self.counts.len() <= backend {
             self.counts.resize(backend + 1, 0);
@@ -62,14 +71,32 @@ impl Entries {
         self.counts[backend] += 1;
     }
 
+    /// Forgets `sid`; true if it was a live (counted) session.
     fn remove(&mut self, sid: &str) -> bool {
         match self.map.remove(sid) {
-            Some(binding) => {
+            Some(binding) if !binding.ended => {
                 self.dec(binding.backend);
                 true
             }
-            None => false,
+            _ => false,
         }
+    }
+
+    /// Stops counting `sid` and keeps its binding until `until` only; true if it was live.
+    fn end(&mut self, sid: &str, until: Instant) -> bool {
+        let Some(binding) = self.map.get_mut(sid) else { return false };
+        if binding.ended {
+            return false;
+        }
+        binding.ended = true;
+        binding.pinned = false;
+        binding.until = until;
+        let backend = binding.backend;
+        self.dec(backend);
+        if let Some((k, _)) = self.map.get_key_value(sid) {
+            self.deadlines.push(Reverse((until, k.clone())));
+        }
+        true
     }
 
     /// Drops the bindings whose deadline passed (pinned ones are re-checked an expiry later).
@@ -81,7 +108,7 @@ impl Entries {
             let Some(Reverse((_, sid))) = self.deadlines.pop() else { break };
             let next = match self.map.get(&sid) {
                 None => continue,
-                Some(b) if b.pinned => now + expiry,
+                Some(b) if b.pinned && !b.ended => now + expiry,
                 Some(b) if b.until > now => b.until,
                 Some(_) => {
                     self.remove(&sid);
@@ -172,7 +199,14 @@ impl SidStore {
             let mut e = self.entries.lock().expect("store lock");
             let now = Instant::now();
             match e.map.get_mut(sid) {
-                Some(Binding { backend, pinned: true, .. }) => Some((*backend, false)),
+                Some(Binding { backend, pinned: true, ended: false, .. }) => Some((*backend, false)),
+                // An ended session's stragglers still reach its backend, without a refresh.
+                Some(Binding { backend, ended: true, until, .. }) if *until > now => Some((*backend, false)),
+                // Its grace is over: the session is gone, whatever Redis still holds for a moment.
+                Some(Binding { ended: true, .. }) => {
+                    e.remove(sid);
+                    return None;
+                }
                 Some(Binding { backend, until, .. }) if *until > now => {
                     let refresh = *until - now < self.expiry / 2;
                     if refresh {
@@ -218,11 +252,26 @@ impl SidStore {
         known
     }
 
+    /// Ends session `sid`: it stops counting at once, and its binding is kept only `grace` longer
+    /// (here, and in Redis through `PEXPIRE`) so requests already on their way still reach its
+    /// backend. Returns true if the session was live here.
+    pub async fn end(&self, sid: &str, grace: Duration) -> bool {
+        let live = self.entries.lock().expect("store lock").end(sid, Instant::now() + grace);
+        if let Some(r) = &self.redis {
+            let cmd = redis::cmd("PEXPIRE")
+                .arg(format!("{}{sid}", r.prefix))
+                .arg(grace.as_millis().max(1) as u64)
+                .clone();
+            self.run::<()>(r, cmd).await;
+        }
+        live
+    }
+
     /// Keeps `sid` bound, without expiry, until [`SidStore::remove`]: the session moved onto a
     /// WebSocket this balancer relays, whose end is the session's end.
     pub fn pin(&self, sid: &str) {
         if let Some(binding) = self.entries.lock().expect("store lock").map.get_mut(sid) {
-            binding.pinned = true;
+            binding.pinned = !binding.ended;
         }
     }
 
@@ -285,7 +334,7 @@ impl SidStore {
             .expect("store lock")
             .map
             .iter()
-            .filter(|(_, b)| b.pinned || b.until > now)
+            .filter(|(_, b)| (b.pinned && !b.ended) || b.until > now)
             .map(|(sid, b)| (sid.to_string(), b.backend, if b.pinned { self.expiry } else { b.until - now }))
             .collect();
         let mut pipe = redis::pipe();
@@ -344,6 +393,30 @@ mod tests {
         assert_eq!(s.get("c").await, Some(1));
         assert_eq!(s.sessions_per_backend(2), vec![0, 1]);
         s.remove("c").await;
+        assert_eq!(s.sessions_per_backend(2), vec![0, 0]);
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_stops_counting_but_routes_during_the_grace() {
+        let s = SidStore::new(Duration::from_secs(60));
+        s.put("a", 1).await;
+        s.pin("a");
+        assert!(s.end("a", Duration::from_millis(100)).await);
+        assert!(!s.end("a", Duration::from_millis(100)).await, "ends once");
+        assert_eq!(s.sessions_per_backend(2), vec![0, 0], "no longer counted");
+        assert_eq!(s.get("a").await, Some(1), "a straggler still reaches the backend");
+        s.pin("a");
+        assert!(!s.remove("a").await, "removing an ended session does not end it twice");
+        assert_eq!(s.sessions_per_backend(2), vec![0, 0]);
+        s.put("b", 0).await;
+        assert!(s.end("b", Duration::from_millis(100)).await);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(s.get("b").await, None, "gone after the grace");
+        s.put("c", 0).await;
+        s.end("c", Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        s.purge_expired();
+        assert!(s.entries.lock().unwrap().map.is_empty());
         assert_eq!(s.sessions_per_backend(2), vec![0, 0]);
     }
 
