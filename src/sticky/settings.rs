@@ -120,26 +120,18 @@ impl Settings {
         let header_timeout = pick(args.header_timeout, file.header_timeout, 10);
         let backend_timeout = pick(args.backend_timeout, file.backend_timeout, 30);
         let idle_timeout = pick(args.idle_timeout, file.idle_timeout, 60);
-        for (flag, value, (min, max)) in [
-            ("check-interval", check_interval, PERIOD),
-            ("check-timeout", check_timeout, PERIOD),
-            ("key-expiry", key_expiry, EXPIRY),
-            ("header-timeout", header_timeout, PERIOD),
-            ("backend-timeout", backend_timeout, LONG),
-            ("idle-timeout", idle_timeout, LONG),
+        for (key, value, (min, max)) in [
+            ("check_interval", check_interval, PERIOD),
+            ("check_timeout", check_timeout, PERIOD),
+            ("key_expiry", key_expiry, EXPIRY),
+            ("header_timeout", header_timeout, PERIOD),
+            ("backend_timeout", backend_timeout, LONG),
+            ("idle_timeout", idle_timeout, LONG),
         ] {
-            duration_in_range(flag, value, min, max)?;
+            config::check_duration(key, value, min, max)?;
         }
         let max_connections = args.max_connections.or(file.max_connections).unwrap_or(10_000);
-        if !(1..=MAX_CONNECTIONS).contains(&max_connections) {
-            return Err(ConfigError::invalid(
-                "max-connections",
-                format!(
-                    "{max_connections} is out of range; --max-connections (config key max_connections) \
-                     takes a count from 1 to {MAX_CONNECTIONS}"
-                ),
-            ));
-        }
+        config::check_count("max_connections", max_connections, 1, MAX_CONNECTIONS)?;
         Ok(Settings {
             listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:4000".parse().expect("static")),
             backends,
@@ -174,23 +166,6 @@ const EXPIRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_sec
 
 /// Most `--max-connections`: far above what one process can hold open.
 const MAX_CONNECTIONS: usize = 1_000_000;
-
-/// An error naming the flag, its config key and the accepted range unless `min <= value <= max`.
-fn duration_in_range(flag: &str, value: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
-    if (min..=max).contains(&value) {
-        return Ok(());
-    }
-    Err(ConfigError::invalid(
-        flag,
-        format!(
-            "{} is out of range; --{flag} (config key {}) takes a duration from {} to {}",
-            humantime::format_duration(value),
-            flag.replace('-', "_"),
-            humantime::format_duration(min),
-            humantime::format_duration(max),
-        ),
-    ))
-}
 
 /// Only Redis URLs are accepted by `--redis`: `redis://` or `rediss://` (TLS). The URL is shown
 /// with its password hidden.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::ranges::{count_in, duration_in, size_in};
+use crate::config::{count_in, duration_in, size_in};
 use crate::net::{ForwardSpec, Target};
 use crate::policy::{Cidr, PortSet};
 

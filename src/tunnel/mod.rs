@@ -36,7 +36,6 @@ mod http_gate;
 pub mod id;
 mod link;
 mod listen_limits;
-mod ranges;
 pub mod replay;
 mod server;
 mod service;

@@ -1,10 +1,14 @@
-//! The accepted range of each `ws-server`/`ws-client` number, checked when the flags are parsed so a
-//! value that would panic later (`--heartbeat 0s` → a zero timer period) or exhaust the machine
-//! (`--workers 100000`) stops the program at start, with the flag's name (clap adds it) and the range.
+//! Accepted ranges of durations, counts and sizes, checked at start so a value that would panic
+//! later (`--heartbeat 0s` → a zero timer period) or exhaust the machine (`--workers 100000`) stops
+//! the program with the flag's name, its config key and the range.
+//!
+//! Two entry points with one wording: clap value parsers (`duration_in`, `count_in`, `size_in`) for
+//! flags that have no config key, and `check_duration`/`check_count` for settings resolved from
+//! flags over a file, which name both spellings.
 
 use std::time::Duration;
 
-use crate::config::parse_duration;
+use super::{parse_duration, ConfigError};
 
 /// A clap value parser for a duration within `min..=max`.
 pub fn duration_in(min: Duration, max: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone {
@@ -75,6 +79,44 @@ pub fn show_size(n: usize) -> String {
     n.to_string()
 }
 
+/// Checks that a duration setting lies in `min..=max`; the error names the flag, the file key and
+/// the accepted range (a zero heartbeat or check interval would spin or panic deep inside).
+pub fn check_duration(
+    key: &str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::invalid(
+            flag_and_key(key),
+            format!(
+                "{} is out of range; give a duration from {} to {}",
+                humantime::format_duration(value),
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// Checks that a count setting lies in `min..=max`, naming the flag, the file key and the range.
+pub fn check_count(key: &str, value: usize, min: usize, max: usize) -> Result<usize, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::invalid(
+            flag_and_key(key),
+            format!("{value} is out of range; give a number from {min} to {max}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// `--dial-timeout` / `dial_timeout`: how a setting is spelt on the command line and in the file.
+pub fn flag_and_key(key: &str) -> String {
+    format!("--{} (config key {key})", key.replace('_', "-"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +144,20 @@ mod tests {
         assert!(s("99999999999999G").is_err());
         assert!(s("8 parsecs").is_err());
         assert_eq!(show_size(3 << 20), "3M");
+    }
+
+    #[test]
+    fn ranges_name_flag_key_and_range() {
+        let err = check_duration(
+            "heartbeat",
+            Duration::ZERO,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--heartbeat") && err.contains("100ms") && err.contains("1h"), "{err}");
+        let err = check_count("workers", 100_000, 0, 1024).unwrap_err().to_string();
+        assert!(err.contains("--workers") && err.contains("1024"), "{err}");
     }
 }

@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+mod range;
+
+pub use range::{check_count, check_duration, count_in, duration_in, flag_and_key, show_size, size_in};
+
 /// A configuration problem, phrased for the person running the command.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -70,44 +74,6 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 500ms, 2s or 1m30s"))
-}
-
-/// Checks that a duration setting lies in `min..=max`; the error names the flag, the file key and
-/// the accepted range (a zero heartbeat or check interval would spin or panic deep inside).
-pub fn check_duration(
-    key: &str,
-    value: Duration,
-    min: Duration,
-    max: Duration,
-) -> Result<Duration, ConfigError> {
-    if value < min || value > max {
-        return Err(ConfigError::invalid(
-            flag_and_key(key),
-            format!(
-                "{} is out of range; give a duration from {} to {}",
-                humantime::format_duration(value),
-                humantime::format_duration(min),
-                humantime::format_duration(max)
-            ),
-        ));
-    }
-    Ok(value)
-}
-
-/// Checks that a count setting lies in `min..=max`, naming the flag, the file key and the range.
-pub fn check_count(key: &str, value: usize, min: usize, max: usize) -> Result<usize, ConfigError> {
-    if value < min || value > max {
-        return Err(ConfigError::invalid(
-            flag_and_key(key),
-            format!("{value} is out of range; give a number from {min} to {max}"),
-        ));
-    }
-    Ok(value)
-}
-
-/// `--dial-timeout` / `dial_timeout`: how a setting is spelt on the command line and in the file.
-pub fn flag_and_key(key: &str) -> String {
-    format!("--{} (config key {key})", key.replace('_', "-"))
 }
 
 /// Parses a listen address: `HOST:PORT` with an IP address, `localhost:PORT`, or a bare `PORT`
@@ -172,20 +138,5 @@ mod tests {
         assert_eq!(parse_listen("[::1]:3128").unwrap(), "[::1]:3128".parse().unwrap());
         let err = parse_listen(":3128").unwrap_err();
         assert!(err.contains("IP:PORT") && err.contains("0.0.0.0:3128"), "{err}");
-    }
-
-    #[test]
-    fn ranges_name_flag_key_and_range() {
-        let err = check_duration(
-            "heartbeat",
-            Duration::ZERO,
-            Duration::from_millis(100),
-            Duration::from_secs(3600),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("--heartbeat") && err.contains("100ms") && err.contains("1h"), "{err}");
-        let err = check_count("workers", 100_000, 0, 1024).unwrap_err().to_string();
-        assert!(err.contains("--workers") && err.contains("1024"), "{err}");
     }
 }
