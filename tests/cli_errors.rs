@@ -28,8 +28,10 @@ fn bad_values_and_files_are_refused_without_panics() {
         bad_listen.to_str().unwrap(),
         missing.to_str().unwrap(),
     );
+    // Servers get a port-0 listen address where the case is not about it: a refusal must never
+    // depend on the default port being free.
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["proxy", "--idle-timeout", "0s"], "--idle-timeout"),
+        (vec!["proxy", "--listen", "0", "--idle-timeout", "0s"], "--idle-timeout"),
         (vec!["proxy", "--dial-timeout", "0s"], "--dial-timeout"),
         (vec!["proxy", "--header-timeout", "0s"], "--header-timeout"),
         (vec!["proxy", "--tunnel-idle-timeout", "100y"], "--tunnel-idle-timeout"),
@@ -42,7 +44,7 @@ fn bad_values_and_files_are_refused_without_panics() {
         (vec!["proxy", "--config", unknown], "listen_port"),
         (vec!["proxy", "--config", listen], "IP:PORT"),
         (vec!["proxy", "--config", missing], "missing"),
-        (vec!["proxy", "--upstream", "ftp://x:1"], "--upstream"),
+        (vec!["proxy", "--listen", "127.0.0.1:0", "--upstream", "ftp://x:1"], "--upstream"),
         (vec!["connect", "nohostport"], "HOST:PORT"),
         (vec!["forward", "-L", "8443"], "PORT:HOST:PORT"),
         (vec!["forward", "-L", "127.0.0.1:0:127.0.0.1:9"], "no proxy configured"),

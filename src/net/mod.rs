@@ -9,11 +9,13 @@
 //! - [`socket`]: socket options (TCP_NODELAY, keepalive).
 //! - [`tls`]: server-side TLS configs from PEM files.
 //! - [`ForwardSpec`]: the `-L/-R [BIND:]PORT:HOST:PORT` syntax.
+//! - [`Prefixed`]: a stream with bytes already read from it put back in front.
 //! - [`workers`]: single-threaded runtimes that connections are handed to, for core affinity.
 //! - [`write_deadline`]: writes that give up when the peer stops reading.
 
 mod dialer;
 mod forward_spec;
+mod prefixed;
 pub mod relay;
 pub mod socket;
 pub mod socks;
@@ -24,6 +26,7 @@ pub mod write_deadline;
 
 pub use dialer::{BoxStream, DialError, DialFuture, Dialer, DirectDialer, GatedDialer, Purpose, Stream};
 pub use forward_spec::ForwardSpec;
+pub use prefixed::Prefixed;
 pub use relay::{relay, RelayStats};
 pub use target::{canonical_ip, Host, HostError, Target};
 pub use write_deadline::{write_all_within, WriteDeadline};

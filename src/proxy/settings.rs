@@ -153,6 +153,12 @@ impl Settings {
                 }
             }
         }
+        let upstream = args.upstream.or(file.upstream);
+        if let Some(url) = &upstream {
+            // Checked here, before anything binds, so a typo is reported as what it is.
+            crate::client::ProxyUrl::parse(url)
+                .map_err(|e| ConfigError::invalid(config::flag_and_key("upstream"), e))?;
+        }
         let max_connections = args.max_connections.or(file.max_connections).unwrap_or(10_000);
         let duration = |key: &str, flag: Option<Duration>, file: Option<Duration>, default: u64, max: u64| {
             let value = flag.or(file).unwrap_or(Duration::from_secs(default));
@@ -166,7 +172,7 @@ impl Settings {
             socks,
             metrics: args.metrics.or(file.metrics),
             access_log: args.access_log.or(file.access_log),
-            upstream: args.upstream.or(file.upstream),
+            upstream,
             header_timeout: duration("header_timeout", args.header_timeout, file.header_timeout, 10, 3600)?,
             dial_timeout: duration("dial_timeout", args.dial_timeout, file.dial_timeout, 10, 3600)?,
             idle_timeout: duration("idle_timeout", args.idle_timeout, file.idle_timeout, 60, DAY)?,
