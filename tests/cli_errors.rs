@@ -12,8 +12,8 @@ use support::{bin, loopback_proxy, run_to_exit, Proc};
 
 /// Every subcommand, given bad values or bad files, exits with an error that names what is wrong
 /// and never panics.
-#[test]
-fn bad_values_and_files_are_refused_without_panics() {
+#[tokio::test]
+async fn bad_values_and_files_are_refused_without_panics() {
     let dir = tempfile::tempdir().unwrap();
     let bad_toml = dir.path().join("bad.toml");
     std::fs::write(&bad_toml, "listen = [\n").unwrap();
@@ -57,7 +57,8 @@ fn bad_values_and_files_are_refused_without_panics() {
     ];
     let mut failures = Vec::new();
     for (args, expect) in &cases {
-        let (ok, err) = run_to_exit(args, &[]);
+        let (status, err) = run_to_exit(args, &[], Duration::from_secs(20)).await;
+        let ok = status.is_some_and(|s| s.success());
         if err.contains("panicked") {
             failures.push(format!("{args:?} panicked:\n{err}"));
         } else if ok {
@@ -79,10 +80,16 @@ fn listen_accepts_a_bare_port_and_localhost() {
 }
 
 /// `forward` without a proxy refuses to go direct unless `--direct` says so.
-#[test]
-fn forward_needs_a_proxy_or_direct() {
-    let (ok, err) = run_to_exit(&["forward", "-L", "127.0.0.1:0:127.0.0.1:9"], &[]);
-    assert!(!ok && err.contains("no proxy configured") && err.contains("--proxy"), "{err}");
+#[tokio::test]
+async fn forward_needs_a_proxy_or_direct() {
+    let (status, err) =
+        run_to_exit(&["forward", "-L", "127.0.0.1:0:127.0.0.1:9"], &[], Duration::from_secs(20)).await;
+    assert!(
+        status.is_some_and(|s| !s.success())
+            && err.contains("no proxy configured")
+            && err.contains("--proxy"),
+        "{err}"
+    );
     let p = Proc::start(&["forward", "--direct", "-L", "127.0.0.1:0:127.0.0.1:9"], 1);
     assert!(p.addr().ip().is_loopback());
 }

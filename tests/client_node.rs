@@ -11,13 +11,7 @@ use support::tls_origin::HttpsOrigin;
 use support::Proc;
 
 fn node_dir() -> std::path::PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/client");
-    assert!(
-        d.join("node_modules/https-proxy-agent").exists(),
-        "npm packages missing in {}: run ./test.sh",
-        d.display()
-    );
-    d
+    support::node_dir("client", "https-proxy-agent")
 }
 
 async fn run_agent(kind: &str, proxy: &str, target: &str, count: usize, ca: &Path) -> String {

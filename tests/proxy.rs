@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::origin::{echo_server, Origin};
-use support::{curl, Proc};
+use support::{curl, raw, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,15 +22,6 @@ fn proxy(extra: &[&str]) -> Proc {
 
 fn proxy_url(p: &Proc) -> String {
     format!("http://{}", p.addr())
-}
-
-/// Sends raw bytes and reads until the proxy closes (or 10 s pass).
-async fn raw(addr: SocketAddr, req: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(req).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn status(resp: &str) -> u16 {

@@ -8,18 +8,9 @@ use std::time::{Duration, Instant};
 
 use support::origin::{echo_server, Origin};
 use support::scripted::{write, Scripted, Step};
-use support::{curl, loopback_proxy, Proc};
+use support::{curl, loopback_proxy, raw, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Sends raw bytes and reads until the proxy closes (or 10 s pass).
-async fn raw(addr: SocketAddr, req: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(req).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 fn get(url: &str, host: SocketAddr, method: &str) -> Vec<u8> {
     format!("{method} {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()

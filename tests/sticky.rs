@@ -10,13 +10,7 @@ use std::time::{Duration, Instant};
 use support::{curl, Proc};
 
 fn node_dir() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/sticky");
-    assert!(
-        d.join("node_modules/socket.io").exists(),
-        "npm packages missing in {}: run ./test.sh",
-        d.display()
-    );
-    d
+    support::node_dir("sticky", "socket.io")
 }
 
 /// A Socket.IO backend process, killed on drop.

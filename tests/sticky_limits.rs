@@ -91,14 +91,7 @@ async fn endless_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<
         while let Ok((mut s, _)) = l.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Some(head) = crate::support::read_head(&mut s).await else { return };
                 let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
                 let target = head.split(' ').nth(1).unwrap_or("").to_owned();
                 let answer: &[u8] = if target.starts_with("/socket.io/") {

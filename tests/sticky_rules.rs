@@ -6,7 +6,7 @@ mod sticky_peers;
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -80,21 +80,10 @@ async fn exactly_one_host_and_only_get_upgrades() {
     assert!(got.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&got));
 }
 
-/// Runs `tunnelkit ARGS` to its exit (at most 10 s): (success, stderr).
+/// Runs `tunnelkit ARGS`, which must exit within 10 s; returns (success, stderr).
 async fn run_to_exit(args: &[&str]) -> (bool, String) {
-    let child = tokio::process::Command::new(support::bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("tunnelkit {args:?} did not exit"))
-        .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let (status, err) = support::run_to_exit(args, &[], Duration::from_secs(10)).await;
+    (status.unwrap_or_else(|| panic!("tunnelkit {args:?} did not exit")).success(), err)
 }
 
 #[tokio::test]
@@ -144,13 +133,7 @@ async fn a_redis_url_with_another_scheme_is_refused() {
 }
 
 fn node_dir() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/sticky");
-    assert!(
-        d.join("node_modules/socket.io").exists(),
-        "npm packages missing in {}: run ./test.sh",
-        d.display()
-    );
-    d
+    support::node_dir("sticky", "socket.io")
 }
 
 /// A real Socket.IO backend (tests/node/sticky/backend.js) on a port it picked, killed on drop.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use ring::digest::{digest, SHA256};
 use support::chaos::ChaosRelay;
-use support::origin::{echo_server, Origin};
+use support::origin::{echo_server, firehose, Origin};
 use support::{curl, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -390,22 +390,6 @@ async fn hijack_with_wrong_secret_or_another_token_is_refused() {
     tokio::time::timeout(LIMIT, s.read_to_end(&mut got)).await.unwrap().unwrap();
     assert_eq!(got, b"still mine");
     assert!(!tunnel.is_broken());
-}
-
-/// A source that sends forever to whoever connects.
-async fn firehose() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let buf = vec![7u8; 64 * 1024];
-                while s.write_all(&buf).await.is_ok() {}
-            });
-        }
-    });
-    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

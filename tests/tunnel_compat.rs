@@ -5,7 +5,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -53,13 +53,7 @@ fn echo_server(echo: SocketAddr, extra: &[&str]) -> Proc {
 }
 
 fn node_dir() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/tunnel-seed");
-    assert!(
-        d.join("node_modules/ws-stream-tunnel").exists(),
-        "npm packages missing in {}: run ./test.sh",
-        d.display()
-    );
-    d
+    support::node_dir("tunnel-seed", "ws-stream-tunnel")
 }
 
 /// Runs a node script; returns its exit code and the JSON it printed last.
@@ -85,6 +79,17 @@ async fn node(script: &str, args: &[String]) -> (i32, Value) {
         )
     });
     (out.status.code().unwrap_or(-1), v)
+}
+
+/// A compat WebSocket to `url` presenting `token`.
+async fn tunnel_as(
+    url: String,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.expect("upgrade").0
 }
 
 fn url(server: &Proc) -> String {
@@ -401,17 +406,9 @@ async fn target_eof_is_reported_with_a_close_frame() {
 /// With `--token`, a tunnel is bound to the token that created it: another valid token cannot `use` it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn use_with_another_token_is_refused_like_an_unknown_id() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let echo = echo_origin().await;
     let server = echo_server(echo, &["--token", "alice", "--token", "mallory"]);
-    let connect_as = |token: &'static str| {
-        let url = url(&server);
-        async move {
-            let mut req = url.into_client_request().unwrap();
-            req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-            tokio_tungstenite::connect_async(req).await.expect("upgrade").0
-        }
-    };
+    let connect_as = |token: &'static str| tunnel_as(url(&server), token);
     let mut alice = connect_as("alice").await;
     let created = text(&mut alice, r#"{"_":"create","mode":"subStream","keepBrokenTunnel":60000}"#).await;
     let id = created["tunnelID"].as_str().unwrap().to_owned();
@@ -481,17 +478,9 @@ async fn oversized_control_messages_close_the_connection() {
 /// `--max-tunnels`), so one token cannot take every place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_token_cannot_take_every_compat_tunnel() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let echo = echo_origin().await;
     let server = echo_server(echo, &["--token", "alice", "--token", "bob", "--max-tunnels", "4"]);
-    let connect_as = |token: &'static str| {
-        let url = url(&server);
-        async move {
-            let mut req = url.into_client_request().unwrap();
-            req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-            tokio_tungstenite::connect_async(req).await.expect("upgrade").0
-        }
-    };
+    let connect_as = |token: &'static str| tunnel_as(url(&server), token);
     let create = r#"{"_":"create","mode":"subStream"}"#;
     let mut first = connect_as("alice").await;
     assert_eq!(text(&mut first, create).await["_"], json!("created"));

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use support::origin::echo_server;
-use support::{curl, Proc};
+use support::origin::{echo_server, firehose};
+use support::{curl, run_to_exit, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -30,34 +30,6 @@ fn ws_server(extra: &[&str]) -> Proc {
     let mut args = vec!["ws-server", "--listen", "127.0.0.1:0", "--allow", "127.0.0.0/8"];
     args.extend_from_slice(extra);
     Proc::start(&args, 1)
-}
-
-/// Runs `tunnelkit ARGS` to its exit (at most `limit`); returns the exit status (None: still running,
-/// killed) and stderr.
-async fn run_to_exit(args: &[&str], limit: Duration) -> (Option<std::process::ExitStatus>, String) {
-    let mut child = tokio::process::Command::new(support::bin())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn tunnelkit");
-    let mut stderr = child.stderr.take().expect("piped");
-    let read = tokio::spawn(async move {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s).await;
-        s
-    });
-    let status = match tokio::time::timeout(limit, child.wait()).await {
-        Ok(s) => s.ok(),
-        Err(_) => {
-            let _ = child.kill().await;
-            None
-        }
-    };
-    (status, read.await.unwrap_or_default())
 }
 
 /// Resident memory of a process, from /proc/PID/status (VmRSS), in bytes.
@@ -188,22 +160,6 @@ async fn refused_open_flood_from_a_peer_that_reads_nothing_keeps_server_memory_f
     assert!(grew < 64 << 20, "server RSS grew {} MiB under a flood of refused OPENs", grew >> 20);
 }
 
-/// A source that sends forever to whoever connects.
-async fn firehose() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let buf = vec![7u8; 64 * 1024];
-                while s.write_all(&buf).await.is_ok() {}
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_is_dropped_after_the_write_deadline() {
     let hose = firehose().await;
@@ -306,7 +262,7 @@ async fn remote_listeners_are_capped_per_tunnel_and_public_ones_need_the_server_
     other.listen("127.0.0.1:0").await.expect("another tunnel has listeners of its own");
 
     // The CLI client stops with the server's reason.
-    let (status, err) = run_to_exit(&["ws-client", &url, "-R", "0.0.0.0:0:127.0.0.1:9"], LIMIT).await;
+    let (status, err) = run_to_exit(&["ws-client", &url, "-R", "0.0.0.0:0:127.0.0.1:9"], &[], LIMIT).await;
     assert!(status.is_some_and(|s| !s.success()), "{err}");
     assert!(err.contains("--allow-public-listen"), "{err}");
 
@@ -387,7 +343,7 @@ async fn stream_memory_bounds_what_a_tunnels_streams_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_server_on_a_public_address_needs_open_and_exposed_client_entries_are_named() {
-    let (status, err) = run_to_exit(&["ws-server", "--listen", "0.0.0.0:0"], LIMIT).await;
+    let (status, err) = run_to_exit(&["ws-server", "--listen", "0.0.0.0:0"], &[], LIMIT).await;
     assert!(status.is_some_and(|s| !s.success()), "{err}");
     assert!(err.contains("--open") && err.contains("--token") && !err.contains("panicked"), "{err}");
     let open = Proc::start(&["ws-server", "--listen", "0.0.0.0:0", "--open"], 1);
@@ -410,6 +366,7 @@ async fn wrong_path_and_wrong_token_fail_at_once_and_say_why() {
     let started = Instant::now();
     let (status, err) = run_to_exit(
         &["ws-client", &format!("{base}/nope"), "--token", "right", "-L", "127.0.0.1:0:127.0.0.1:9"],
+        &[],
         LIMIT,
     )
     .await;
@@ -418,6 +375,7 @@ async fn wrong_path_and_wrong_token_fail_at_once_and_say_why() {
     assert!(started.elapsed() < Duration::from_secs(5), "no retries: {:?}", started.elapsed());
     let (status, err) = run_to_exit(
         &["ws-client", &format!("{base}/tunnel"), "--token", "wrong", "-L", "127.0.0.1:0:127.0.0.1:9"],
+        &[],
         LIMIT,
     )
     .await;
@@ -447,7 +405,7 @@ async fn a_ca_certificate_used_as_the_servers_own_is_explained() {
     let server = ws_server(&["--tls-cert", c, "--tls-key", k]);
     let url = format!("wss://localhost:{}/tunnel", server.addr().port());
     let (status, err) =
-        run_to_exit(&["ws-client", &url, "--ca", c, "-L", "127.0.0.1:0:127.0.0.1:9"], LIMIT).await;
+        run_to_exit(&["ws-client", &url, "--ca", c, "-L", "127.0.0.1:0:127.0.0.1:9"], &[], LIMIT).await;
     assert!(status.is_some_and(|s| !s.success()), "{err}");
     assert!(err.contains("server's certificate is wrong") && !err.contains("CaUsedAsEndEntity"), "{err}");
 }

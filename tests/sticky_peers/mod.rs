@@ -53,14 +53,7 @@ pub async fn head_echo() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Some(head) = crate::support::read_head(&mut s).await else { return };
                 let head = String::from_utf8_lossy(&head).into_owned();
                 let target = head.split(' ').nth(1).unwrap_or("");
                 if target == "/slow" {
@@ -81,7 +74,7 @@ pub async fn head_echo() -> SocketAddr {
                 };
                 let _ = s.write_all(answer.as_bytes()).await;
                 // Holds a switched connection open; closes the others.
-                let _ = s.read(&mut buf).await;
+                let _ = s.read(&mut [0u8; 512]).await;
             });
         }
     });

@@ -156,10 +156,18 @@ pub fn loopback_proxy(extra: &[&str]) -> Proc {
     Proc::start(&args, listeners)
 }
 
-/// Runs `tunnelkit ARGS` to completion (at most 20 s) with stdin closed; returns (success, stderr).
-pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let mut cmd = Command::new(bin());
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+/// Runs `tunnelkit ARGS` to its exit, at most `limit`, with stdin closed, `RUST_LOG=warn`, no proxy
+/// variables, and `env` on top; returns the exit status (`None`: still running at the limit, then
+/// killed) and stderr.
+pub async fn run_to_exit(
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    use tokio::io::AsyncReadExt;
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd.env("RUST_LOG", "warn");
     for var in [
         "http_proxy",
         "https_proxy",
@@ -176,24 +184,54 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("spawn tunnelkit");
-    let mut stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
+    let mut stderr = child.stderr.take().expect("piped");
+    let read = tokio::spawn(async move {
         let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        let _ = stderr.read_to_string(&mut s).await;
         s
     });
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            break Some(s);
+    let status = match tokio::time::timeout(limit, child.wait()).await {
+        Ok(s) => s.ok(),
+        Err(_) => {
+            let _ = child.kill().await;
+            None
         }
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     };
-    let err = reader.join().unwrap_or_default();
-    (status.is_some_and(|s| s.success()), err)
+    (status, read.await.unwrap_or_default())
+}
+
+/// `tests/node/NAME`, after checking that `./test.sh` installed its npm packages (`marker` is one of
+/// them).
+pub fn node_dir(name: &str, marker: &str) -> std::path::PathBuf {
+    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node").join(name);
+    assert!(
+        d.join("node_modules").join(marker).exists(),
+        "npm packages missing in {}: run ./test.sh",
+        d.display()
+    );
+    d
+}
+
+/// Sends raw bytes to `addr` and reads until the peer closes (or 10 s pass).
+pub async fn raw(addr: SocketAddr, req: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads from `s` until a blank line ends an HTTP head; `None` if the peer closed first.
+pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
 }

@@ -154,3 +154,19 @@ pub async fn echo_server() -> SocketAddr {
     });
     addr
 }
+
+/// A source that sends forever to whoever connects (for peers that stop reading).
+pub async fn firehose() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let buf = vec![7u8; 64 * 1024];
+                while s.write_all(&buf).await.is_ok() {}
+            });
+        }
+    });
+    addr
+}
