@@ -4,7 +4,13 @@
 //! park a task and its buffers forever on a full socket buffer. [`WriteDeadline`] fails a write, flush
 //! or shutdown with [`io::ErrorKind::TimedOut`] once it has made no progress for the limit: "no
 //! progress for that long" is the rule, so a slow reader that keeps draining is never cut off. The
-//! timer exists only while a write is blocked, so the fast path costs nothing.
+//! timer is armed only while a write is blocked (and reused across stalls), so the fast path costs
+//! nothing. Reads pass through untouched: quiet peers are the read side's business (long polls and
+//! idle tunnels are legitimate), a peer that stops reading is not.
+//!
+//! A stream can also carry its connection-limit slot ([`WriteDeadline::holding`]), released only when
+//! the socket itself is dropped: after a hyper connection hands an upgraded socket to a relay, the
+//! slot stays taken for as long as the relay runs.
 
 use std::future::Future;
 use std::io;
@@ -12,21 +18,37 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::AsyncWrite;
-use tokio::time::Sleep;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
 
 /// Wraps a writer so that a write blocked for `limit` fails with `TimedOut`.
 pub struct WriteDeadline<W> {
     inner: W,
     limit: Duration,
-    blocked: Option<Pin<Box<Sleep>>>,
+    /// The stall timer, kept after the first stall so later ones cost no allocation.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// True while a write is blocked and `timer` runs for it.
+    stalled: bool,
     written: u64,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl<W> WriteDeadline<W> {
     /// `inner`, whose writes may block for at most `limit` without progress.
     pub fn new(inner: W, limit: Duration) -> Self {
-        WriteDeadline { inner, limit, blocked: None, written: 0 }
+        WriteDeadline { inner, limit, timer: None, stalled: false, written: 0, _slot: None }
+    }
+
+    /// Keeps `slot` (a `--max-connections` permit) until this stream is dropped.
+    pub fn holding(mut self, slot: OwnedSemaphorePermit) -> Self {
+        self._slot = Some(slot);
+        self
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
     }
 
     /// The wrapped writer.
@@ -40,26 +62,33 @@ impl<W> WriteDeadline<W> {
     }
 
     fn on_poll<T>(&mut self, cx: &mut Context<'_>, res: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        match res {
-            Poll::Ready(r) => {
-                self.blocked = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let limit = self.limit;
-                let sleep = self.blocked.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        self.blocked = None;
-                        Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!("peer read nothing for {limit:?}"),
-                        )))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+        if res.is_ready() {
+            self.stalled = false;
+            return res;
         }
+        let deadline = Instant::now() + self.limit;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.stalled {
+            self.stalled = true;
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("peer read nothing for {:?}", self.limit),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<W: AsyncRead + Unpin> AsyncRead for WriteDeadline<W> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -129,6 +158,13 @@ mod tests {
         // What did fit is there to read.
         let mut got = vec![0u8; 1024];
         far.read_exact(&mut got).await.unwrap();
+        // Reads are untouched, and a later stall is timed afresh.
+        far.write_all(b"hi").await.unwrap();
+        let mut two = [0u8; 2];
+        w.read_exact(&mut two).await.unwrap();
+        assert_eq!(&two, b"hi");
+        let err = w.write_all(&[0u8; 4096]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
     #[tokio::test(start_paused = true)]

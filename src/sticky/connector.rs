@@ -1,5 +1,5 @@
 //! How the balancer connects to backends: hyper's `HttpConnector` (TCP_NODELAY, a connect
-//! timeout), with every backend socket wrapped in a [`DeadlineIo`] so a backend that stops reading
+//! timeout), with every backend socket wrapped in a [`WriteDeadline`] so a backend that stops reading
 //! (an upload it never takes, a WebSocket it no longer drains) fails the request after
 //! `--idle-timeout` instead of holding it forever.
 
@@ -9,14 +9,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::Uri;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
-use super::deadline_io::DeadlineIo;
+use crate::net::WriteDeadline;
 
 /// A backend socket.
-pub type BackendIo = TokioIo<DeadlineIo<tokio::net::TcpStream>>;
+pub type BackendIo = TokioIo<WriteDeadline<tokio::net::TcpStream>>;
 
 /// Connects to backends; see the module documentation.
 #[derive(Clone)]
@@ -57,7 +57,14 @@ impl Service<Uri> for Connector {
         let idle = self.idle;
         Box::pin(async move {
             let tcp = connecting.await?.into_inner();
-            Ok(TokioIo::new(DeadlineIo::new(tcp, idle)))
+            Ok(TokioIo::new(WriteDeadline::new(tcp, idle)))
         })
+    }
+}
+
+/// Backend sockets keep what hyper's pool needs to know about them.
+impl<S: Connection> Connection for WriteDeadline<S> {
+    fn connected(&self) -> Connected {
+        self.get_ref().connected()
     }
 }

@@ -5,7 +5,7 @@
 //! The header timeout runs from the moment hyper starts waiting for a request head, so it also
 //! closes keep-alive connections that stay idle between requests: a slowloris client sending a
 //! head a byte at a time, or never finishing it, is closed when it runs out. A connection's slot
-//! lives with its socket ([`DeadlineIo::holding`]), so a WebSocket tunnel keeps counting until it
+//! lives with its socket ([`WriteDeadline::holding`]), so a WebSocket tunnel keeps counting until it
 //! closes.
 
 use std::convert::Infallible;
@@ -22,8 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::bodies::Body;
-use super::deadline_io::DeadlineIo;
 use super::settings::Settings;
+use crate::net::WriteDeadline;
 use crate::shutdown::Drain;
 
 /// How long a connection refused for `--max-connections` gets to take its 503.
@@ -56,7 +56,7 @@ pub async fn serve<H, F>(
             drain.spawn(refuse(tcp));
             continue;
         };
-        let io = DeadlineIo::new(tcp, settings.idle_timeout).holding(slot);
+        let io = WriteDeadline::new(tcp, settings.idle_timeout).holding(slot);
         let (http, handle) = (http.clone(), handle.clone());
         drain.spawn(async move {
             let svc = hyper::service::service_fn(move |req| {

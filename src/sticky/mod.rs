@@ -6,7 +6,7 @@
 //! - [`backend`]: backends, health, and balancing of new sessions.
 //! - [`upgrade_watch`]: spotting, in a relayed WebSocket, the moment a polling session moves onto it.
 //! - `listener`: client connections (`--max-connections`, `--header-timeout`).
-//! - `deadline_io`, `connector`: sockets whose stalled writes fail after `--idle-timeout`.
+//! - `connector`: backend sockets whose stalled writes fail after `--idle-timeout` (`net::WriteDeadline`).
 //! - `headers`: which header fields go to the backend (exactly one `Host`, hop-by-hop removed).
 //! - `bodies`: the body type, the balancer's own short answers, reading small bodies.
 //! - `server`: routing, handshake learning, session ends, WebSocket relaying.
@@ -16,7 +16,6 @@ mod args;
 pub mod backend;
 mod bodies;
 mod connector;
-mod deadline_io;
 pub mod engine;
 mod headers;
 mod health;

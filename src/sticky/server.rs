@@ -346,7 +346,7 @@ async fn send(
 }
 
 /// True if a request failed because writing it to the backend made no progress within
-/// `--idle-timeout` (the `TimedOut` of [`super::deadline_io::DeadlineIo`], somewhere in the chain).
+/// `--idle-timeout` (the `TimedOut` of [`crate::net::WriteDeadline`], somewhere in the chain).
 fn write_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(c) = cause {
