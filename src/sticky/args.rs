@@ -57,6 +57,10 @@ pub struct Args {
     /// read) ends its connection [default: 60s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
+    /// On SIGTERM/SIGINT, let running requests and WebSocket tunnels finish for this long (a second
+    /// signal stops at once) [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
     /// Serve Prometheus metrics on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,

@@ -67,7 +67,10 @@ pub async fn serve<H, F>(
             let _ = http.serve_connection(TokioIo::new(io), svc).with_upgrades().await;
         });
     }
-    drain.finish(Duration::from_secs(10)).await;
+    let left = drain.finish(settings.shutdown_timeout).await;
+    if left > 0 {
+        tracing::warn!("{left} connections still open at the shutdown deadline");
+    }
 }
 
 /// Answers a connection over the limit with 503 and closes it. The request is read (briefly)

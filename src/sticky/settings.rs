@@ -37,6 +37,8 @@ struct File {
     backend_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    shutdown_timeout: Option<Duration>,
     metrics: Option<SocketAddr>,
 }
 
@@ -72,6 +74,8 @@ pub struct Settings {
     pub backend_timeout: Duration,
     /// Longest a write may make no progress before its connection is closed.
     pub idle_timeout: Duration,
+    /// Drain deadline on SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
     /// Metrics listener.
     pub metrics: Option<SocketAddr>,
 }
@@ -120,6 +124,13 @@ impl Settings {
         let header_timeout = pick(args.header_timeout, file.header_timeout, 10);
         let backend_timeout = pick(args.backend_timeout, file.backend_timeout, 30);
         let idle_timeout = pick(args.idle_timeout, file.idle_timeout, 60);
+        // Zero is allowed: stop at once without waiting for open connections.
+        let shutdown_timeout = config::check_duration(
+            "shutdown_timeout",
+            pick(args.shutdown_timeout, file.shutdown_timeout, 30),
+            Duration::ZERO,
+            Duration::from_secs(24 * 3600),
+        )?;
         for (key, value, (min, max)) in [
             ("check_interval", check_interval, PERIOD),
             ("check_timeout", check_timeout, PERIOD),
@@ -147,6 +158,7 @@ impl Settings {
             max_connections,
             backend_timeout,
             idle_timeout,
+            shutdown_timeout,
             metrics: args.metrics.or(file.metrics),
         })
     }
