@@ -120,6 +120,30 @@ fn data_writers_join_small_writes_but_never_after_fin_or_past_max_frame() {
     assert!(!append_data(&mut w, b"x", 100), "not DATA");
 }
 
+/// The bytes v1 peers already exchange, written out by hand once here so that no refactoring of the
+/// encoders can change them unnoticed.
+#[test]
+fn bytes_on_the_wire_are_the_v1_bytes() {
+    let header = |t: u8, stream: u32| {
+        let mut h = vec![t, 0];
+        h.extend_from_slice(&stream.to_be_bytes());
+        h.extend_from_slice(&[0; 16]);
+        h
+    };
+    let hello = Message::Hello { mode: Mode::Multi, keep_broken: Duration::from_secs(30) };
+    let want = [header(0x01, 0), vec![1, 0], 30_000u64.to_be_bytes().to_vec()].concat();
+    assert_eq!(hello.encode(0)[..], want[..]);
+    let resume = Message::Resume { id: TunnelId([0xaa; 16]), secret: ResumeSecret([0xbb; 16]) };
+    assert_eq!(resume.encode(0)[..], [header(0x03, 0), vec![0xaa; 16], vec![0xbb; 16]].concat()[..]);
+    let open = Message::Open { target: "a:1".into(), data: Bytes::new() };
+    assert_eq!(open.encode(3)[..], [header(0x10, 3), vec![0, 3, b'a', b':', b'1']].concat()[..]);
+    let rst = Message::Rst { code: rst::CANCEL, reason: "x".into() };
+    assert_eq!(rst.encode(3)[..], [header(0x13, 3), vec![0, 6, b'x']].concat()[..]);
+    let bound = Message::Bound(Ok("b".into()));
+    assert_eq!(bound.encode(2)[..], [header(0x15, 2), vec![1, b'b']].concat()[..]);
+    assert_eq!(fin(3)[..], [vec![0x11, FLAG_FIN, 0, 0, 0, 3], vec![0; 16]].concat()[..]);
+}
+
 #[test]
 fn truncated_and_malformed_payloads_are_errors() {
     use FrameType::*;
