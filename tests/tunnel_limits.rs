@@ -21,8 +21,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tunnelkit::net::DirectDialer;
 use tunnelkit::policy::Policy;
 use tunnelkit::shutdown::Drain;
-use tunnelkit::tunnel::frame::{stamp, Frame, FrameType};
-use tunnelkit::tunnel::{Client, ConnectError, Limits, Server, ServerOptions};
+use tunnelkit::tunnel::frame::stamp;
+use tunnelkit::tunnel::wire::{self, Message as Wire};
+use tunnelkit::tunnel::{Client, ConnectError, Limits, Mode, Server, ServerOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -62,11 +63,13 @@ fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A new multi-mode tunnel asking for a 30 s hold time.
+fn hello_frame() -> bytes::BytesMut {
+    Wire::Hello { mode: Mode::Multi, keep_broken: Duration::from_secs(30) }.encode(0)
+}
+
 fn hello() -> Vec<u8> {
-    let mut f = Frame::start(FrameType::Hello, 0, 0, 10);
-    f.extend_from_slice(&[1, 0]);
-    f.extend_from_slice(&30_000u64.to_be_bytes());
-    ws_frame(2, &f)
+    ws_frame(2, &hello_frame())
 }
 
 /// A raw client: TCP (with a small receive buffer if asked, so the server's writes block early), the
@@ -128,9 +131,7 @@ async fn ping_flood_from_a_peer_that_reads_nothing_keeps_server_memory_flat() {
         let mut out = Vec::new();
         for _ in 0..1000 {
             nonce += 1;
-            let mut f = Frame::start(FrameType::Ping, 0, 0, 8);
-            f.extend_from_slice(&nonce.to_be_bytes());
-            out.extend(ws_frame(2, &f));
+            out.extend(ws_frame(2, &Wire::Ping { nonce }.encode(0)));
         }
         out
     })
@@ -141,16 +142,14 @@ async fn ping_flood_from_a_peer_that_reads_nothing_keeps_server_memory_flat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_open_flood_from_a_peer_that_reads_nothing_keeps_server_memory_flat() {
     // 10.0.0.1 is private: the policy refuses it, and each OPEN costs the server an RST it owes.
-    let target = b"10.0.0.1:80";
+    let target = "10.0.0.1:80";
     let mut seq = 0u64;
     let grew = flood_growth(|| {
         let mut out = Vec::new();
         for _ in 0..1000 {
             seq += 1;
             let id = (2 * seq - 1) as u32;
-            let mut f = Frame::start(FrameType::Open, 0, id, 2 + target.len());
-            f.extend_from_slice(&(target.len() as u16).to_be_bytes());
-            f.extend_from_slice(target);
+            let mut f = Wire::Open { target: target.into(), data: Default::default() }.encode(id);
             stamp(&mut f, seq, 0);
             out.extend(ws_frame(2, &f));
         }
@@ -168,19 +167,15 @@ async fn a_peer_that_never_reads_is_dropped_after_the_write_deadline() {
     // A stream from the firehose with all the credit there is: the server writes until its socket is
     // full. The peer keeps sending PINGs (so it is not silent), and never reads.
     let target = hose.to_string();
-    let mut open = Frame::start(FrameType::Open, 0, 1, 2 + target.len());
-    open.extend_from_slice(&(target.len() as u16).to_be_bytes());
-    open.extend_from_slice(target.as_bytes());
+    let mut open = Wire::Open { target, data: Default::default() }.encode(1);
     stamp(&mut open, 1, 0);
-    let mut window = Frame::start(FrameType::Window, 0, 1, 4);
-    window.extend_from_slice(&u32::MAX.to_be_bytes());
+    let mut window = Wire::Window { credit: u32::MAX }.encode(1);
     stamp(&mut window, 2, 0);
     s.write_all(&[ws_frame(2, &open), ws_frame(2, &window)].concat()).await.unwrap();
     let started = Instant::now();
     let dropped = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let mut ping = Frame::start(FrameType::Ping, 0, 0, 8);
-            ping.extend_from_slice(&1u64.to_be_bytes());
+            let ping = Wire::Ping { nonce: 1 }.encode(0);
             if s.write_all(&ws_frame(2, &ping)).await.is_err() {
                 return;
             }
@@ -209,10 +204,7 @@ async fn lib_server(tokens: &[&str], limits: Limits) -> SocketAddr {
 /// The close code the server ends the connection with after HELLO and then `bad`.
 async fn close_code_after(server: SocketAddr, bad: Message) -> Option<CloseCode> {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{server}/tunnel")).await.unwrap();
-    let mut h = Frame::start(FrameType::Hello, 0, 0, 10);
-    h.extend_from_slice(&[1, 0]);
-    h.extend_from_slice(&30_000u64.to_be_bytes());
-    ws.send(Message::Binary(h.freeze())).await.unwrap();
+    ws.send(Message::Binary(hello_frame().freeze())).await.unwrap();
     let _welcome = ws.next().await;
     ws.send(bad).await.unwrap();
     tokio::time::timeout(LIMIT, async {
@@ -232,8 +224,7 @@ async fn close_code_after(server: SocketAddr, bad: Message) -> Option<CloseCode>
 async fn protocol_errors_are_answered_with_close_code_1002() {
     let server = lib_server(&[], Limits::default()).await;
     assert_eq!(close_code_after(server, Message::text("hello?")).await, Some(CloseCode::Protocol), "text");
-    let mut gap = Frame::start(FrameType::Data, 0, 1, 3);
-    gap.extend_from_slice(b"abc");
+    let mut gap = wire::data(1, b"abc");
     stamp(&mut gap, 7, 0);
     let code = close_code_after(server, Message::Binary(gap.freeze())).await;
     assert_eq!(code, Some(CloseCode::Protocol), "sequence gap");

@@ -20,8 +20,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::time::Instant;
 
-use super::frame::{FrameType, HEADER_LEN};
 use super::session::{rst, Session, State};
+use super::wire::data_len;
 
 /// How long a full receive budget may stop the reader before the largest holders are reset: long
 /// enough for a burst to drain into targets that read, short enough not to stall the tunnel's other
@@ -80,7 +80,7 @@ impl Session {
 
 /// The DATA payload bytes among queued frames (OPEN, FIN and RST frames carry none that count).
 pub(crate) fn queued_data(pending: &VecDeque<BytesMut>) -> usize {
-    pending.iter().filter(|f| f[0] == FrameType::Data as u8).map(|f| f.len() - HEADER_LEN).sum()
+    pending.iter().map(|f| data_len(f)).sum()
 }
 
 impl State {
@@ -121,9 +121,7 @@ impl State {
     /// The link took a queued frame: release its bytes, and when writers wait for room and there is
     /// some again, collect their wakers (woken once the lock is released).
     pub(crate) fn took_queued(&mut self, frame: &BytesMut, budget: usize, wakers: &mut Vec<Waker>) {
-        if frame[0] == FrameType::Data as u8 {
-            self.send_queued = self.send_queued.saturating_sub(frame.len() - HEADER_LEN);
-        }
+        self.send_queued = self.send_queued.saturating_sub(data_len(frame));
         if self.memory_blocked && self.send_queued < budget {
             self.memory_blocked = false;
             wakers.extend(self.streams.values_mut().filter_map(|s| s.write_waker.take()));

@@ -7,19 +7,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bytes::{Buf, BufMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
 use super::backoff::Backoff;
-use super::frame::{stamp, Frame, FrameType};
+use super::frame::{stamp, Frame};
 use super::handle::Tunnel;
-use super::id::{ResumeSecret, TunnelId};
+use super::id::ResumeSecret;
 use super::link;
 use super::session::{EndReason, LinkStatus, Role, Session};
 use super::settings::{LinkParams, Mode};
+use super::wire::{Message, Welcome, MAX_SERVER_HANDSHAKE};
 use crate::client::ProxyDialer;
 use crate::net::{socket, BoxStream, Host, Target};
 
@@ -186,27 +186,24 @@ impl Client {
 
     async fn connect_inner(&self) -> Result<Tunnel, ConnectError> {
         let mut ws = self.websocket().await?;
-        let mut hello = Frame::start(FrameType::Hello, 0, 0, 10);
-        hello.put_u8(1);
-        hello.put_u8(self.mode.to_u8());
-        hello.put_u64(self.keep_broken.as_millis() as u64);
-        ws.send(Message::Binary(hello.freeze())).await.context("sending HELLO")?;
-        let answer = first_frame(&mut ws).await?;
-        let mut p = answer.payload;
-        if answer.kind != FrameType::Welcome || p.len() < 60 {
-            return Err(ConnectError::Failed(anyhow::anyhow!("expected WELCOME, got {:?}", answer.kind)));
-        }
-        let id = TunnelId(p[..16].try_into().expect("16 bytes"));
-        p.advance(16);
-        let secret = ResumeSecret(p[..16].try_into().expect("16 bytes"));
-        p.advance(16);
+        let hello = Message::Hello { mode: self.mode, keep_broken: self.keep_broken }.encode(0);
+        ws.send(WsMessage::Binary(hello.freeze())).await.context("sending HELLO")?;
+        let Welcome { id, secret, keep_broken, max_frame, max_streams, replay_bytes, heartbeat } =
+            match first_message(&mut ws).await? {
+                Message::Welcome(w) => w,
+                other => {
+                    let got = other.kind();
+                    return Err(ConnectError::Failed(anyhow::anyhow!("expected WELCOME, got {got:?}")));
+                }
+            };
         let params = LinkParams {
             mode: self.mode,
-            keep_broken: Duration::from_millis(p.get_u64()),
-            max_frame: p.get_u32() as usize,
-            max_streams: p.get_u32(),
-            replay_bytes: p.get_u64() as usize,
-            heartbeat: Duration::from_millis(p.get_u32().max(100) as u64),
+            keep_broken,
+            max_frame: max_frame as usize,
+            max_streams,
+            replay_bytes: replay_bytes as usize,
+            // A zero heartbeat would spin the link: 100 ms is the floor, whatever the server says.
+            heartbeat: heartbeat.max(Duration::from_millis(100)),
             // The client serves its own user, not strangers: a generous bound, so that many slow local
             // readers are not reset; the server bounds what it holds with its own budget.
             stream_memory: CLIENT_STREAM_MEMORY,
@@ -223,13 +220,11 @@ impl Client {
     async fn resume(&self, session: &Arc<Session>, secret: &ResumeSecret) -> Result<(), ConnectError> {
         let mut ws = self.websocket().await?;
         let our_ack = session.lock().recv_seq;
-        let mut f = Frame::start(FrameType::Resume, 0, 0, 32);
-        f.put_slice(&session.id.0);
-        f.put_slice(&secret.0);
+        let mut f = Message::Resume { id: session.id, secret: *secret }.encode(0);
         stamp(&mut f, 0, our_ack);
-        ws.send(Message::Binary(f.freeze())).await.context("sending RESUME")?;
+        ws.send(WsMessage::Binary(f.freeze())).await.context("sending RESUME")?;
         let answer = first_frame(&mut ws).await?;
-        if answer.kind != FrameType::Resumed {
+        if !matches!(Message::of(&answer), Ok(Message::Resumed)) {
             return Err(ConnectError::Failed(anyhow::anyhow!("expected RESUMED, got {:?}", answer.kind)));
         }
         let (gen, cancel, _) =
@@ -260,19 +255,23 @@ fn upgrade_refused(status: http::StatusCode, path: &str, has_token: bool) -> Con
 /// Reads the server's first frame; a REFUSED becomes [`ConnectError::Refused`].
 async fn first_frame(ws: &mut WebSocketStream<BoxStream>) -> Result<Frame, ConnectError> {
     let msg = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-        Ok(Some(Ok(Message::Binary(b)))) => b,
+        Ok(Some(Ok(WsMessage::Binary(b)))) => b,
         Ok(Some(Ok(other))) => return Err(anyhow::anyhow!("unexpected {other:?} in the handshake").into()),
         Ok(Some(Err(e))) => return Err(anyhow::anyhow!("reading the handshake: {e}").into()),
         Ok(None) => return Err(anyhow::anyhow!("the server closed during the handshake").into()),
         Err(_) => return Err(anyhow::anyhow!("no handshake answer within 10 s").into()),
     };
-    let frame = Frame::decode(msg, 4096).map_err(|e| anyhow::anyhow!("handshake: {e}"))?;
-    if frame.kind == FrameType::Refused {
-        let mut p = frame.payload.clone();
-        let code = if p.len() >= 2 { p.get_u16() } else { 0 };
-        return Err(ConnectError::Refused(format!("{} (code {code})", String::from_utf8_lossy(&p))));
+    let frame = Frame::decode(msg, MAX_SERVER_HANDSHAKE).map_err(|e| anyhow::anyhow!("handshake: {e}"))?;
+    if let Ok(Message::Refused { code, reason }) = Message::of(&frame) {
+        return Err(ConnectError::Refused(format!("{reason} (code {code})")));
     }
     Ok(frame)
+}
+
+/// Reads the server's first frame as a typed message (see [`first_frame`]).
+async fn first_message(ws: &mut WebSocketStream<BoxStream>) -> Result<Message, ConnectError> {
+    let frame = first_frame(ws).await?;
+    Message::of(&frame).map_err(|e| anyhow::anyhow!("handshake: {e}").into())
 }
 
 /// Keeps a client tunnel: resumes after breaks within the hold time, ends it when that runs out, and

@@ -1,9 +1,23 @@
 //! The tunnel frame codec: one binary WebSocket message is one frame with the fixed 22-byte header described
 //! in `docs/protocol.md` (type, flags, stream id, link sequence, cumulative ack) followed by the payload.
+//!
+//! This file owns the header: every offset into it is one of the `OFFSET_*` constants below, and code
+//! that holds an encoded frame asks [`peek_kind`], [`peek_fin`] or [`payload_len`] instead of indexing
+//! bytes. The payloads (HELLO's fields, OPEN's target, ...) are owned by [`super::wire`].
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-/// Length of the fixed frame header in bytes.
+/// Offset of the frame type byte.
+pub const OFFSET_TYPE: usize = 0;
+/// Offset of the flags byte.
+pub const OFFSET_FLAGS: usize = 1;
+/// Offset of the stream id (u32).
+pub const OFFSET_STREAM: usize = 2;
+/// Offset of the link sequence number (u64).
+pub const OFFSET_SEQ: usize = 6;
+/// Offset of the cumulative ack (u64).
+pub const OFFSET_ACK: usize = 14;
+/// Length of the fixed frame header in bytes (the payload starts here).
 pub const HEADER_LEN: usize = 22;
 /// Default cap on a frame's payload (bytes); keeps streams interleaved fairly.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
@@ -184,10 +198,26 @@ impl Frame {
     }
 }
 
-/// Writes the link sequence number and cumulative ack into an encoded frame's header.
+/// Writes the link sequence number and cumulative ack into an encoded frame's header. `encoded` comes
+/// from [`Frame::start`] (our own bytes, never the peer's), so it always holds a whole header.
 pub fn stamp(encoded: &mut [u8], seq: u64, ack: u64) {
-    encoded[6..14].copy_from_slice(&seq.to_be_bytes());
-    encoded[14..22].copy_from_slice(&ack.to_be_bytes());
+    encoded[OFFSET_SEQ..OFFSET_ACK].copy_from_slice(&seq.to_be_bytes());
+    encoded[OFFSET_ACK..HEADER_LEN].copy_from_slice(&ack.to_be_bytes());
+}
+
+/// The type of an encoded frame, `None` if the bytes are not a frame we know.
+pub fn peek_kind(encoded: &[u8]) -> Option<FrameType> {
+    encoded.get(OFFSET_TYPE).copied().and_then(FrameType::from_u8)
+}
+
+/// Whether an encoded frame carries the FIN flag.
+pub fn peek_fin(encoded: &[u8]) -> bool {
+    encoded.get(OFFSET_FLAGS).is_some_and(|f| f & FLAG_FIN != 0)
+}
+
+/// Payload bytes of an encoded frame (0 for bytes shorter than a header).
+pub fn payload_len(encoded: &[u8]) -> usize {
+    encoded.len().saturating_sub(HEADER_LEN)
 }
 
 #[cfg(test)]
@@ -206,8 +236,11 @@ mod tests {
         };
         let enc = f.encode();
         assert_eq!(enc.len(), HEADER_LEN + 5);
-        assert_eq!(enc[0], 0x11);
-        assert_eq!(&enc[2..6], &7u32.to_be_bytes());
+        assert_eq!(enc[OFFSET_TYPE], 0x11);
+        assert_eq!(&enc[OFFSET_STREAM..OFFSET_SEQ], &7u32.to_be_bytes());
+        assert_eq!(peek_kind(&enc), Some(FrameType::Data));
+        assert!(peek_fin(&enc));
+        assert_eq!(payload_len(&enc), 5);
         let dec = Frame::decode(enc, DEFAULT_MAX_FRAME).unwrap();
         assert_eq!(dec, f);
         assert!(dec.fin());
@@ -237,6 +270,9 @@ mod tests {
         assert_eq!(Frame::decode(bad.into(), 10), Err(FrameError::UnknownType(0x99)));
         let big = Frame::new(FrameType::Data, 1, Bytes::from(vec![0u8; 11])).encode();
         assert_eq!(Frame::decode(big, 10), Err(FrameError::TooLarge { len: 11, max: 10 }));
+        assert_eq!(peek_kind(&[]), None);
+        assert!(!peek_fin(&[0x11]));
+        assert_eq!(payload_len(&[0x11; 3]), 0);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The WebSocket stream tunnel (`tunnelkit ws-server`, `tunnelkit ws-client`): many streams over one
 //! WebSocket, resumable without losing or duplicating a byte. The wire format is in `docs/protocol.md`.
 //!
-//! - [`frame`]: the codec; [`replay`]: the bounded replay buffer; [`id`]: tunnel ids and resume secrets.
+//! - [`frame`]: the frame header; [`wire`]: the typed payloads (one [`wire::Message`] per frame type);
+//!   [`replay`]: the bounded replay buffer; [`id`]: tunnel ids and resume secrets.
 //! - `session`: one tunnel's state (streams, credits, sequence numbers), shared by its connection's `link`
 //!   tasks and its [`TunnelStream`] handles.
 //! - [`Server`] / [`Client`]: the two ends, creating and resuming tunnels; [`Tunnel`]: the handle.
@@ -43,6 +44,7 @@ mod session;
 pub mod settings;
 mod stream;
 mod tls_words;
+pub mod wire;
 
 pub use args::{ClientArgs, ServerArgs};
 pub use client::{Client, ConnectError};

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
 use super::compat::{self, CompatContext};
@@ -29,18 +28,11 @@ use super::listen_limits::ListenLimits;
 use super::service::{self, ServiceContext};
 use super::session::{Role, Session};
 use super::settings::{Limits, LinkParams, Mode};
+use super::wire::{refused, Message, Welcome, WireError, MAX_CLIENT_HANDSHAKE};
 use crate::net::workers::Workers;
 use crate::net::{socket, BoxStream, Dialer};
 use crate::policy::Policy;
 use crate::shutdown::Drain;
-
-/// REFUSED codes.
-mod refused {
-    pub const UNKNOWN: u16 = 1;
-    pub const PRINCIPAL: u16 = 3;
-    pub const LIMIT: u16 = 4;
-    pub const VERSION: u16 = 5;
-}
 
 /// How a server is set up.
 pub struct ServerOptions {
@@ -159,11 +151,8 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(bye))).await;
 }
 
-fn refused_frame(code: u16, reason: &str) -> Message {
-    let mut f = Frame::start(FrameType::Refused, 0, 0, 2 + reason.len());
-    f.put_u16(code);
-    f.put_slice(reason.as_bytes());
-    Message::Binary(f.freeze())
+fn refused_frame(code: u16, reason: &str) -> WsMessage {
+    WsMessage::Binary(Message::Refused { code, reason: reason.to_owned() }.encode(0).freeze())
 }
 
 impl Server {
@@ -254,39 +243,43 @@ impl Server {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let first = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) => b,
-            Ok(Some(Ok(Message::Text(_)))) => return protocol_error(ws, peer, "text message").await,
+            Ok(Some(Ok(WsMessage::Binary(b)))) => b,
+            Ok(Some(Ok(WsMessage::Text(_)))) => return protocol_error(ws, peer, "text message").await,
             _ => return tracing::debug!(%peer, "no tunnel handshake"),
         };
-        let Ok(frame) = Frame::decode(first, 64) else {
+        let Ok(frame) = Frame::decode(first, MAX_CLIENT_HANDSHAKE) else {
             return protocol_error(ws, peer, "bad tunnel handshake frame").await;
         };
-        match frame.kind {
-            FrameType::Hello => self.hello(ws, frame.payload, principal, peer).await,
-            FrameType::Resume => self.resume(ws, frame.payload, frame.ack, principal, peer).await,
-            other => protocol_error(ws, peer, &format!("handshake began with {other:?}")).await,
+        if !matches!(frame.kind, FrameType::Hello | FrameType::Resume) {
+            return protocol_error(ws, peer, &format!("handshake began with {:?}", frame.kind)).await;
         }
+        // A HELLO or RESUME we cannot read is answered in words (REFUSED code 5): the peer speaks the
+        // protocol, perhaps another version of it, and deserves to learn why.
+        let why = match Message::of(&frame) {
+            Ok(Message::Hello { mode, keep_broken }) => {
+                return self.hello(ws, mode, keep_broken, principal, peer).await;
+            }
+            Ok(Message::Resume { id, secret }) => {
+                return self.resume(ws, id, secret, frame.ack, principal, peer).await;
+            }
+            Ok(_) => return, // the kind was checked above
+            Err(e @ (WireError::Version(_) | WireError::Mode(_))) => e.to_string(),
+            Err(e) => format!("malformed handshake: {e}"),
+        };
+        let _ = ws.send(refused_frame(refused::VERSION, &why)).await;
     }
 
     async fn hello<S>(
         &self,
         mut ws: WebSocketStream<S>,
-        mut p: Bytes,
+        mode: Mode,
+        asked: Duration,
         principal: Option<String>,
         peer: SocketAddr,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let limits = &self.inner.opts.limits;
-        if p.len() < 10 || p.get_u8() != 1 {
-            let _ = ws.send(refused_frame(refused::VERSION, "unsupported tunnel protocol version")).await;
-            return;
-        }
-        let Some(mode) = Mode::from_u8(p.get_u8()) else {
-            let _ = ws.send(refused_frame(refused::VERSION, "unknown tunnel mode")).await;
-            return;
-        };
-        let asked = Duration::from_millis(p.get_u64());
         let params = LinkParams {
             mode,
             keep_broken: asked.min(limits.max_keep_broken),
@@ -323,16 +316,17 @@ impl Server {
             return;
         }
         metrics::gauge!("tunnelkit_tunnel_tunnels").increment(1.0);
-        let mut w = Frame::start(FrameType::Welcome, 0, 0, 60);
-        w.put_slice(&id.0);
-        w.put_slice(&secret.0);
-        w.put_u64(params.keep_broken.as_millis() as u64);
-        w.put_u32(params.max_frame as u32);
-        w.put_u32(params.max_streams);
-        w.put_u64(params.replay_bytes as u64);
-        w.put_u32(params.heartbeat.as_millis() as u32);
+        let welcome = Message::Welcome(Welcome {
+            id,
+            secret,
+            keep_broken: params.keep_broken,
+            max_frame: params.max_frame as u32,
+            max_streams: params.max_streams,
+            replay_bytes: params.replay_bytes as u64,
+            heartbeat: params.heartbeat,
+        });
         tracing::info!(tunnel = %id, %peer, ?mode, keep_broken = ?params.keep_broken, "tunnel open");
-        if ws.send(Message::Binary(w.freeze())).await.is_err() {
+        if ws.send(WsMessage::Binary(welcome.encode(0).freeze())).await.is_err() {
             // The client never learned the id: nobody can resume it, so do not hold it.
             self.forget(id);
             return;
@@ -363,22 +357,18 @@ impl Server {
     async fn resume<S>(
         &self,
         mut ws: WebSocketStream<S>,
-        p: Bytes,
+        id: TunnelId,
+        presented: ResumeSecret,
         peer_ack: u64,
         principal: Option<String>,
         peer: SocketAddr,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        if p.len() != 32 {
-            let _ = ws.send(refused_frame(refused::VERSION, "malformed RESUME")).await;
-            return;
-        }
-        let id = TunnelId(p[..16].try_into().expect("16 bytes"));
         let found = {
             let tunnels = self.inner.tunnels.lock().expect("registry lock");
             tunnels.get(&id).map(|e| {
-                let secret_ok = e.secret.matches(&p[16..32]);
+                let secret_ok = e.secret.matches(&presented.0);
                 let principal_ok = match (&e.principal, &principal) {
                     (None, _) => true,
                     (Some(a), Some(b)) => ct_eq(a.as_bytes(), b.as_bytes()),
@@ -409,9 +399,9 @@ impl Server {
                 return;
             }
         };
-        let mut r = Frame::start(FrameType::Resumed, 0, 0, 0);
+        let mut r = Message::Resumed.encode(0);
         stamp(&mut r, 0, our_ack);
-        if ws.send(Message::Binary(r.freeze())).await.is_err() {
+        if ws.send(WsMessage::Binary(r.freeze())).await.is_err() {
             session.link_down(gen);
             return;
         }

@@ -16,15 +16,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{stamp, Frame, FrameError, FrameType, FLAG_FIN, HEADER_LEN};
+use super::frame::{payload_len, stamp, Frame, FrameError, HEADER_LEN};
 use super::id::TunnelId;
 use super::replay::ReplayBuffer;
 use super::settings::{LinkParams, Mode, INITIAL_WINDOW, MAX_WINDOW};
 use super::stream::TunnelStream;
+use super::wire::{self, Message, WireError, OPEN_EXTRA};
 
 /// Which end of the tunnel this is; it decides stream id parity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,23 +36,8 @@ pub enum Role {
     Server,
 }
 
-/// RST codes (the wire values of `docs/protocol.md`).
-pub mod rst {
-    /// The target is not allowed by the server's policy.
-    pub const POLICY: u16 = 1;
-    /// The target could not be reached.
-    pub const DIAL_FAILED: u16 = 2;
-    /// Dialling the target timed out.
-    pub const TIMEOUT: u16 = 3;
-    /// A limit (streams per tunnel, single mode) was reached.
-    pub const LIMIT: u16 = 4;
-    /// The tunnel ended while the stream was open.
-    pub const TUNNEL_ENDED: u16 = 5;
-    /// The application dropped the stream without reading to the end.
-    pub const CANCEL: u16 = 6;
-    /// The peer sent more than its credit allowed.
-    pub const FLOW_CONTROL: u16 = 7;
-}
+/// RST codes (the wire values of `docs/protocol.md`), owned by [`super::wire`].
+pub use super::wire::rst;
 
 /// Why a tunnel ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,6 +247,12 @@ pub enum LinkError {
 
 impl From<FrameError> for LinkError {
     fn from(e: FrameError) -> Self {
+        LinkError::Protocol(e.to_string())
+    }
+}
+
+impl From<WireError> for LinkError {
+    fn from(e: WireError) -> Self {
         LinkError::Protocol(e.to_string())
     }
 }
@@ -491,9 +483,7 @@ impl Session {
         let id = st.next_local_id;
         st.next_local_id = id.checked_add(2).ok_or_else(|| io::Error::other("stream ids exhausted"))?;
         st.opened_streams += 1;
-        let mut open = Frame::start(FrameType::Open, 0, id, 2 + target.len());
-        open.put_u16(target.len() as u16);
-        open.put_slice(target.as_bytes());
+        let open = Message::Open { target: target.to_owned(), data: Bytes::new() }.encode(id);
         let mut slot = StreamSlot::new();
         slot.pending.push_back(open);
         slot.in_ready = true;
@@ -518,9 +508,7 @@ impl Session {
             let id = st.next_listen_id;
             st.next_listen_id += 1;
             st.listens.insert(id, tx);
-            let mut f = Frame::start(FrameType::Listen, 0, id, bind.len());
-            f.put_slice(bind.as_bytes());
-            st.control.push_back(f);
+            st.control.push_back(Message::Listen { bind: bind.to_owned() }.encode(id));
             id
         };
         self.writer.notify_one();
@@ -533,14 +521,7 @@ impl Session {
 
     /// Answers a [`ListenRequest`] (server only).
     pub fn answer_listen(&self, id: u32, result: Result<SocketAddr, String>) {
-        let text = match &result {
-            Ok(a) => a.to_string(),
-            Err(e) => e.clone(),
-        };
-        let mut f = Frame::start(FrameType::Bound, 0, id, 1 + text.len());
-        f.put_u8(result.is_ok() as u8);
-        f.put_slice(text.as_bytes());
-        self.queue_control(f);
+        self.queue_control(Message::Bound(result.map(|a| a.to_string())).encode(id));
     }
 
     /// Queues a sequenced control frame ahead of stream data.
@@ -589,7 +570,7 @@ impl Session {
         if !ended && slot.reset.is_none() {
             if !slot.send_fin {
                 slot.send_fin = true;
-                slot.pending.push_back(Frame::start(FrameType::Data, FLAG_FIN, id, 0));
+                slot.pending.push_back(wire::fin(id));
                 notify = true;
             }
             if !slot.recv_fin {
@@ -640,15 +621,13 @@ impl Session {
             slot.window *= 2;
         }
         slot.recv_allowance += credit;
-        let mut f = Frame::start(FrameType::Window, 0, id, 4);
-        f.put_u32(credit as u32);
-        st.control.push_back(f);
+        st.control.push_back(Message::Window { credit: credit as u32 }.encode(id));
         true
     }
 
     /// Marks the stream as connected and tells the peer (the accepting side reached the target).
     pub(crate) fn confirm(&self, id: u32) {
-        self.queue_control(Frame::start(FrameType::Connected, 0, id, 0));
+        self.queue_control(Message::Connected.encode(id));
     }
 
     /// Collects what the writer of connection `gen` should send now: pongs, control, one frame per ready
@@ -661,8 +640,7 @@ impl Session {
         let mut out = Vec::new();
         let mut wakers = Vec::new();
         if let Some(nonce) = st.pong.take() {
-            let mut f = Frame::start(FrameType::Pong, 0, 0, 8);
-            f.put_u64(nonce);
+            let mut f = Message::Pong { nonce }.encode(0);
             stamp(&mut f, 0, st.recv_seq);
             out.push(f.freeze());
         }
@@ -696,7 +674,7 @@ impl Session {
                     st.ready.push_back(id);
                 }
                 st.took_queued(&f, self.params.stream_memory, &mut wakers);
-                if len > HEADER_LEN {
+                if payload_len(&f) > 0 {
                     st.last_activity = Instant::now();
                 }
                 out.push(self.sequence(&mut st, f));
@@ -710,7 +688,7 @@ impl Session {
                 && st.replay.has_room(HEADER_LEN)
             {
                 st.close_sent = true;
-                let f = Frame::start(FrameType::Close, 0, 0, 0);
+                let f = Message::Close.encode(0);
                 out.push(self.sequence(&mut st, f));
                 sequenced = true;
             }
@@ -720,7 +698,7 @@ impl Session {
             && st.recv_seq > 0
             && (ack_due || st.ack_since.is_some_and(|t| t.elapsed() >= ACK_DELAY))
         {
-            let mut f = Frame::start(FrameType::Ack, 0, 0, 0);
+            let mut f = Message::Ack.encode(0);
             stamp(&mut f, 0, st.recv_seq);
             out.push(f.freeze());
             Self::acked(&mut st);
@@ -765,15 +743,17 @@ impl Session {
     /// Queues a heartbeat ping.
     pub(crate) fn ping_frame(&self) -> Bytes {
         let st = self.lock();
-        let mut f = Frame::start(FrameType::Ping, 0, 0, 8);
-        f.put_u64(st.replay.next_seq());
+        // The nonce only has to differ between pings; the next sequence number does, for free.
+        let mut f = Message::Ping { nonce: st.replay.next_seq() }.encode(0);
         stamp(&mut f, 0, st.recv_seq);
         f.freeze()
     }
 
     /// Applies one frame received on connection `gen`.
     pub(crate) fn on_frame(self: &Arc<Self>, gen: u64, msg: Bytes) -> Result<(), LinkError> {
-        let frame = Frame::decode(msg, self.params.max_frame + 2 + u16::MAX as usize)?;
+        let frame = Frame::decode(msg, self.params.max_frame + OPEN_EXTRA)?;
+        // Decoded before any state changes, so a malformed payload is refused whole.
+        let message = Message::of(&frame)?;
         let mut wakers = Vec::new();
         let mut accepted = None;
         let mut notify = false;
@@ -814,17 +794,8 @@ impl Session {
             }
             return Ok(());
         }
-        match frame.kind {
-            FrameType::Open => {
-                let mut p = frame.payload;
-                if p.len() < 2 {
-                    return Err(proto("OPEN without target"));
-                }
-                let tlen = p.get_u16() as usize;
-                if p.len() < tlen {
-                    return Err(proto("OPEN target truncated"));
-                }
-                let target = String::from_utf8_lossy(&p.split_to(tlen)).into_owned();
+        match message {
+            Message::Open { target, data } => {
                 let id = frame.stream;
                 let peer_parity = match self.role {
                     Role::Client => 0,
@@ -847,26 +818,24 @@ impl Session {
                 } else {
                     st.opened_streams += 1;
                     let mut slot = StreamSlot::new();
-                    if !p.is_empty() {
-                        if p.len() > slot.recv_allowance {
+                    if !data.is_empty() {
+                        if data.len() > slot.recv_allowance {
                             return Err(proto("0-RTT data above the initial window"));
                         }
-                        slot.recv_allowance -= p.len();
-                        st.recv_held += p.len();
-                        slot.recv.push_back(p);
+                        slot.recv_allowance -= data.len();
+                        st.recv_held += data.len();
+                        slot.recv.push_back(data);
                     }
-                    if frame.flags & FLAG_FIN != 0 {
-                        slot.recv_fin = true;
-                    }
+                    slot.recv_fin = frame.fin();
                     st.streams.insert(id, slot);
                     st.last_activity = Instant::now();
                     accepted = Some((id, target));
                 }
             }
-            FrameType::Data => {
+            Message::Data(payload) => {
                 let id = frame.stream;
                 if let Some(slot) = st.streams.get_mut(&id) {
-                    let n = frame.payload.len();
+                    let n = payload.len();
                     if slot.recv_fin {
                         return Err(proto(format!("DATA after FIN on stream {id}")));
                     }
@@ -881,9 +850,9 @@ impl Session {
                     // exceeds it by one frame at most.
                     let keep = slot.reset.is_none() && !slot.detached && n > 0;
                     if keep {
-                        slot.recv.push_back(frame.payload);
+                        slot.recv.push_back(payload);
                     }
-                    if frame.flags & FLAG_FIN != 0 {
+                    if frame.fin() {
                         slot.recv_fin = true;
                     }
                     slot.wake(&mut wakers);
@@ -897,26 +866,19 @@ impl Session {
                 }
                 // Unknown id: a stream we already forgot (reset); its late data is dropped.
             }
-            FrameType::Window => {
-                if frame.payload.len() != 4 {
-                    return Err(proto("WINDOW payload is not 4 bytes"));
-                }
-                let credit = u32::from_be_bytes(frame.payload[..4].try_into().expect("4 bytes")) as usize;
+            Message::Window { credit } => {
                 if let Some(slot) = st.streams.get_mut(&frame.stream) {
-                    slot.send_credit += credit;
+                    slot.send_credit += credit as usize;
                     wakers.extend(slot.write_waker.take());
                 }
             }
-            FrameType::Connected => {
+            Message::Connected => {
                 if let Some(slot) = st.streams.get_mut(&frame.stream) {
                     slot.connected = true;
                     slot.wake(&mut wakers);
                 }
             }
-            FrameType::Rst => {
-                let mut p = frame.payload;
-                let code = if p.len() >= 2 { p.get_u16() } else { 0 };
-                let reason = String::from_utf8_lossy(&p).into_owned();
+            Message::Rst { code, reason } => {
                 let id = frame.stream;
                 if let Some(slot) = st.streams.get_mut(&id) {
                     if slot.reset.is_none() {
@@ -928,39 +890,26 @@ impl Session {
                     self.maybe_remove(&mut st, id);
                 }
             }
-            FrameType::Listen => {
-                let bind = String::from_utf8_lossy(&frame.payload).into_owned();
-                match &self.listen_tx {
-                    Some(tx) if tx.send(ListenRequest { id: frame.stream, bind }).is_ok() => {}
-                    _ => {
-                        let mut f = Frame::start(FrameType::Bound, 0, frame.stream, 32);
-                        f.put_u8(0);
-                        f.put_slice(b"remote listening is not offered");
-                        st.control.push_back(f);
-                        notify = true;
-                    }
-                }
-            }
-            FrameType::Bound => {
-                let mut p = frame.payload;
-                let ok = !p.is_empty() && p.get_u8() == 1;
-                let text = String::from_utf8_lossy(&p).into_owned();
-                if let Some(tx) = st.listens.remove(&frame.stream) {
-                    let r = if ok {
-                        text.parse().map_err(|_| format!("server bound an unreadable address `{text}`"))
-                    } else {
-                        Err(text)
-                    };
-                    let _ = tx.send(r);
-                }
-            }
-            FrameType::Ping => {
-                if frame.payload.len() >= 8 {
-                    st.pong = Some(u64::from_be_bytes(frame.payload[..8].try_into().expect("8 bytes")));
+            Message::Listen { bind } => match &self.listen_tx {
+                Some(tx) if tx.send(ListenRequest { id: frame.stream, bind }).is_ok() => {}
+                _ => {
+                    let no = Message::Bound(Err("remote listening is not offered".into()));
+                    st.control.push_back(no.encode(frame.stream));
                     notify = true;
                 }
+            },
+            Message::Bound(answer) => {
+                if let Some(tx) = st.listens.remove(&frame.stream) {
+                    let _ = tx.send(answer.and_then(|text| {
+                        text.parse().map_err(|_| format!("server bound an unreadable address `{text}`"))
+                    }));
+                }
             }
-            FrameType::Close => {
+            Message::Ping { nonce } => {
+                st.pong = Some(nonce);
+                notify = true;
+            }
+            Message::Close => {
                 // Ack it at once so the closer can finish, then end our side.
                 st.ack_frames = u32::MAX / 2;
                 drop(st);
@@ -968,12 +917,12 @@ impl Session {
                 self.end(EndReason::Closed);
                 return Ok(());
             }
-            FrameType::Ack | FrameType::Pong => {}
-            FrameType::Hello
-            | FrameType::Welcome
-            | FrameType::Resume
-            | FrameType::Resumed
-            | FrameType::Refused => {
+            Message::Ack | Message::Pong { .. } => {}
+            Message::Hello { .. }
+            | Message::Welcome(_)
+            | Message::Resume { .. }
+            | Message::Resumed
+            | Message::Refused { .. } => {
                 return Err(proto(format!("{:?} inside an established tunnel", frame.kind)));
             }
         }
@@ -1014,9 +963,5 @@ impl Session {
 pub const ACK_DELAY: Duration = Duration::from_millis(100);
 
 fn rst_frame(id: u32, code: u16, reason: &str) -> BytesMut {
-    let reason = &reason.as_bytes()[..reason.len().min(512)];
-    let mut f = Frame::start(FrameType::Rst, 0, id, 2 + reason.len());
-    f.put_u16(code);
-    f.put_slice(reason);
-    f
+    Message::Rst { code, reason: reason.to_owned() }.encode(id)
 }

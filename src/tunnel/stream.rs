@@ -12,11 +12,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BufMut};
+use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::frame::{Frame, FrameType, FLAG_FIN, HEADER_LEN};
 use super::session::{rst, Session};
+use super::wire;
 
 /// A bidirectional byte stream carried by a tunnel.
 pub struct TunnelStream {
@@ -173,21 +173,10 @@ impl AsyncWrite for TunnelStream {
         let n = buf.len().min(slot.send_credit).min(max_frame).min(room);
         slot.send_credit -= n;
         // Small writes join the last queued DATA frame instead of costing a frame each.
-        let joined = match slot.pending.back_mut() {
-            Some(last)
-                if last[0] == FrameType::Data as u8
-                    && last[1] & FLAG_FIN == 0
-                    && last.len() - HEADER_LEN + n <= max_frame =>
-            {
-                last.put_slice(&buf[..n]);
-                true
-            }
-            _ => false,
-        };
+        let joined =
+            slot.pending.back_mut().is_some_and(|last| wire::append_data(last, &buf[..n], max_frame));
         if !joined {
-            let mut f = Frame::start(FrameType::Data, 0, self.id, n);
-            f.put_slice(&buf[..n]);
-            slot.pending.push_back(f);
+            slot.pending.push_back(wire::data(self.id, &buf[..n]));
         }
         st.send_queued += n;
         let notify = st.enqueue_ready(self.id);
@@ -212,7 +201,7 @@ impl AsyncWrite for TunnelStream {
             return Poll::Ready(Ok(()));
         }
         slot.send_fin = true;
-        slot.pending.push_back(Frame::start(FrameType::Data, FLAG_FIN, self.id, 0));
+        slot.pending.push_back(wire::fin(self.id));
         st.enqueue_ready(self.id);
         drop(guard);
         self.session.writer.notify_one();
