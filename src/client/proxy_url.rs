@@ -95,16 +95,10 @@ impl ProxyUrl {
                 Some(Credentials { user: percent_decode(user)?, password: percent_decode(pass)? })
             }
         };
-        let addr = Target::parse_with_default_port(hostport, port)
-            .map_err(|e| format!("invalid proxy address in `{}`: {e}", redact(url)))?;
+        let addr = Target::parse_with_default_port(hostport, port).map_err(|e| {
+            format!("invalid proxy address in `{}`: {e}", crate::config::redact_password(url))
+        })?;
         Ok(ProxyUrl { kind, addr, credentials })
-    }
-}
-
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_owned(),
     }
 }
 

@@ -76,6 +76,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 500ms, 2s or 1m30s"))
 }
 
+/// `url` with its password (if any) replaced by `***`, for messages and logs: the user
+/// stays, so the reader knows which credentials were used.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Parses a listen address: `HOST:PORT` with an IP address, `localhost:PORT`, or a bare `PORT`
 /// (both meaning 127.0.0.1:PORT, which is safe: nothing outside this machine can connect).
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -138,5 +153,13 @@ mod tests {
         assert_eq!(parse_listen("[::1]:3128").unwrap(), "[::1]:3128".parse().unwrap());
         let err = parse_listen(":3128").unwrap_err();
         assert!(err.contains("IP:PORT") && err.contains("0.0.0.0:3128"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_password("rediss://:secret@127.0.0.1:6380/"), "rediss://:***@127.0.0.1:6380/");
+        assert_eq!(redact_password("redis://user:pw@h:1/0"), "redis://user:***@h:1/0");
+        assert_eq!(redact_password("http://u:p@proxy:3128"), "http://u:***@proxy:3128");
+        assert_eq!(redact_password("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

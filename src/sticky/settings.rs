@@ -186,7 +186,7 @@ fn check_redis_scheme(url: &str) -> Result<(), ConfigError> {
     if matches!(scheme, Some("redis" | "rediss")) {
         return Ok(());
     }
-    let shown = super::store::redact_password(url);
+    let shown = crate::config::redact_password(url);
     let what = match scheme {
         Some(s) => format!("the scheme `{s}://`"),
         None => "no scheme".to_owned(),

@@ -152,7 +152,7 @@ impl SidStore {
         backends: Vec<String>,
     ) -> anyhow::Result<Self> {
         // Never echo the password in errors or logs.
-        let shown = redact_password(url);
+        let shown = crate::config::redact_password(url);
         let client = match ca {
             None => redis::Client::open(url),
             Some(pem) => redis::Client::build_with_tls(
@@ -353,20 +353,6 @@ impl SidStore {
     }
 }
 
-/// `url` with its password (if any) replaced by `***`, for messages.
-pub fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***{}", &rest[at..])
-        }
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,12 +424,5 @@ mod tests {
         e.purge(t0 + 2 * expiry, expiry);
         assert_eq!(e.counts, [0, 1], "the refreshed one expires at its new deadline; the pinned one stays");
         assert_eq!(e.deadlines.len(), 1);
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact_password("rediss://:secret@127.0.0.1:6380/"), "rediss://:***@127.0.0.1:6380/");
-        assert_eq!(redact_password("redis://user:pw@h:1/0"), "redis://user:***@h:1/0");
-        assert_eq!(redact_password("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }
