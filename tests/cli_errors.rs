@@ -92,6 +92,18 @@ async fn forward_needs_a_proxy_or_direct() {
     );
     let p = Proc::start(&["forward", "--direct", "-L", "127.0.0.1:0:127.0.0.1:9"], 1);
     assert!(p.addr().ip().is_loopback());
+    assert!(!p.stderr.lock().unwrap().contains("not loopback"));
+    // A forward other machines can reach says so.
+    let p = Proc::start(&["forward", "--direct", "-L", "0.0.0.0:0:127.0.0.1:9"], 1);
+    let start = Instant::now();
+    while !p.stderr.lock().unwrap().contains("not loopback") {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no exposure warning: {}",
+            p.stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A server that sends a banner and closes, like an sshd refusing a client.
