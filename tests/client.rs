@@ -22,16 +22,7 @@ fn tk_proxy(extra: &[&str]) -> Proc {
 async fn connect(args: &[&str], env: &[(&str, &str)], input: &[u8]) -> (bool, Vec<u8>, String) {
     let mut cmd = tokio::process::Command::new(support::bin());
     cmd.arg("connect").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for k in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "NO_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "no_proxy",
-    ] {
+    for k in support::PROXY_VARS {
         cmd.env_remove(k);
     }
     for (k, v) in env {

@@ -14,15 +14,13 @@ use futures_util::{SinkExt, StreamExt};
 use ring::digest::{digest, SHA256};
 use support::chaos::ChaosRelay;
 use support::origin::{echo_server, firehose, Origin};
+use support::tunnel_lib::lib_server;
 use support::{curl, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tunnelkit::net::DirectDialer;
-use tunnelkit::policy::Policy;
-use tunnelkit::shutdown::Drain;
 use tunnelkit::tunnel::frame::{stamp, Frame, FrameType};
 use tunnelkit::tunnel::wire::{self, Message};
-use tunnelkit::tunnel::{Client, ConnectError, Limits, Server, ServerOptions, TunnelEvent};
+use tunnelkit::tunnel::{Client, ConnectError, Limits, TunnelEvent};
 use tunnelkit::tunnel::{Mode, ResumeSecret, TunnelId};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -333,20 +331,6 @@ async fn hold_time_expiry_ends_streams_with_an_error_and_the_server_cap_wins() {
         .await
         .expect("expiry in time");
     assert!(r.is_err(), "expired stream must fail, not end cleanly (got EOF after {} bytes)", rest.len());
-}
-
-async fn lib_server(tokens: &[&str], limits: Limits) -> SocketAddr {
-    let policy = Arc::new(
-        Policy::new().allow(["127.0.0.0/8".parse().unwrap()]).connect_ports("1-65535".parse().unwrap()),
-    );
-    let dialer = Arc::new(DirectDialer::new(policy.clone(), Duration::from_secs(5)));
-    let mut opts = ServerOptions::new(dialer, policy);
-    opts.tokens = tokens.iter().map(|t| t.to_string()).collect();
-    opts.limits = limits;
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(Server::new(opts).serve(l, Drain::new()));
-    addr
 }
 
 /// Sends RESUME for `id` with `secret` and `token`, returns the answer's frame type.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use support::origin::{echo_server, firehose};
+use support::tunnel_lib::lib_server;
 use support::{curl, run_to_exit, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -185,20 +186,6 @@ async fn a_peer_that_never_reads_is_dropped_after_the_write_deadline() {
     .await;
     assert!(dropped.is_ok(), "a peer that reads nothing still held its connection after 30 s");
     eprintln!("dropped after {:?}", started.elapsed());
-}
-
-async fn lib_server(tokens: &[&str], limits: Limits) -> SocketAddr {
-    let policy = Arc::new(
-        Policy::new().allow(["127.0.0.0/8".parse().unwrap()]).connect_ports("1-65535".parse().unwrap()),
-    );
-    let dialer = Arc::new(DirectDialer::new(policy.clone(), Duration::from_secs(5)));
-    let mut opts = ServerOptions::new(dialer, policy);
-    opts.tokens = tokens.iter().map(|t| t.to_string()).collect();
-    opts.limits = limits;
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(Server::new(opts).serve(l, Drain::new()));
-    addr
 }
 
 /// The close code the server ends the connection with after HELLO and then `bad`.

@@ -5,6 +5,7 @@ pub mod chaos;
 pub mod origin;
 pub mod scripted;
 pub mod tls_origin;
+pub mod tunnel_lib;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -155,6 +156,19 @@ pub fn loopback_proxy(extra: &[&str]) -> Proc {
     let listeners = 1 + usize::from(extra.contains(&"--metrics")) + usize::from(extra.contains(&"--socks"));
     Proc::start(&args, listeners)
 }
+
+/// The proxy environment variables curl and tunnelkit read: removed where a test must not inherit
+/// the user's proxy.
+pub const PROXY_VARS: [&str; 8] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
 
 /// Runs `tunnelkit ARGS` to its exit, at most `limit`, with stdin closed, `RUST_LOG=warn`, no proxy
 /// variables, and `env` on top; returns the exit status (`None`: still running at the limit, then
