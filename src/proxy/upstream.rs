@@ -136,10 +136,10 @@ async fn send_and_receive(
         BodyError::Write(_) => Failure::Retryable,
     };
     let encode = if framing == Framing::Chunked { Encode::Chunked } else { Encode::Identity };
-    // An origin that stops reading the upload must not hold the exchange forever.
-    let mut dst = WriteDeadline::new(&mut up.io, idle);
-    let body_up = if expect_continue && framing != Framing::Empty {
-        write_all_within(dst.get_mut(), &out, idle).await.map_err(|_| Failure::Retryable)?;
+    // With `Expect: 100-continue` the head goes alone and the body waits for the origin's verdict;
+    // otherwise the head is coalesced with the first body bytes.
+    let first = if expect_continue && framing != Framing::Empty {
+        write_all_within(&mut up.io, &out, idle).await.map_err(|_| Failure::Retryable)?;
         // Wait briefly for the origin's verdict; origins that ignore Expect get the body anyway.
         match tokio::time::timeout(Duration::from_secs(1), read_response_head(up, idle)).await {
             Ok(Ok(resp)) if resp.status == 100 => {}
@@ -151,11 +151,14 @@ async fn send_and_receive(
         write_all_within(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n", client_idle)
             .await
             .map_err(|_| Failure::ClientGone)?;
-        let mut dst = WriteDeadline::new(&mut up.io, idle);
-        copy_body(client, framing, &mut dst, encode, Vec::new(), client_idle).await.map_err(body_error)?
+        Vec::new()
     } else {
-        copy_body(client, framing, &mut dst, encode, out, client_idle).await.map_err(body_error)?
+        out
     };
+    // An origin that stops reading the upload must not hold the exchange forever.
+    let mut dst = WriteDeadline::new(&mut up.io, idle);
+    let body_up =
+        copy_body(client, framing, &mut dst, encode, first, client_idle).await.map_err(body_error)?;
     loop {
         let resp = read_response_head(up, idle).await?;
         if resp.status >= 200 || resp.status == 101 {
