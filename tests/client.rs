@@ -315,3 +315,47 @@ async fn proxy_upstream_chains_connect_and_absolute_form() {
     let (ok, body, err) = curl(&["-p", "-x", &format!("http://{}", tchild.addr()), &origin.url("/1k")]).await;
     assert!(ok && body.len() == 1024, "{err}");
 }
+
+/// SIGTERM: `forward` stops accepting, the open connection keeps flowing until it ends, then the
+/// process exits 0; a second SIGTERM ends the wait at once. Multi-threaded: `wait_exit` blocks its
+/// thread while the echo server (in this process) must keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_drains_open_connections_on_sigterm() {
+    let echo = echo_server().await;
+    let spec = format!("127.0.0.1:0:{echo}");
+    let mut p = Proc::start(&["forward", "--direct", "-L", &spec, "--shutdown-timeout", "60s"], 1);
+    let mut open = TcpStream::connect(p.addr()).await.unwrap();
+    let mut buf = [0u8; 5];
+    open.write_all(b"hello").await.unwrap();
+    open.read_exact(&mut buf).await.unwrap();
+    p.terminate();
+    // The listener closes (new connections are refused) while the open one still echoes.
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect(p.addr()).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "still accepting after SIGTERM");
+    open.write_all(b"again").await.unwrap();
+    open.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"again");
+    assert!(p.wait_exit(Duration::from_millis(300)).is_none(), "exited with a connection open");
+    drop(open);
+    let status = p.wait_exit(Duration::from_secs(10)).expect("exits once the connection ended");
+    assert!(status.success(), "{status:?}");
+
+    // A second signal does not wait for the 60 s deadline.
+    let mut p = Proc::start(&["forward", "--direct", "-L", &spec, "--shutdown-timeout", "60s"], 1);
+    let mut open = TcpStream::connect(p.addr()).await.unwrap();
+    open.write_all(b"hello").await.unwrap();
+    open.read_exact(&mut buf).await.unwrap();
+    p.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.terminate();
+    let status = p.wait_exit(Duration::from_secs(10)).expect("a second SIGTERM ends the drain");
+    assert!(status.success(), "{status:?}");
+    drop(open);
+}

@@ -292,3 +292,53 @@ async fn a_second_signal_ends_the_drain_at_once() {
     p.terminate();
     assert!(p.wait_exit(Duration::from_secs(5)).is_some(), "a second SIGTERM did not end the drain");
 }
+
+/// Error lines of the access log carry the status the client got and the time it took: a 504 after
+/// the upstream timeout, a refused `Expect: 100-continue` with the origin's status, a 502 for a
+/// broken chunk (not the origin's 200).
+#[tokio::test]
+async fn access_log_error_lines_carry_the_real_status_and_duration() {
+    let origin = Scripted::start(|req| match req.target.as_str() {
+        "/silent" => vec![Step::Sleep(Duration::from_secs(5))],
+        "/expect" => vec![write("HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n")],
+        _ => vec![write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")],
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let p = loopback_proxy(&["--access-log", log.to_str().unwrap(), "--upstream-timeout", "700ms"]);
+    let resp = raw(p.addr(), &get(&origin.url("/silent"), origin.addr, "GET")).await;
+    assert!(resp.starts_with("HTTP/1.1 504 "), "{resp}");
+    let expect = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        origin.url("/expect"),
+        origin.addr
+    );
+    let resp = raw(p.addr(), expect.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 417 "), "{resp}");
+    let resp = raw(p.addr(), &get(&origin.url("/bad-chunk"), origin.addr, "GET")).await;
+    assert!(resp.starts_with("HTTP/1.1 502 "), "{resp}");
+
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fields = |path: &str| -> Vec<String> {
+        let line =
+            text.lines().find(|l| l.contains(path)).unwrap_or_else(|| panic!("no line for {path}: {text}"));
+        line.split(' ').map(str::to_owned).collect()
+    };
+    // TIMESTAMP CLIENT METHOD TARGET STATUS UP DOWN DURATION_MS [NOTE]
+    let silent = fields("/silent");
+    assert_eq!(silent[4], "504", "{text}");
+    let ms: u64 = silent[7].parse().unwrap();
+    assert!(ms >= 600, "a 504 after the 700 ms upstream timeout logged {ms} ms: {text}");
+    let expect = fields("/expect");
+    assert_eq!(expect[4], "417", "{text}");
+    assert_eq!(expect.get(8).map(String::as_str), Some("expect_refused"), "{text}");
+    assert_eq!(fields("/bad-chunk")[4], "502", "{text}");
+}

@@ -1,5 +1,8 @@
 //! Command-line flags of `tunnelkit connect` and `tunnelkit forward`.
 
+use std::time::Duration;
+
+use crate::config::duration_in;
 use crate::net::{ForwardSpec, Target};
 
 /// `tunnelkit connect`: stdin/stdout to HOST:PORT through a proxy (usable as ssh ProxyCommand).
@@ -29,4 +32,9 @@ pub struct ForwardArgs {
     /// Keep this many tunnels per forward open ahead of time.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub prewarm: usize,
+    /// On SIGTERM/SIGINT, stop accepting and let open connections finish for this long; a second
+    /// signal ends at once.
+    #[arg(long, value_name = "DUR", default_value = "30s",
+          value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(3600)))]
+    pub shutdown_timeout: Duration,
 }

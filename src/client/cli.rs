@@ -104,7 +104,10 @@ pub async fn run_forward(args: ForwardArgs) -> anyhow::Result<()> {
         });
     }
     shutdown::signal().await;
-    drain.finish(Duration::from_secs(10)).await;
+    let left = drain.finish(args.shutdown_timeout).await;
+    if left > 0 {
+        tracing::warn!("{left} connections still open after --shutdown-timeout; closing them");
+    }
     Ok(())
 }
 

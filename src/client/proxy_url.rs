@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::http::percent;
 use crate::net::Target;
 use crate::policy::Credentials;
 
@@ -92,7 +93,7 @@ impl ProxyUrl {
             None => None,
             Some(u) => {
                 let (user, pass) = u.split_once(':').unwrap_or((u, ""));
-                Some(Credentials { user: percent_decode(user)?, password: percent_decode(pass)? })
+                Some(Credentials { user: decode_userinfo(user)?, password: decode_userinfo(pass)? })
             }
         };
         let addr = Target::parse_with_default_port(hostport, port).map_err(|e| {
@@ -102,21 +103,9 @@ impl ProxyUrl {
     }
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or("bad percent-encoding in proxy credentials")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| "bad percent-encoding in proxy credentials")?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "proxy credentials are not UTF-8".to_owned())
+/// Decodes one half of `user:password`.
+fn decode_userinfo(s: &str) -> Result<String, String> {
+    percent::decode(s, percent::Rules::Userinfo).map_err(|e| format!("proxy credentials: {e}"))
 }
 
 #[cfg(test)]

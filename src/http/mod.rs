@@ -1,10 +1,13 @@
 //! HTTP/1 pieces shared by the proxy and the balancer: strict head parsing and framing ([`head`]),
 //! streaming bodies ([`body`]), hop-by-hop rules ([`hop`]), what an upgrade request is
-//! ([`upgrade`]), head writing ([`write`]) and short error responses ([`response`]).
+//! ([`upgrade`]), head writing ([`write`]), heads re-written for the next hop ([`next_hop`]),
+//! percent-decoding ([`percent`]) and short error responses ([`response`]).
 
 pub mod body;
 pub mod head;
 pub mod hop;
+pub mod next_hop;
+pub mod percent;
 pub mod response;
 pub mod upgrade;
 pub mod write;

@@ -164,11 +164,6 @@ impl DirectDialer {
         self
     }
 
-    /// The policy this dialer enforces.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     /// Like [`Dialer::dial`] but returns the concrete TCP stream and the address connected to.
     pub async fn dial_tcp(
         &self,
@@ -220,26 +215,23 @@ impl<D> GatedDialer<D> {
     pub fn new(policy: Arc<Policy>, inner: D) -> Self {
         GatedDialer { policy, inner }
     }
+}
 
-    /// Checks what can be checked without resolving the name.
-    pub fn check(&self, target: &Target, purpose: Purpose) -> Result<(), DialError> {
-        self.policy.check_port(target.port, purpose)?;
-        if let Some(ip) = target.host.ip() {
-            self.policy.check_ip(ip)?;
-        }
-        Ok(())
+/// Checks what `policy` can check of `target` without resolving its name: the port always, the
+/// address when the target is a literal. Used where names are resolved by someone else (a parent
+/// proxy), so the local rules still hold for everything we can see.
+pub fn check_unresolved(policy: &Policy, target: &Target, purpose: Purpose) -> Result<(), DialError> {
+    policy.check_port(target.port, purpose)?;
+    if let Some(ip) = target.host.ip() {
+        policy.check_ip(ip)?;
     }
-
-    /// The wrapped dialer.
-    pub fn inner(&self) -> &D {
-        &self.inner
-    }
+    Ok(())
 }
 
 impl<D: Dialer> Dialer for GatedDialer<D> {
     fn dial<'a>(&'a self, target: &'a Target, purpose: Purpose) -> DialFuture<'a> {
         Box::pin(async move {
-            self.check(target, purpose)?;
+            check_unresolved(&self.policy, target, purpose)?;
             self.inner.dial(target, purpose).await
         })
     }

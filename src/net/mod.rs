@@ -24,7 +24,9 @@ pub mod tls;
 pub mod workers;
 pub mod write_deadline;
 
-pub use dialer::{BoxStream, DialError, DialFuture, Dialer, DirectDialer, GatedDialer, Purpose, Stream};
+pub use dialer::{
+    check_unresolved, BoxStream, DialError, DialFuture, Dialer, DirectDialer, GatedDialer, Purpose, Stream,
+};
 pub use forward_spec::ForwardSpec;
 pub use prefixed::Prefixed;
 pub use relay::{relay, RelayStats};

@@ -23,16 +23,6 @@ pub fn set_keepalive(stream: &TcpStream, idle: Duration) {
     let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
 }
 
-/// Reads the keepalive idle time back (used by tests to prove the option is set).
-pub fn keepalive_time(stream: &TcpStream) -> Option<Duration> {
-    let sock = SockRef::from(stream);
-    if sock.keepalive().ok()? {
-        sock.tcp_keepalive_time().ok()
-    } else {
-        None
-    }
-}
-
 /// Accepts the next connection, with `TCP_NODELAY` set.
 ///
 /// Accept errors (out of file descriptors, a connection reset before it was taken) are transient
@@ -60,5 +50,20 @@ pub async fn connect(target: &Target) -> std::io::Result<TcpStream> {
     match &target.host {
         Host::Ip(ip) => TcpStream::connect((*ip, target.port)).await,
         Host::Domain(name) => TcpStream::connect((name.as_str(), target.port)).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keepalive_is_set_with_the_idle_time_asked_for() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        set_keepalive(&stream, Duration::from_secs(42));
+        let sock = SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(42));
     }
 }

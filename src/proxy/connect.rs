@@ -1,10 +1,10 @@
 //! CONNECT tunnels: dial first, answer 200 only once the destination is reached, then relay.
 
-use super::server::{Client, Exchange, Next};
+use super::server::{ClientConn, Exchange, Next};
 use crate::http::head::RequestHead;
 use crate::net::{relay::Relay, write_all_within, Purpose, Target};
 
-pub(super) async fn handle(ex: &Exchange<'_>, client: &mut Client, head: &RequestHead) -> Next {
+pub(super) async fn handle(ex: &Exchange<'_>, client: &mut ClientConn, head: &RequestHead) -> Next {
     let target = match Target::parse(&head.target) {
         Ok(t) => t,
         Err(e) => {

@@ -8,11 +8,11 @@
 
 use super::pool::PoolKey;
 use super::response::{self, RelayError};
-use super::server::{metric_method, Client, Exchange, Next};
-use super::upstream::{self, Failure, Sent};
+use super::server::{metric_method, ClientConn, Exchange, Next};
+use super::upstream::{self, SendFailure, Sent};
 use crate::http::head::{self, Framing, RequestHead};
-use crate::http::{connection_tokens, is_hop_by_hop, write};
-use crate::net::{DialError, Purpose, Target};
+use crate::http::next_hop::{self, RequestHop};
+use crate::net::{check_unresolved, DialError, Purpose, Target};
 
 /// A parsed absolute-form `http://` request target.
 struct AbsoluteUri<'a> {
@@ -78,53 +78,107 @@ fn max_forwards(head: &RequestHead) -> MaxForwards {
     }
 }
 
+/// A request ready to go on: where to, and the head to send.
+struct Plan<'a> {
+    uri: AbsoluteUri<'a>,
+    /// The request asks for a protocol upgrade.
+    upgrade: bool,
+    /// The client wants its connection kept after this exchange.
+    keep_client: bool,
+    /// Pooled connections to the origin, or to the parent proxy.
+    key: PoolKey,
+    /// The head for the next hop (taken when it is sent).
+    out: Vec<u8>,
+}
+
+/// Forwards one absolute-form request: parse it, send it (one retry on a dead pooled connection),
+/// relay the answer.
 pub(super) async fn handle(
     ex: &Exchange<'_>,
-    client: &mut Client,
+    client: &mut ClientConn,
     head: &RequestHead,
     framing: Framing,
 ) -> Next {
-    let shared = ex.shared;
-    let uri = match parse_absolute(&head.target) {
-        Ok(u) => u,
-        Err(e) => return ex.fail(client, 400, Some("http_request_error"), &e).await,
+    let mut plan = match plan(ex, head, framing) {
+        Ok(p) => p,
+        Err(Refusal::Answer) => return response::answer_max_forwards(ex, client, head).await,
+        Err(Refusal::BadRequest(e)) => return ex.fail(client, 400, Some("http_request_error"), &e).await,
+        Err(Refusal::Denied(e)) => return ex.dial_failed(client, &e).await,
     };
+    let out = std::mem::take(&mut plan.out);
+    let sent =
+        upstream::send_with_retry(ex, client, head, framing, plan.upgrade, &plan.key, &plan.uri.target, out)
+            .await;
+    match sent {
+        Ok(sent) => relay(ex, client, head, sent, plan).await,
+        Err(SendFailure::Dial(e)) => ex.dial_failed(client, &e).await,
+        Err(SendFailure::ClientGone) => Next::Close,
+        Err(f) => {
+            let (status, kind, detail) = f.describe();
+            ex.fail(client, status, Some(kind), &detail).await
+        }
+    }
+}
+
+/// Why a request is not sent on.
+enum Refusal {
+    /// Max-Forwards reached 0: the proxy answers itself.
+    Answer,
+    /// The request target is not one we forward (400).
+    BadRequest(String),
+    /// Our policy refuses the destination.
+    Denied(DialError),
+}
+
+/// Reads the request target and options and builds the head for the next hop.
+fn plan<'a>(ex: &Exchange<'_>, head: &'a RequestHead, framing: Framing) -> Result<Plan<'a>, Refusal> {
+    let shared = ex.shared;
+    let uri = parse_absolute(&head.target).map_err(Refusal::BadRequest)?;
     let max_forwards = match max_forwards(head) {
-        MaxForwards::Answer => return response::answer_max_forwards(ex, client, head).await,
+        MaxForwards::Answer => return Err(Refusal::Answer),
         MaxForwards::Forward(n) => Some(n),
         MaxForwards::Absent => None,
     };
-    let upgrade = crate::http::is_upgrade_request(&head.method, head.headers.as_slice());
-    let keep_client = client_wants_keep_alive(head);
-    let out = request_head(ex, head, &uri, framing, upgrade, max_forwards);
-
-    let key = if shared.parent.is_some() { PoolKey::Parent } else { PoolKey::Origin(uri.target.clone()) };
-    if let Some(parent) = &shared.parent {
+    if shared.parent.is_some() {
         // Requests handed to a parent proxy as they are still obey our own policy.
-        if let Err(e) = parent.check(&uri.target, Purpose::Http) {
-            return ex.dial_failed(client, &e).await;
-        }
+        check_unresolved(&shared.settings.policy, &uri.target, Purpose::Http).map_err(Refusal::Denied)?;
     }
-    let sent = upstream::send_with_retry(ex, client, head, framing, upgrade, &key, &uri.target, out).await;
-    let Sent { mut up, resp, body_up, early } = match sent {
-        Ok(x) => x,
-        Err(Failure::Dial(e)) => return ex.dial_failed(client, &e).await,
-        Err(Failure::ClientGone) => return Next::Close,
-        Err(f) => {
-            let (status, kind, detail) = f.describe();
-            return ex.fail(client, status, Some(kind), &detail).await;
-        }
+    let upgrade = crate::http::is_upgrade_request(&head.method, head.headers.as_slice());
+    let authorization = shared.parent.as_ref().and_then(|p| p.proxy_authorization());
+    let hop = RequestHop {
+        authority: uri.authority,
+        path: &uri.path,
+        absolute: shared.parent.is_some(),
+        framing,
+        upgrade,
+        max_forwards,
+        proxy_authorization: authorization.as_deref(),
     };
+    let out = next_hop::request(head, &hop);
+    let key = if shared.parent.is_some() { PoolKey::Parent } else { PoolKey::Origin(uri.target.clone()) };
+    Ok(Plan { upgrade, keep_client: client_wants_keep_alive(head), key, out, uri })
+}
+
+/// Relays the upstream's answer: the response (pooling the upstream connection if it ended cleanly),
+/// a protocol switch, or the refusal of a held-back body.
+async fn relay(
+    ex: &Exchange<'_>,
+    client: &mut ClientConn,
+    head: &RequestHead,
+    sent: Sent,
+    plan: Plan<'_>,
+) -> Next {
+    let shared = ex.shared;
+    let Sent { mut up, resp, body_up, early } = sent;
+    let Plan { uri, upgrade, keep_client, key, .. } = plan;
+    let status = resp.status;
     if early {
         // The origin answered before we sent the body (Expect: 100-continue refused): relay the
         // answer and close both sides, since the body the client may still send is unread.
-        let status = resp.status;
         let down = response::deliver(shared, client, &mut up, head, resp, false).await.map_or(0, |r| r.down);
         ex.log(status, 0, down, Some("expect_refused"));
         return Next::Close;
     }
-
-    let status = resp.status;
     if status == 407 && shared.parent.is_some() {
         let target = uri.target.to_string();
         let e = DialError::ParentRefused { status, reason: resp.reason.clone(), target };
@@ -163,59 +217,6 @@ pub(super) async fn handle(
     } else {
         Next::Close
     }
-}
-
-/// The request head for the next hop: origin-form to an origin, absolute-form to a parent proxy.
-fn request_head(
-    ex: &Exchange<'_>,
-    head: &RequestHead,
-    uri: &AbsoluteUri<'_>,
-    framing: Framing,
-    upgrade: bool,
-    max_forwards: Option<u32>,
-) -> Vec<u8> {
-    let parent = ex.shared.parent.as_ref();
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(head.method.as_bytes());
-    out.push(b' ');
-    if parent.is_some() {
-        out.extend_from_slice(b"http://");
-        out.extend_from_slice(uri.authority.as_bytes());
-    }
-    out.extend_from_slice(uri.path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    write::header(&mut out, "Host", uri.authority.as_bytes());
-    let tokens = connection_tokens(head::values(&head.headers, "connection"));
-    for h in &head.headers {
-        let n = h.name.as_str();
-        if is_hop_by_hop(n, &tokens, upgrade)
-            || n.eq_ignore_ascii_case("host")
-            || n.eq_ignore_ascii_case("content-length")
-            || (max_forwards.is_some() && n.eq_ignore_ascii_case("max-forwards"))
-        {
-            continue;
-        }
-        write::header(&mut out, n, &h.value);
-    }
-    if let Some(n) = max_forwards {
-        write::header(&mut out, "Max-Forwards", n.to_string().as_bytes());
-    }
-    write::header(&mut out, "Via", format!("1.{} tunnelkit", head.minor).as_bytes());
-    match framing {
-        Framing::Length(n) => write::header(&mut out, "Content-Length", n.to_string().as_bytes()),
-        Framing::Chunked => {
-            write::transfer_encoding(&mut out, &head::content_transfer_codings(&head.headers), true)
-        }
-        Framing::Empty | Framing::Close => {}
-    }
-    if upgrade {
-        write::header(&mut out, "Connection", b"Upgrade");
-    }
-    if let Some(auth) = parent.and_then(|p| p.inner().proxy_authorization()) {
-        write::header(&mut out, "Proxy-Authorization", auth.as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    out
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@
 //! the client idle timeout: a client that stops reading is dropped, not waited on forever.
 
 use super::pool::UpConn;
-use super::server::{Client, Exchange, Next, Shared};
+use super::server::{ClientConn, Exchange, Next, Shared};
 use crate::http::body::{copy_body, BodyError, Encode};
 use crate::http::head::{self, Framing, RequestHead, ResponseHead};
-use crate::http::{connection_tokens, is_hop_by_hop, write};
+use crate::http::next_hop;
 use crate::net::{relay::Relay, write_all_within, WriteDeadline};
 
 /// A response relayed whole.
@@ -34,7 +34,7 @@ pub(super) enum RelayError {
 /// Writes the response head and streams the body to the client.
 pub(super) async fn deliver(
     shared: &Shared,
-    client: &mut Client,
+    client: &mut ClientConn,
     up: &mut UpConn,
     head: &RequestHead,
     resp: ResponseHead,
@@ -58,7 +58,7 @@ pub(super) async fn deliver(
         // answered with a 502 that says why, instead of a head followed by a cut body.
         first_chunk_line(shared, up).await.map_err(RelayError::Refused)?;
     }
-    let out = response_head(head, &resp, framing, encode, keep);
+    let out = next_hop::response(head, &resp, framing, encode, keep);
     let mut dst = WriteDeadline::new(&mut client.io, shared.settings.idle_timeout);
     match copy_body(up, framing, &mut dst, encode, out, shared.settings.upstream_timeout).await {
         Ok(down) => Ok(Relayed { down, keep_client: keep, up_reusable }),
@@ -86,71 +86,15 @@ async fn first_chunk_line(shared: &Shared, up: &mut UpConn) -> Result<(), String
     }
 }
 
-/// The response head for the client: hop-by-hop fields dropped, `Via` added, framing re-done.
-fn response_head(
-    head: &RequestHead,
-    resp: &ResponseHead,
-    framing: Framing,
-    encode: Encode,
-    keep: bool,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512 + resp.headers.len() * 32);
-    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason).as_bytes());
-    let tokens = connection_tokens(head::values(&resp.headers, "connection"));
-    let bodiless = framing == Framing::Empty;
-    for h in &resp.headers {
-        let n = h.name.as_str();
-        if is_hop_by_hop(n, &tokens, false) {
-            continue;
-        }
-        // Content-Length is re-derived from the framing, except where the response has no body but
-        // the field describes the representation (HEAD, 304).
-        if n.eq_ignore_ascii_case("content-length")
-            && !(bodiless && (head.method == "HEAD" || resp.status == 304))
-        {
-            continue;
-        }
-        write::header(&mut out, n, &h.value);
-    }
-    write::header(&mut out, "Via", format!("1.{} tunnelkit", resp.minor).as_bytes());
-    // Content codings (gzip in `gzip, chunked`, or a non-chunked final coding of a close-delimited
-    // body) describe the payload and travel on; only the chunked framing is per hop.
-    let codings = if bodiless { Vec::new() } else { head::content_transfer_codings(&resp.headers) };
-    match (framing, encode) {
-        (Framing::Length(n), _) => write::header(&mut out, "Content-Length", n.to_string().as_bytes()),
-        (Framing::Empty, _) if resp.status != 204 && resp.status != 304 && head.method != "HEAD" => {
-            write::header(&mut out, "Content-Length", b"0")
-        }
-        (Framing::Empty, _) => {}
-        (_, Encode::Chunked) => write::transfer_encoding(&mut out, &codings, true),
-        (_, Encode::Identity) => write::transfer_encoding(&mut out, &codings, false),
-    }
-    if !keep {
-        write::header(&mut out, "Connection", b"close");
-    } else if head.minor == 0 {
-        write::header(&mut out, "Connection", b"keep-alive");
-    }
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
 /// Relays the 101 to the client and then bytes both ways until either side ends.
 pub(super) async fn finish_upgrade(
     ex: &Exchange<'_>,
-    client: &mut Client,
+    client: &mut ClientConn,
     mut up: UpConn,
     resp: ResponseHead,
 ) -> Next {
     let shared = ex.shared;
-    let mut out = format!("HTTP/1.1 101 {}\r\n", resp.reason).into_bytes();
-    let tokens = connection_tokens(head::values(&resp.headers, "connection"));
-    for h in &resp.headers {
-        if !is_hop_by_hop(&h.name, &tokens, true) {
-            write::header(&mut out, &h.name, &h.value);
-        }
-    }
-    write::header(&mut out, "Connection", b"Upgrade");
-    out.extend_from_slice(b"\r\n");
+    let mut out = next_hop::switching_protocols(&resp);
     // Frames the origin sent right after its 101 are already in our buffer.
     out.extend_from_slice(&std::mem::take(&mut up.buf));
     let idle = shared.settings.idle_timeout;
@@ -172,29 +116,15 @@ pub(super) async fn finish_upgrade(
 }
 
 /// Max-Forwards reached zero: OPTIONS and TRACE are answered by the proxy itself.
-pub(super) async fn answer_max_forwards(ex: &Exchange<'_>, client: &mut Client, head: &RequestHead) -> Next {
+pub(super) async fn answer_max_forwards(
+    ex: &Exchange<'_>,
+    client: &mut ClientConn,
+    head: &RequestHead,
+) -> Next {
     let msg = if head.method == "OPTIONS" {
         b"HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH, CONNECT\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
     } else {
-        // TRACE echoes the request as received, minus credentials.
-        let mut echo = format!("{} {} HTTP/1.{}\r\n", head.method, head.target, head.minor).into_bytes();
-        for h in &head.headers {
-            let n = h.name.as_str();
-            if !n.eq_ignore_ascii_case("proxy-authorization")
-                && !n.eq_ignore_ascii_case("authorization")
-                && !n.eq_ignore_ascii_case("cookie")
-            {
-                write::header(&mut echo, n, &h.value);
-            }
-        }
-        echo.extend_from_slice(b"\r\n");
-        let mut m = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: message/http\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            echo.len()
-        )
-        .into_bytes();
-        m.extend_from_slice(&echo);
-        m
+        next_hop::trace_echo(head)
     };
     let _ = write_all_within(&mut client.io, &msg, ex.shared.settings.idle_timeout).await;
     ex.log(200, 0, msg.len() as u64, Some("max_forwards"));

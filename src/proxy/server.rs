@@ -26,15 +26,16 @@ pub(super) struct Shared {
     pub settings: Settings,
     /// Dials CONNECT targets and origins (directly under the policy, or through `--upstream`).
     pub dialer: Arc<dyn Dialer>,
-    /// The parent proxy, when absolute-form requests should be sent to it as they are.
-    pub parent: Option<Arc<GatedDialer<ProxyDialer>>>,
+    /// The parent proxy, when it is an HTTP one that takes absolute-form requests as they are.
+    /// `dialer` already goes through it (for CONNECT); this is for the requests it takes whole.
+    pub parent: Option<Arc<ProxyDialer>>,
     pub pool: Pool,
     pub access_log: AccessLog,
     pub drain: Drain,
 }
 
 /// A client connection: the socket with its read buffer, and who it is.
-pub(super) type Client = BufIo<TcpStream>;
+pub(super) type ClientConn = BufIo<TcpStream>;
 
 /// What the request loop does after one exchange.
 pub(super) enum Next {
@@ -71,16 +72,14 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         None => AccessLog::disabled(),
     };
     let direct = DirectDialer::new(Arc::new(settings.policy.clone()), settings.dial_timeout);
-    let (dialer, parent): (Arc<dyn Dialer>, Option<Arc<GatedDialer<ProxyDialer>>>) = match &settings.upstream
-    {
+    let (dialer, parent): (Arc<dyn Dialer>, Option<Arc<ProxyDialer>>) = match &settings.upstream {
         Some(url) => {
-            let p = Arc::new(GatedDialer::new(
-                Arc::new(settings.policy.clone()),
-                ProxyDialer::from_url(url).map_err(|e| anyhow::anyhow!("--upstream {url}: {e}"))?,
-            ));
+            let p =
+                Arc::new(ProxyDialer::from_url(url).map_err(|e| anyhow::anyhow!("--upstream {url}: {e}"))?);
             // Only an HTTP parent takes absolute-form requests; through SOCKS we reach origins.
-            let http_parent = matches!(p.inner().url().kind, ProxyKind::Http | ProxyKind::Https);
-            (p.clone(), http_parent.then_some(p))
+            let http_parent = matches!(p.url().kind, ProxyKind::Http | ProxyKind::Https);
+            let gated = GatedDialer::new(Arc::new(settings.policy.clone()), p.clone());
+            (Arc::new(gated), http_parent.then_some(p))
         }
         None => (Arc::new(direct), None),
     };
@@ -210,7 +209,7 @@ enum ReadError {
 /// between requests, which is not an error.
 async fn read_head(
     shared: &Shared,
-    client: &mut Client,
+    client: &mut ClientConn,
     first: bool,
 ) -> Result<Option<RequestHead>, ReadError> {
     let s = &shared.settings;
@@ -248,7 +247,7 @@ async fn read_head(
     }
 }
 
-async fn handle(shared: &Shared, client: &mut Client, peer: SocketAddr, head: RequestHead) -> Next {
+async fn handle(shared: &Shared, client: &mut ClientConn, peer: SocketAddr, head: RequestHead) -> Next {
     let ex = Exchange { shared, peer, method: &head.method, target: &head.target, started: Instant::now() };
     let framing = match head::check_request(&head) {
         Ok(f) => f,
@@ -288,7 +287,7 @@ impl Exchange<'_> {
     /// Answers with a short error response (the connection is then closed).
     pub async fn fail(
         &self,
-        client: &mut Client,
+        client: &mut ClientConn,
         status: u16,
         proxy_status: Option<&str>,
         detail: &str,
@@ -302,7 +301,7 @@ impl Exchange<'_> {
     }
 
     /// Answers a failed dial with the status its error maps to (403, 502, 504).
-    pub async fn dial_failed(&self, client: &mut Client, e: &DialError) -> Next {
+    pub async fn dial_failed(&self, client: &mut ClientConn, e: &DialError) -> Next {
         tracing::debug!(method = self.method, target = self.target, "not dialled: {e}");
         metrics::counter!("tunnelkit_proxy_errors_total", "kind" => e.proxy_status_error()).increment(1);
         self.fail(client, e.http_status(), Some(e.proxy_status_error()), &e.to_string()).await

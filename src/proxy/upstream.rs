@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use super::pool::{PoolKey, UpConn};
-use super::server::{Client, Exchange, Shared};
+use super::server::{ClientConn, Exchange, Shared};
 use crate::http::body::{copy_body, BodyError, BufIo, Encode};
 use crate::http::head::{self, Framing, RequestHead, ResponseHead};
 use crate::http::{connection_tokens, is_hop_by_hop, write};
 use crate::net::{write_all_within, DialError, Dialer, Purpose, Target, WriteDeadline};
 
 /// Why a request got no usable response head.
-pub(super) enum Failure {
+pub(super) enum SendFailure {
     /// No connection to the next hop.
     Dial(DialError),
     /// Nothing came back on the connection (dead pooled connection): safe to retry idempotent requests.
@@ -38,20 +38,20 @@ pub(super) struct Sent {
     pub early: bool,
 }
 
-impl Failure {
+impl SendFailure {
     /// The status, RFC 9209 error type and detail the client is answered with.
     pub(super) fn describe(self) -> (u16, &'static str, String) {
         match self {
-            Failure::Retryable => {
+            SendFailure::Retryable => {
                 (502, "connection_terminated", "upstream closed the connection without answering".into())
             }
-            Failure::Upstream(why) => {
+            SendFailure::Upstream(why) => {
                 (502, "http_protocol_error", format!("invalid upstream response: {why}"))
             }
-            Failure::Timeout => (504, "http_response_timeout", "upstream did not answer in time".into()),
-            Failure::Client(status, detail) => (status, "http_request_error", detail),
-            Failure::Dial(e) => (e.http_status(), e.proxy_status_error(), e.to_string()),
-            Failure::ClientGone => (502, "proxy_internal_error", "client went away".into()),
+            SendFailure::Timeout => (504, "http_response_timeout", "upstream did not answer in time".into()),
+            SendFailure::Client(status, detail) => (status, "http_request_error", detail),
+            SendFailure::Dial(e) => (e.http_status(), e.proxy_status_error(), e.to_string()),
+            SendFailure::ClientGone => (502, "proxy_internal_error", "client went away".into()),
         }
     }
 }
@@ -61,27 +61,27 @@ impl Failure {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send_with_retry(
     ex: &Exchange<'_>,
-    client: &mut Client,
+    client: &mut ClientConn,
     head: &RequestHead,
     framing: Framing,
     upgrade: bool,
     key: &PoolKey,
     target: &Target,
     mut out: Vec<u8>,
-) -> Result<Sent, Failure> {
+) -> Result<Sent, SendFailure> {
     let shared = ex.shared;
     let expect_continue = head::has_token(&head.headers, "expect", "100-continue") && head.minor >= 1;
     let retry_allowed = framing == Framing::Empty && head::is_idempotent(&head.method) && !upgrade;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (mut up, reused) = acquire(shared, key, target, attempt > 1).await.map_err(Failure::Dial)?;
+        let (mut up, reused) = acquire(shared, key, target, attempt > 1).await.map_err(SendFailure::Dial)?;
         tracing::debug!(%target, reused, "{} {}: sending upstream", head.method, head.target);
         // Only a request that may be retried needs its head kept for a second attempt.
         let head_bytes = if retry_allowed { out.clone() } else { std::mem::take(&mut out) };
         match send_and_receive(shared, client, &mut up, framing, head_bytes, expect_continue, head).await {
             Ok((resp, body_up, early)) => return Ok(Sent { up, resp, body_up, early }),
-            Err(Failure::Retryable) if reused && retry_allowed && attempt == 1 => {
+            Err(SendFailure::Retryable) if reused && retry_allowed && attempt == 1 => {
                 tracing::debug!(%target, "pooled connection was dead; retrying on a new one");
                 metrics::counter!("tunnelkit_proxy_upstream_retries_total").increment(1);
             }
@@ -104,9 +104,9 @@ async fn acquire(
         }
     }
     let stream = match (&shared.parent, key) {
-        (Some(parent), PoolKey::Parent) => match parent.inner().connect_proxy().await? {
+        (Some(parent), PoolKey::Parent) => match parent.connect_proxy().await? {
             Some(s) => s,
-            None => parent.dial(target, Purpose::Http).await?,
+            None => shared.dialer.dial(target, Purpose::Http).await?,
         },
         _ => shared.dialer.dial(target, Purpose::Http).await?,
     };
@@ -119,27 +119,27 @@ async fn acquire(
 /// Returns the head, the body bytes sent, and whether the answer came before the body.
 async fn send_and_receive(
     shared: &Shared,
-    client: &mut Client,
+    client: &mut ClientConn,
     up: &mut UpConn,
     framing: Framing,
     out: Vec<u8>,
     expect_continue: bool,
     head: &RequestHead,
-) -> Result<(ResponseHead, u64, bool), Failure> {
+) -> Result<(ResponseHead, u64, bool), SendFailure> {
     let idle = shared.settings.upstream_timeout;
     let client_idle = shared.settings.idle_timeout;
     let body_error = |e: BodyError| match e {
-        BodyError::Malformed(m) => Failure::Client(400, m),
-        BodyError::Read(_) => Failure::ClientGone,
-        BodyError::Timeout => Failure::Client(408, "request body not received in time".into()),
-        BodyError::Write(e) if e.kind() == std::io::ErrorKind::TimedOut => Failure::Timeout,
-        BodyError::Write(_) => Failure::Retryable,
+        BodyError::Malformed(m) => SendFailure::Client(400, m),
+        BodyError::Read(_) => SendFailure::ClientGone,
+        BodyError::Timeout => SendFailure::Client(408, "request body not received in time".into()),
+        BodyError::Write(e) if e.kind() == std::io::ErrorKind::TimedOut => SendFailure::Timeout,
+        BodyError::Write(_) => SendFailure::Retryable,
     };
     let encode = if framing == Framing::Chunked { Encode::Chunked } else { Encode::Identity };
     // With `Expect: 100-continue` the head goes alone and the body waits for the origin's verdict;
     // otherwise the head is coalesced with the first body bytes.
     let first = if expect_continue && framing != Framing::Empty {
-        write_all_within(&mut up.io, &out, idle).await.map_err(|_| Failure::Retryable)?;
+        write_all_within(&mut up.io, &out, idle).await.map_err(|_| SendFailure::Retryable)?;
         // Wait briefly for the origin's verdict; origins that ignore Expect get the body anyway.
         match tokio::time::timeout(Duration::from_secs(1), read_response_head(up, idle)).await {
             Ok(Ok(resp)) if resp.status == 100 => {}
@@ -150,7 +150,7 @@ async fn send_and_receive(
         }
         write_all_within(&mut client.io, b"HTTP/1.1 100 Continue\r\n\r\n", client_idle)
             .await
-            .map_err(|_| Failure::ClientGone)?;
+            .map_err(|_| SendFailure::ClientGone)?;
         Vec::new()
     } else {
         out
@@ -174,12 +174,14 @@ async fn send_and_receive(
                 }
             }
             interim.extend_from_slice(b"\r\n");
-            write_all_within(&mut client.io, &interim, client_idle).await.map_err(|_| Failure::ClientGone)?;
+            write_all_within(&mut client.io, &interim, client_idle)
+                .await
+                .map_err(|_| SendFailure::ClientGone)?;
         }
     }
 }
 
-async fn read_response_head(up: &mut UpConn, idle: Duration) -> Result<ResponseHead, Failure> {
+async fn read_response_head(up: &mut UpConn, idle: Duration) -> Result<ResponseHead, SendFailure> {
     let mut got_any = !up.buf.is_empty();
     loop {
         if !up.buf.is_empty() {
@@ -189,16 +191,16 @@ async fn read_response_head(up: &mut UpConn, idle: Duration) -> Result<ResponseH
                     return Ok(resp);
                 }
                 Ok(None) => {}
-                Err(e) => return Err(Failure::Upstream(e.to_string())),
+                Err(e) => return Err(SendFailure::Upstream(e.to_string())),
             }
         }
         match up.fill_within(idle).await {
-            Ok(0) if !got_any => return Err(Failure::Retryable),
-            Ok(0) => return Err(Failure::Upstream("response head cut short".into())),
+            Ok(0) if !got_any => return Err(SendFailure::Retryable),
+            Ok(0) => return Err(SendFailure::Upstream("response head cut short".into())),
             Ok(_) => got_any = true,
-            Err(BodyError::Timeout) => return Err(Failure::Timeout),
-            Err(_) if !got_any => return Err(Failure::Retryable),
-            Err(e) => return Err(Failure::Upstream(e.to_string())),
+            Err(BodyError::Timeout) => return Err(SendFailure::Timeout),
+            Err(_) if !got_any => return Err(SendFailure::Retryable),
+            Err(e) => return Err(SendFailure::Upstream(e.to_string())),
         }
     }
 }

@@ -78,10 +78,27 @@ impl Drop for WebSocketSession {
     }
 }
 
+/// One backend: its place in the configured `--backend` list. Only [`Backends`] and the sid store
+/// (which resolves addresses against the same list) make them, so one is always in range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendId(usize);
+
+impl BackendId {
+    /// The backend at `index` of the configured list; callers check the range.
+    pub(super) fn at(index: usize) -> Self {
+        BackendId(index)
+    }
+
+    /// Its place in the configured list (for per-backend counts).
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
 /// All backends and the balancing state.
 pub struct Backends {
-    /// In configuration order; indexes are what the sid store keeps.
-    pub list: Vec<Backend>,
+    /// In configuration order, indexed by [`BackendId`].
+    list: Vec<Backend>,
     balance: Balance,
     next: AtomicUsize,
 }
@@ -106,8 +123,8 @@ impl Backends {
 
     /// Marks a backend up or down; returns true if that changed its state. Going down closes its
     /// WebSocket tunnels so their clients reconnect at once.
-    pub fn mark(&self, i: usize, up: bool) -> bool {
-        let b = &self.list[i];
+    pub fn mark(&self, id: BackendId, up: bool) -> bool {
+        let b = self.get(id);
         let was = b.healthy.swap(up, Ordering::Relaxed);
         if was && !up {
             let mut t = b.tunnels.lock().expect("token lock");
@@ -124,11 +141,11 @@ impl Backends {
 
     /// Picks a healthy backend for a new session, skipping `exclude`. `sessions` is the live session
     /// count per backend.
-    pub fn pick(&self, sessions: &[usize], exclude: &[usize]) -> Option<usize> {
+    pub fn pick(&self, sessions: &[usize], exclude: &[BackendId]) -> Option<BackendId> {
         // Runs on every handshake: no allocation, two passes over a handful of backends.
         let candidates =
-            || (0..self.list.len()).filter(|i| self.list[*i].is_healthy() && !exclude.contains(i));
-        let load = |i: usize| sessions.get(i).copied().unwrap_or(0);
+            || self.iter().filter(|(id, b)| b.is_healthy() && !exclude.contains(id)).map(|(id, _)| id);
+        let load = |id: BackendId| sessions.get(id.0).copied().unwrap_or(0);
         let count = candidates().count();
         if count == 0 {
             return None;
@@ -147,8 +164,23 @@ impl Backends {
     }
 
     /// Any healthy backend, in turn (for paths outside the Engine.IO path).
-    pub fn any(&self) -> Option<usize> {
+    pub fn any(&self) -> Option<BackendId> {
         self.pick(&[], &[])
+    }
+
+    /// The backend `id`.
+    pub fn get(&self, id: BackendId) -> &Backend {
+        &self.list[id.0]
+    }
+
+    /// Every backend, in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = (BackendId, &Backend)> {
+        self.list.iter().enumerate().map(|(i, b)| (BackendId(i), b))
+    }
+
+    /// How many backends are configured (never zero: settings refuse an empty list).
+    pub fn count(&self) -> usize {
+        self.list.len()
     }
 }
 
@@ -159,15 +191,16 @@ mod tests {
     #[test]
     fn picks_healthy_least_loaded() {
         let b = Backends::new(vec!["a".into(), "b".into(), "c".into()], Balance::LeastSessions);
-        assert_eq!(b.pick(&[3, 1, 2], &[]), Some(1));
-        b.mark(1, false);
-        assert_eq!(b.pick(&[3, 1, 2], &[]), Some(2));
-        assert_eq!(b.pick(&[3, 1, 2], &[2]), Some(0));
-        b.mark(0, false);
-        b.mark(2, false);
+        let id = BackendId;
+        assert_eq!(b.pick(&[3, 1, 2], &[]), Some(id(1)));
+        b.mark(id(1), false);
+        assert_eq!(b.pick(&[3, 1, 2], &[]), Some(id(2)));
+        assert_eq!(b.pick(&[3, 1, 2], &[id(2)]), Some(id(0)));
+        b.mark(id(0), false);
+        b.mark(id(2), false);
         assert_eq!(b.pick(&[0, 0, 0], &[]), None);
         let rr = Backends::new(vec!["a".into(), "b".into()], Balance::RoundRobin);
-        let picks: Vec<_> = (0..4).map(|_| rr.pick(&[], &[]).unwrap()).collect();
+        let picks: Vec<_> = (0..4).map(|_| rr.pick(&[], &[]).unwrap().index()).collect();
         assert_eq!(picks, vec![0, 1, 0, 1]);
     }
 }

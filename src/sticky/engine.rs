@@ -6,6 +6,8 @@
 //! custom `generateId` functions may put any character in it. Only sid-less polling handshakes
 //! are parsed: later polls carry `40{"sid":...}`, the Socket.IO id, which is not the engine's.
 
+use crate::http::percent;
+
 /// The query parameters that route a request.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EngineQuery {
@@ -39,38 +41,9 @@ pub fn parse_query(query: &str) -> EngineQuery {
     q
 }
 
-/// Percent-decodes a query value, copying it as is when it holds no escapes (the usual case).
+/// Percent-decodes a query value as a browser encoded it.
 fn decode(v: &str) -> String {
-    if v.contains(['%', '+']) {
-        percent_decode(v)
-    } else {
-        v.to_owned()
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() + 1
-                && s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()).is_some() =>
-            {
-                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).expect("checked"));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent::decode(v, percent::Rules::Query).unwrap_or_else(|_| v.to_owned())
 }
 
 /// What the handshake told us about the session.
@@ -157,7 +130,7 @@ pub fn has_close_packet(content_type: &str, eio3: bool, body: &[u8]) -> bool {
         return form
             .split('&')
             .filter_map(|pair| pair.strip_prefix("d="))
-            .any(|d| v3_text_has_close(&percent_decode(d)));
+            .any(|d| v3_text_has_close(&decode(d)));
     }
     if eio3 {
         return std::str::from_utf8(body).is_ok_and(v3_text_has_close);

@@ -22,7 +22,7 @@ pub async fn health_loop(state: Arc<State>) {
     };
     loop {
         tick.tick().await;
-        let checks = state.backends.list.iter().enumerate().map(|(i, b)| {
+        let checks = state.backends.iter().map(|(id, b)| {
             let state = state.clone();
             let uri = format!("http://{}{path}?EIO=4&transport=polling&sid=tunnelkit-health-check", b.addr);
             async move {
@@ -34,9 +34,9 @@ pub async fn health_loop(state: Arc<State>) {
                     // A backend address that makes no URI never passes.
                     Err(_) => false,
                 };
-                if state.backends.mark(i, up) {
+                if state.backends.mark(id, up) {
                     let now = if up { "up" } else { "down" };
-                    tracing::warn!(backend = %state.backends.list[i].addr, "backend is now {now}");
+                    tracing::warn!(backend = %state.backends.get(id).addr, "backend is now {now}");
                 }
             }
         });
@@ -44,9 +44,8 @@ pub async fn health_loop(state: Arc<State>) {
         state.store.check_redis().await;
         state.store.purge_expired();
         let counts = live_sessions(&state);
-        for (i, n) in counts.iter().enumerate() {
-            metrics::gauge!("tunnelkit_sticky_sessions", "backend" => state.backends.list[i].addr.clone())
-                .set(*n as f64);
+        for ((_, b), n) in state.backends.iter().zip(&counts) {
+            metrics::gauge!("tunnelkit_sticky_sessions", "backend" => b.addr.clone()).set(*n as f64);
         }
     }
 }

@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use super::backend::Backends;
+use super::backend::{BackendId, Backends};
 use super::bodies::{empty, full, full_body, read_small, session_unknown, Body, Small};
 use super::connector::Connector;
 use super::engine::{self, EngineQuery};
@@ -116,7 +116,7 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
 async fn route(state: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     if !engine::under_path(req.uri().path(), &state.settings.path) {
         return match state.backends.any() {
-            Some(b) => forward(state, b, req.map(BodyExt::boxed), Tunnel::Plain).await,
+            Some(b) => forward(state, b, req.map(BodyExt::boxed), SessionTunnel::Plain).await,
             None => full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n"),
         };
     }
@@ -127,7 +127,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
     if req.method() != Method::GET {
         // Engine.IO answers a sid-less POST with its own 400; any backend will do.
         return match state.backends.any() {
-            Some(b) => forward(state, b, req.map(BodyExt::boxed), Tunnel::Plain).await,
+            Some(b) => forward(state, b, req.map(BodyExt::boxed), SessionTunnel::Plain).await,
             None => full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n"),
         };
     }
@@ -145,7 +145,7 @@ async fn by_sid(
     peer: SocketAddr,
 ) -> Response<Body> {
     let b = match state.store.get(&sid).await {
-        Some(b) if state.backends.list[b].is_healthy() => b,
+        Some(b) if state.backends.get(b).is_healthy() => b,
         other => {
             if other.is_some() {
                 state.store.remove(&sid).await;
@@ -156,7 +156,7 @@ async fn by_sid(
             return session_unknown();
         }
     };
-    tracing::debug!(%peer, %sid, backend = %state.backends.list[b].addr, "route by sid");
+    tracing::debug!(%peer, %sid, backend = %state.backends.get(b).addr, "route by sid");
     let (req, closing) = if req.method() == Method::POST {
         match read_post(req, q.eio.as_deref() == Some("3")).await {
             Ok(x) => x,
@@ -165,7 +165,7 @@ async fn by_sid(
     } else {
         (req.map(BodyExt::boxed), false)
     };
-    let resp = forward(state, b, req, Tunnel::Session(sid.clone())).await;
+    let resp = forward(state, b, req, SessionTunnel::Session(sid.clone())).await;
     match resp.status() {
         StatusCode::OK if closing => {
             end_session(state, &sid, "client_close").await;
@@ -232,8 +232,8 @@ async fn backend_forgot_session(resp: Response<Body>) -> (Response<Body>, bool) 
 
 /// Live sessions per backend: polling sessions (bindings) plus WebSocket-only sessions.
 pub(super) fn live_sessions(state: &State) -> Vec<usize> {
-    let mut counts = state.store.sessions_per_backend(state.backends.list.len());
-    for (n, b) in counts.iter_mut().zip(&state.backends.list) {
+    let mut counts = state.store.sessions_per_backend(state.backends.count());
+    for (n, (_, b)) in counts.iter_mut().zip(state.backends.iter()) {
         *n += b.websocket_sessions();
     }
     counts
@@ -258,21 +258,21 @@ async fn handshake(
             return full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n");
         };
         tried.push(b);
-        tracing::debug!(%peer, backend = %state.backends.list[b].addr, polling, "new session");
+        tracing::debug!(%peer, backend = %state.backends.get(b).addr, polling, "new session");
         if !polling {
             let req = Request::from_parts(parts, empty());
-            return forward(state, b, req, Tunnel::WebSocketOnly).await;
+            return forward(state, b, req, SessionTunnel::WebSocketOnly).await;
         }
         let req = Request::from_parts(parts.clone(), empty());
         match send(state, b, req, true, false).await {
-            Err(Failure::Connect) => continue,
-            Err(Failure::Other(resp)) => return resp,
+            Err(BackendFailure::Connect) => continue,
+            Err(BackendFailure::Other(resp)) => return resp,
             Ok(resp) => return learn(state, b, resp).await,
         }
     }
 }
 
-enum Failure {
+enum BackendFailure {
     /// The backend could not be reached (it has been marked down).
     Connect,
     /// An answer to give the client as is.
@@ -284,12 +284,12 @@ enum Failure {
 /// `--backend-timeout` to send the response head: one that accepts and never answers gets a 504.
 async fn send(
     state: &State,
-    b: usize,
+    b: BackendId,
     mut req: Request<Body>,
     learning: bool,
     upgrade: bool,
-) -> Result<Response<Incoming>, Failure> {
-    let backend = &state.backends.list[b];
+) -> Result<Response<Incoming>, BackendFailure> {
+    let backend = &state.backends.get(b);
     let uri = backend.authority.clone().and_then(|authority| {
         let mut parts = hyper::http::uri::Parts::default();
         parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
@@ -299,12 +299,16 @@ async fn send(
         Uri::from_parts(parts).ok()
     });
     let Some(uri) = uri else {
-        return Err(Failure::Other(full(StatusCode::BAD_REQUEST, "text/plain", "bad request target\n")));
+        return Err(BackendFailure::Other(full(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "bad request target\n",
+        )));
     };
     let target_authority = req.uri().authority().cloned();
     *req.uri_mut() = uri;
     if let Err(why) = headers::for_backend(req.headers_mut(), target_authority.as_ref(), upgrade) {
-        return Err(Failure::Other(full(StatusCode::BAD_REQUEST, "text/plain", why)));
+        return Err(BackendFailure::Other(full(StatusCode::BAD_REQUEST, "text/plain", why)));
     }
     if learning {
         req.headers_mut().remove(ACCEPT_ENCODING);
@@ -313,7 +317,7 @@ async fn send(
     else {
         tracing::debug!(backend = %backend.addr, "no answer within --backend-timeout");
         metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "timeout").increment(1);
-        return Err(Failure::Other(full(
+        return Err(BackendFailure::Other(full(
             StatusCode::GATEWAY_TIMEOUT,
             "text/plain",
             "backend did not answer within --backend-timeout\n",
@@ -326,12 +330,12 @@ async fn send(
                 tracing::warn!(backend = %backend.addr, "backend unreachable, marked down: {e}");
             }
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "connect").increment(1);
-            Err(Failure::Connect)
+            Err(BackendFailure::Connect)
         }
         Err(e) if write_timed_out(&e) => {
             tracing::debug!(backend = %backend.addr, "backend read nothing within --idle-timeout");
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "timeout").increment(1);
-            Err(Failure::Other(full(
+            Err(BackendFailure::Other(full(
                 StatusCode::GATEWAY_TIMEOUT,
                 "text/plain",
                 "backend read nothing of the request within --idle-timeout\n",
@@ -340,7 +344,7 @@ async fn send(
         Err(e) => {
             tracing::debug!(backend = %backend.addr, error = ?e, "backend request failed");
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "backend").increment(1);
-            Err(Failure::Other(full(StatusCode::BAD_GATEWAY, "text/plain", "backend failed\n")))
+            Err(BackendFailure::Other(full(StatusCode::BAD_GATEWAY, "text/plain", "backend failed\n")))
         }
     }
 }
@@ -359,7 +363,7 @@ fn write_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Reads a handshake answer, binds its sid, then releases it to the client.
-async fn learn(state: &State, b: usize, resp: Response<Incoming>) -> Response<Body> {
+async fn learn(state: &State, b: BackendId, resp: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     if parts.status != StatusCode::OK {
@@ -372,7 +376,7 @@ async fn learn(state: &State, b: usize, resp: Response<Incoming>) -> Response<Bo
         }
     };
     let ct = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let backend = &state.backends.list[b];
+    let backend = &state.backends.get(b);
     match engine::learn_sid(ct, &bytes) {
         Some(open) => {
             // Bind before the client sees the sid: its very next request must find the binding.
@@ -391,7 +395,7 @@ async fn learn(state: &State, b: usize, resp: Response<Incoming>) -> Response<Bo
 }
 
 /// What a WebSocket upgrade relayed by [`forward`] is to the session accounting.
-enum Tunnel {
+enum SessionTunnel {
     /// Not an Engine.IO session (other paths, sid-less non-GETs).
     Plain,
     /// The upgrade of polling session `sid`: once the client completes it, the tunnel's end is the
@@ -402,26 +406,31 @@ enum Tunnel {
 }
 
 /// Forwards a request to backend `b`, relaying a WebSocket upgrade byte for byte after the 101.
-async fn forward(state: &Arc<State>, b: usize, mut req: Request<Body>, tunnel: Tunnel) -> Response<Body> {
+async fn forward(
+    state: &Arc<State>,
+    b: BackendId,
+    mut req: Request<Body>,
+    tunnel: SessionTunnel,
+) -> Response<Body> {
     let upgrade = is_upgrade_request(req.method().as_str(), req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let mut resp = match send(state, b, req, false, upgrade).await {
         Ok(r) => r,
         // The session's backend just became unreachable: answer as Engine.IO does for a lost session.
-        Err(Failure::Connect) => return session_unknown(),
-        Err(Failure::Other(r)) => return r,
+        Err(BackendFailure::Connect) => return session_unknown(),
+        Err(BackendFailure::Other(r)) => return r,
     };
     if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
         let backend_upgrade = hyper::upgrade::on(&mut resp);
-        let stop = state.backends.list[b].tunnel_token();
+        let stop = state.backends.get(b).tunnel_token();
         let websocket_only =
-            matches!(tunnel, Tunnel::WebSocketOnly).then(|| state.backends.list[b].websocket_session());
+            matches!(tunnel, SessionTunnel::WebSocketOnly).then(|| state.backends.get(b).websocket_session());
         let state = state.clone();
         tokio::spawn(async move {
             let _live = websocket_only;
             let (Ok(c), Ok(u)) = (client_upgrade.await, backend_upgrade.await) else { return };
             let sid = match tunnel {
-                Tunnel::Session(sid) => Some(sid),
+                SessionTunnel::Session(sid) => Some(sid),
                 _ => None,
             };
             let pin = {

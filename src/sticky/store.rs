@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
+use super::backend::BackendId;
+
 /// Bound on every Redis command, so an unresponsive Redis never stalls a request for long.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -46,7 +48,7 @@ struct Entries {
 
 /// One sid's binding.
 struct Binding {
-    backend: usize,
+    backend: BackendId,
     /// When it expires unless refreshed.
     until: Instant,
     /// Set while the session lives on a WebSocket relayed by this balancer: no polling request
@@ -57,7 +59,7 @@ struct Binding {
 }
 
 impl Entries {
-    fn insert(&mut self, sid: &str, backend: usize, until: Instant) {
+    fn insert(&mut self, sid: &str, backend: BackendId, until: Instant) {
         let sid: Arc<str> = sid.into();
         self.deadlines.push(Reverse((until, sid.clone())));
         if let Some(old) = self.map.insert(sid, Binding { backend, until, pinned: false, ended: false }) {
@@ -65,10 +67,11 @@ impl Entries {
                 self.dec(old.backend);
             }
         }
-        if self.counts.len() <= backend {
-            self.counts.resize(backend + 1, 0);
+        let i = backend.index();
+        if self.counts.len() <= i {
+            self.counts.resize(i + 1, 0);
         }
-        self.counts[backend] += 1;
+        self.counts[i] += 1;
     }
 
     /// Forgets `sid`; true if it was a live (counted) session.
@@ -119,8 +122,8 @@ impl Entries {
         }
     }
 
-    fn dec(&mut self, b: usize) {
-        if let Some(c) = self.counts.get_mut(b) {
+    fn dec(&mut self, b: BackendId) {
+        if let Some(c) = self.counts.get_mut(b.index()) {
             *c = c.saturating_sub(1);
         }
     }
@@ -179,13 +182,13 @@ impl SidStore {
         })
     }
 
-    /// Binds `sid` to backend index `backend`; with Redis, returns once Redis has it (or failed).
-    pub async fn put(&self, sid: &str, backend: usize) {
+    /// Binds `sid` to `backend`; with Redis, returns once Redis has it (or failed).
+    pub async fn put(&self, sid: &str, backend: BackendId) {
         self.entries.lock().expect("store lock").insert(sid, backend, Instant::now() + self.expiry);
         if let Some(r) = &self.redis {
             let cmd = redis::cmd("SET")
                 .arg(format!("{}{sid}", r.prefix))
-                .arg(&r.backends[backend])
+                .arg(&r.backends[backend.index()])
                 .arg("PX")
                 .arg(self.expiry.as_millis() as u64)
                 .clone();
@@ -194,7 +197,7 @@ impl SidStore {
     }
 
     /// The backend of `sid`: from the local cache, else from Redis (then cached).
-    pub async fn get(&self, sid: &str) -> Option<usize> {
+    pub async fn get(&self, sid: &str) -> Option<BackendId> {
         let refresh = {
             let mut e = self.entries.lock().expect("store lock");
             let now = Instant::now();
@@ -236,7 +239,7 @@ impl SidStore {
             (None, Some(r)) => {
                 let addr: Option<String> =
                     self.run(r, redis::cmd("GET").arg(format!("{}{sid}", r.prefix)).clone()).await?;
-                let b = r.backends.iter().position(|a| Some(a) == addr.as_ref())?;
+                let b = BackendId::at(r.backends.iter().position(|a| Some(a) == addr.as_ref())?);
                 self.entries.lock().expect("store lock").insert(sid, b, Instant::now() + self.expiry);
                 Some(b)
             }
@@ -328,7 +331,7 @@ impl SidStore {
 
     async fn resync(&self, r: &RedisMap) {
         let now = Instant::now();
-        let live: Vec<(String, usize, Duration)> = self
+        let live: Vec<(String, BackendId, Duration)> = self
             .entries
             .lock()
             .expect("store lock")
@@ -341,7 +344,7 @@ impl SidStore {
         for (sid, b, left) in &live {
             pipe.cmd("SET")
                 .arg(format!("{}{sid}", r.prefix))
-                .arg(&r.backends[*b])
+                .arg(&r.backends[b.index()])
                 .arg("PX")
                 .arg(left.as_millis().max(1) as u64)
                 .ignore();
@@ -360,23 +363,23 @@ mod tests {
     #[tokio::test]
     async fn bind_refresh_expire() {
         let s = SidStore::new(Duration::from_millis(100));
-        s.put("a", 1).await;
-        assert_eq!(s.get("a").await, Some(1));
+        s.put("a", BackendId::at(1)).await;
+        assert_eq!(s.get("a").await, Some(BackendId::at(1)));
         assert_eq!(s.sessions_per_backend(2), vec![0, 1]);
         tokio::time::sleep(Duration::from_millis(120)).await;
         s.purge_expired();
         assert_eq!(s.sessions_per_backend(2), vec![0, 0]);
         assert_eq!(s.get("a").await, None);
-        s.put("b", 0).await;
+        s.put("b", BackendId::at(0)).await;
         assert!(s.remove("b").await);
         assert!(!s.remove("b").await);
         assert_eq!(s.get("b").await, None);
         // A pinned binding (the session is on a relayed WebSocket) outlives the expiry.
-        s.put("c", 1).await;
+        s.put("c", BackendId::at(1)).await;
         s.pin("c");
         tokio::time::sleep(Duration::from_millis(120)).await;
         s.purge_expired();
-        assert_eq!(s.get("c").await, Some(1));
+        assert_eq!(s.get("c").await, Some(BackendId::at(1)));
         assert_eq!(s.sessions_per_backend(2), vec![0, 1]);
         s.remove("c").await;
         assert_eq!(s.sessions_per_backend(2), vec![0, 0]);
@@ -385,20 +388,20 @@ mod tests {
     #[tokio::test]
     async fn an_ended_session_stops_counting_but_routes_during_the_grace() {
         let s = SidStore::new(Duration::from_secs(60));
-        s.put("a", 1).await;
+        s.put("a", BackendId::at(1)).await;
         s.pin("a");
         assert!(s.end("a", Duration::from_millis(100)).await);
         assert!(!s.end("a", Duration::from_millis(100)).await, "ends once");
         assert_eq!(s.sessions_per_backend(2), vec![0, 0], "no longer counted");
-        assert_eq!(s.get("a").await, Some(1), "a straggler still reaches the backend");
+        assert_eq!(s.get("a").await, Some(BackendId::at(1)), "a straggler still reaches the backend");
         s.pin("a");
         assert!(!s.remove("a").await, "removing an ended session does not end it twice");
         assert_eq!(s.sessions_per_backend(2), vec![0, 0]);
-        s.put("b", 0).await;
+        s.put("b", BackendId::at(0)).await;
         assert!(s.end("b", Duration::from_millis(100)).await);
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert_eq!(s.get("b").await, None, "gone after the grace");
-        s.put("c", 0).await;
+        s.put("c", BackendId::at(0)).await;
         s.end("c", Duration::from_millis(100)).await;
         tokio::time::sleep(Duration::from_millis(120)).await;
         s.purge_expired();
@@ -411,7 +414,7 @@ mod tests {
         let (t0, expiry) = (Instant::now(), Duration::from_secs(10));
         let mut e = Entries::default();
         for (sid, b) in [("refreshed", 0), ("removed", 1), ("pinned", 1), ("idle", 0)] {
-            e.insert(sid, b, t0 + expiry);
+            e.insert(sid, BackendId::at(b), t0 + expiry);
         }
         e.remove("removed");
         e.map.get_mut("refreshed").unwrap().until = t0 + 2 * expiry;

@@ -69,11 +69,15 @@ impl Scripted {
                             }
                         };
                         let Ok(framing) = head::request_framing(&req) else { return };
+                        // A request that waits for `100 Continue` is answered before its body,
+                        // as a server refusing the upload does; the connection then closes.
+                        let refuses_body = head::has_token(&req.headers, "expect", "100-continue");
                         let mut sink = Vec::new();
                         let idle = Duration::from_secs(10);
-                        if copy_body(&mut c, framing, &mut sink, Encode::Identity, Vec::new(), idle)
-                            .await
-                            .is_err()
+                        if !refuses_body
+                            && copy_body(&mut c, framing, &mut sink, Encode::Identity, Vec::new(), idle)
+                                .await
+                                .is_err()
                         {
                             return;
                         }
@@ -94,6 +98,9 @@ impl Scripted {
                                 Step::Sleep(d) => tokio::time::sleep(d).await,
                                 Step::Close => return,
                             }
+                        }
+                        if refuses_body {
+                            return;
                         }
                     }
                 });

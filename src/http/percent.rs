@@ -1,0 +1,77 @@
+//! Percent-decoding (RFC 3986 §2.1), once for every part of a URL we read: credentials in a proxy
+//! URL (strict: a bad escape is an error the user must fix) and query values (as browsers send
+//! them: `+` is a space and a stray `%` stays as written, since a balancer must not refuse what the
+//! application behind it accepts).
+
+/// How a component treats what is not a valid escape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rules {
+    /// `user:password@` of a URL: `%` must start a two-digit hex escape; `+` is a plus.
+    Userinfo,
+    /// `application/x-www-form-urlencoded` query values: `+` is a space; a bad escape is kept.
+    Query,
+}
+
+/// What [`Rules::Userinfo`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// A `%` at this byte is not followed by two hex digits.
+    #[error("bad percent-encoding at byte {0}: `%` must be followed by two hex digits")]
+    BadEscape(usize),
+    /// The decoded bytes are not UTF-8.
+    #[error("percent-encoded bytes are not UTF-8")]
+    NotUtf8,
+}
+
+/// Decodes `s` under `rules`. Query values that decode to invalid UTF-8 get U+FFFD in its place:
+/// they are compared as identifiers, and one that is not UTF-8 matches nothing anyway.
+pub fn decode(s: &str, rules: Rules) -> Result<String, DecodeError> {
+    if !s.contains(['%', '+']) {
+        return Ok(s.to_owned()); // the usual case: nothing to decode, one copy
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => match s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(byte) => {
+                    out.push(byte);
+                    i += 3;
+                    continue;
+                }
+                None if rules == Rules::Userinfo => return Err(DecodeError::BadEscape(i)),
+                None => out.push(b'%'),
+            },
+            b'+' if rules == Rules::Query => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    match rules {
+        Rules::Userinfo => String::from_utf8(out).map_err(|_| DecodeError::NotUtf8),
+        Rules::Query => Ok(String::from_utf8_lossy(&out).into_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_is_strict_and_keeps_plus() {
+        assert_eq!(decode("p%40ss+w%3Ard", Rules::Userinfo).unwrap(), "p@ss+w:rd");
+        assert_eq!(decode("a%2", Rules::Userinfo), Err(DecodeError::BadEscape(1)));
+        assert_eq!(decode("%zz", Rules::Userinfo), Err(DecodeError::BadEscape(0)));
+        assert_eq!(decode("%ff", Rules::Userinfo), Err(DecodeError::NotUtf8));
+        assert_eq!(decode("%ff", Rules::Query).unwrap(), "\u{fffd}");
+    }
+
+    #[test]
+    fn query_values_decode_plus_and_keep_stray_percent() {
+        assert_eq!(decode("b%2Bc+d", Rules::Query).unwrap(), "b+c d");
+        assert_eq!(decode("100%", Rules::Query).unwrap(), "100%");
+        assert_eq!(decode("%zz%41", Rules::Query).unwrap(), "%zzA");
+        assert_eq!(decode("plain", Rules::Query).unwrap(), "plain");
+    }
+}
