@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use support::{bin, loopback_proxy, run_to_exit, Proc};
 
+/// ssh options for a test: never prompt, trust a new host key, remember nothing.
+const SSH_NON_INTERACTIVE: [&str; 6] =
+    ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"];
+
 /// Every subcommand, given bad values or bad files, exits with an error that names what is wrong
 /// and never panics.
 #[tokio::test]
@@ -168,20 +172,9 @@ fn ssh_proxycommand_ends_when_the_server_closes() {
     let p = loopback_proxy(&[]);
     let proxy_command = format!("{} connect --proxy http://{} %h:%p", bin(), p.addr());
     let mut child = Command::new("ssh")
-        .args([
-            "-o",
-            &format!("ProxyCommand={proxy_command}"),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-p",
-            &remote.port().to_string(),
-            "nobody@127.0.0.1",
-            "true",
-        ])
+        .args(["-o", &format!("ProxyCommand={proxy_command}")])
+        .args(SSH_NON_INTERACTIVE)
+        .args(["-p", &remote.port().to_string(), "nobody@127.0.0.1", "true"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -274,14 +267,7 @@ fn ssh_logs_in_through_connect_and_exits() {
     for _ in 0..3 {
         let mut child = Command::new("ssh")
             .args(["-o", &format!("ProxyCommand={proxy_command}")])
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-            ])
+            .args(SSH_NON_INTERACTIVE)
             .arg("-i")
             .arg(d.join("user_key"))
             .args(["-p", &port.to_string(), "root@127.0.0.1", "echo logged-in"])

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::origin::{echo_server, Origin};
-use support::{curl, Proc};
+use support::{curl, curl_status, loopback_proxy, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -110,20 +110,7 @@ async fn tinyproxy(connect_port: u16, auth: Option<&str>) -> Tinyproxy {
 #[tokio::test]
 async fn connect_through_http_and_socks_proxies_with_half_close() {
     let echo = echo_server().await;
-    let p = Proc::start(
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--socks",
-            "127.0.0.1:0",
-            "--allow",
-            "127.0.0.0/8",
-            "--connect-ports",
-            "1-65535",
-        ],
-        2,
-    );
+    let p = loopback_proxy(&["--socks", "127.0.0.1:0"]);
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     let http = format!("http://{}", p.addr());
     let socks = format!("socks5h://{}", p.addr_of("socks5"));
@@ -220,43 +207,11 @@ async fn proxy_upstream_chains_connect_and_absolute_form() {
     let upstream = format!("http://up:stream@{}", parent.addr());
     // Our own policy still applies in front of the parent: loopback is refused unless allowed here.
     let strict = Proc::start(&["proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream], 1);
-    let (_, code, _) = curl(&[
-        "-x",
-        &format!("http://{}", strict.addr()),
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &origin.url("/1k"),
-    ])
-    .await;
-    assert_eq!(code, b"403");
-    let (_, code, _) = curl(&[
-        "-p",
-        "-x",
-        &format!("http://{}", strict.addr()),
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &origin.url("/1k"),
-    ])
-    .await;
-    assert!(code == b"403" || code == b"000", "CONNECT refused locally: {}", String::from_utf8_lossy(&code));
-    let child = Proc::start(
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--allow",
-            "127.0.0.0/8",
-            "--connect-ports",
-            "1-65535",
-            "--upstream",
-            &upstream,
-        ],
-        1,
-    );
+    let strict_url = format!("http://{}", strict.addr());
+    assert_eq!(curl_status(&["-x", &strict_url, &origin.url("/1k")]).await, "403");
+    let code = curl_status(&["-p", "-x", &strict_url, &origin.url("/1k")]).await;
+    assert!(code == "403" || code == "000", "CONNECT refused locally: {code}");
+    let child = loopback_proxy(&["--upstream", &upstream]);
     let x = format!("http://{}", child.addr());
     // Absolute-form: twice, reusing the pooled connection to the parent.
     let (ok, body, err) = curl(&["-x", &x, &origin.url("/1k"), &origin.url("/1k")]).await;
@@ -266,20 +221,7 @@ async fn proxy_upstream_chains_connect_and_absolute_form() {
     let (ok, body, err) = curl(&["-p", "-x", &x, &origin.url("/1k")]).await;
     assert!(ok && body.len() == 1024, "{err}");
     // A SOCKS5 parent.
-    let sparent = Proc::start(
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--socks",
-            "127.0.0.1:0",
-            "--allow",
-            "127.0.0.0/8",
-            "--connect-ports",
-            "1-65535",
-        ],
-        2,
-    );
+    let sparent = loopback_proxy(&["--socks", "127.0.0.1:0"]);
     let schild = Proc::start(
         &[
             "proxy",
@@ -296,20 +238,7 @@ async fn proxy_upstream_chains_connect_and_absolute_form() {
     assert!(ok && body.len() == 1024, "{err}");
     // tinyproxy as the parent.
     let tp = tinyproxy(origin.addr.port(), None).await;
-    let tchild = Proc::start(
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--allow",
-            "127.0.0.0/8",
-            "--connect-ports",
-            "1-65535",
-            "--upstream",
-            &format!("http://127.0.0.1:{}", tp.port),
-        ],
-        1,
-    );
+    let tchild = loopback_proxy(&["--upstream", &format!("http://127.0.0.1:{}", tp.port)]);
     let (ok, body, err) = curl(&["-x", &format!("http://{}", tchild.addr()), &origin.url("/1k")]).await;
     assert!(ok && body.len() == 1024, "{err}");
     let (ok, body, err) = curl(&["-p", "-x", &format!("http://{}", tchild.addr()), &origin.url("/1k")]).await;

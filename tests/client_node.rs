@@ -7,8 +7,8 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
+use support::loopback_proxy;
 use support::tls_origin::HttpsOrigin;
-use support::Proc;
 
 fn node_dir() -> std::path::PathBuf {
     support::node_dir("client", "https-proxy-agent")
@@ -52,22 +52,7 @@ async fn node_keep_alive_agents_reuse_one_tunnel() {
     std::fs::write(dir.path().join("ca.pem"), &origin.ca_pem).unwrap();
     let port = origin.port;
     let log = dir.path().join("access.log");
-    let p = Proc::start(
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--socks",
-            "127.0.0.1:0",
-            "--allow",
-            "127.0.0.0/8",
-            "--connect-ports",
-            "1-65535",
-            "--access-log",
-            log.to_str().unwrap(),
-        ],
-        2,
-    );
+    let p = loopback_proxy(&["--socks", "127.0.0.1:0", "--access-log", log.to_str().unwrap()]);
     let target = format!("https://localhost:{port}/");
     let ca = dir.path().join("ca.pem");
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use support::tls_origin::HttpsOrigin;
-use support::Proc;
+use support::{loopback_proxy, Proc};
 use tokio::net::TcpListener;
 use tunnelkit::client::Client;
 
@@ -21,20 +21,7 @@ async fn two_hundred_https_requests_use_one_connect_and_idle_close_is_seen() {
     let origin = HttpsOrigin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let p = Proc::start(
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--allow",
-            "127.0.0.0/8",
-            "--connect-ports",
-            "1-65535",
-            "--access-log",
-            log.to_str().unwrap(),
-        ],
-        1,
-    );
+    let p = loopback_proxy(&["--access-log", log.to_str().unwrap()]);
     let client = Client::builder()
         .proxy(format!("http://{}", p.addr()))
         .idle_timeout(Duration::from_millis(700))
@@ -65,20 +52,7 @@ async fn two_hundred_https_requests_use_one_connect_and_idle_close_is_seen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_killed_by_the_proxy_causes_no_error() {
     let origin = HttpsOrigin::start().await;
-    let p = Proc::start(
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--allow",
-            "127.0.0.0/8",
-            "--connect-ports",
-            "1-65535",
-            "--tunnel-idle-timeout",
-            "300ms",
-        ],
-        1,
-    );
+    let p = loopback_proxy(&["--tunnel-idle-timeout", "300ms"]);
     let client = Client::builder()
         .proxy(format!("http://{}", p.addr()))
         .idle_timeout(Duration::from_secs(60))

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::origin::{echo_server, Origin};
-use support::{curl, raw, Proc};
+use support::{curl, curl_status, loopback_proxy, raw, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -359,19 +359,7 @@ async fn authentication_407_and_success() {
         let (ok, body, err) = curl(&["-p", "-x", &x, "--proxy-user", user, &origin.url("/1k")]).await;
         assert!(ok && body.len() == 1024, "{user}: {err}");
     }
-    let (_, out, _) = curl(&[
-        "-x",
-        &x,
-        "--proxy-user",
-        "alice:nope",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &origin.url("/1k"),
-    ])
-    .await;
-    assert_eq!(out, b"407");
+    assert_eq!(curl_status(&["-x", &x, "--proxy-user", "alice:nope", &origin.url("/1k")]).await, "407");
 }
 
 #[test]
@@ -414,13 +402,8 @@ async fn slow_headers_get_408_and_big_heads_431() {
 async fn upstream_framing_errors_are_502() {
     let origin = Origin::start().await;
     let p = proxy(LOOPBACK);
-    let (_, out, _) =
-        curl(&["-x", &proxy_url(&p), "-o", "/dev/null", "-w", "%{http_code}", &origin.url("/bad-framing")])
-            .await;
-    assert_eq!(out, b"502");
-    let (_, out, _) =
-        curl(&["-x", &proxy_url(&p), "-o", "/dev/null", "-w", "%{http_code}", &origin.url("/reset")]).await;
-    assert_eq!(out, b"502");
+    assert_eq!(curl_status(&["-x", &proxy_url(&p), &origin.url("/bad-framing")]).await, "502");
+    assert_eq!(curl_status(&["-x", &proxy_url(&p), &origin.url("/reset")]).await, "502");
     let resp =
         raw(p.addr(), format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url("/1k")).as_bytes()).await;
     assert_eq!(status(&resp), 200, "still healthy");
@@ -490,20 +473,7 @@ async fn access_log_and_metrics() {
 #[tokio::test]
 async fn socks5_listener_shares_policy_and_auth() {
     let origin = Origin::start().await;
-    let p = Proc::start(
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--socks",
-            "127.0.0.1:0",
-            "--allow",
-            "127.0.0.0/8",
-            "--connect-ports",
-            "1-65535",
-        ],
-        2,
-    );
+    let p = loopback_proxy(&["--socks", "127.0.0.1:0"]);
     let socks = p.addr_of("socks5");
     let (ok, body, err) = curl(&["--socks5-hostname", &socks.to_string(), &origin.url("/1k")]).await;
     assert!(ok && body.len() == 1024, "{err}");

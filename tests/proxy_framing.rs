@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::origin::Origin;
-use support::Proc;
+use support::{loopback_proxy, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -294,20 +294,7 @@ async fn run_case(proxy: SocketAddr, origin: SocketAddr, case: &Case) -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_corpus() {
     let origin = Origin::start().await;
-    let p = Proc::start(
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--allow",
-            "127.0.0.0/8",
-            "--connect-ports",
-            "1-65535",
-            "--header-timeout",
-            "2s",
-        ],
-        1,
-    );
+    let p = loopback_proxy(&["--header-timeout", "2s"]);
     let cases = corpus();
     assert!(cases.len() >= 150, "corpus has only {} cases", cases.len());
     let mut failures = Vec::new();

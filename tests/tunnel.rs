@@ -15,7 +15,7 @@ use ring::digest::{digest, SHA256};
 use support::chaos::ChaosRelay;
 use support::origin::{echo_server, firehose, Origin};
 use support::tunnel_lib::lib_server;
-use support::{curl, Proc};
+use support::{curl, loopback_proxy, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tunnelkit::tunnel::frame::{stamp, Frame, FrameType};
@@ -455,10 +455,7 @@ async fn wss_with_a_private_ca_through_an_http_proxy() {
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let server = ws_server(&["--tls-cert", cert, "--tls-key", key, "--token", "t0k"]);
-    let proxy = Proc::start(
-        &["proxy", "--listen", "127.0.0.1:0", "--allow", "127.0.0.0/8", "--connect-ports", "1-65535"],
-        1,
-    );
+    let proxy = loopback_proxy(&[]);
     let url = format!("wss://localhost:{}/tunnel", server.addr().port());
     let proxy_url = format!("http://{}", proxy.addr());
     let client = Proc::start(

@@ -147,6 +147,13 @@ pub async fn curl(args: &[&str]) -> (bool, Vec<u8>, String) {
     (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Runs curl with `args` and returns only the status code it printed (`000` when it got none).
+pub async fn curl_status(args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["-o", "/dev/null", "-w", "%{http_code}"]);
+    String::from_utf8_lossy(&curl(&all).await.1).into_owned()
+}
+
 /// Starts `tunnelkit proxy` on a loopback port 0 that may reach loopback destinations on any port
 /// (what tests of the proxy need), with `extra` flags; waits for its `listening on` line(s).
 pub fn loopback_proxy(extra: &[&str]) -> Proc {

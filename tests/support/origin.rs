@@ -138,35 +138,38 @@ async fn serve(s: TcpStream) {
     }
 }
 
-/// A TCP server that echoes everything back (for CONNECT/SOCKS tests).
-pub async fn echo_server() -> SocketAddr {
+/// Accepts connections on an ephemeral loopback port and serves each with `serve`, in a task of its
+/// own.
+async fn serve_each<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve(s));
         }
     });
     addr
 }
 
+/// A TCP server that echoes everything back (for CONNECT/SOCKS tests).
+pub async fn echo_server() -> SocketAddr {
+    serve_each(|mut s| async move {
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    })
+    .await
+}
+
 /// A source that sends forever to whoever connects (for peers that stop reading).
 pub async fn firehose() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let buf = vec![7u8; 64 * 1024];
-                while s.write_all(&buf).await.is_ok() {}
-            });
-        }
-    });
-    addr
+    serve_each(|mut s| async move {
+        let buf = vec![7u8; 64 * 1024];
+        while s.write_all(&buf).await.is_ok() {}
+    })
+    .await
 }
