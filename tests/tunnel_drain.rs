@@ -121,3 +121,80 @@ async fn ws_client_local_forward_on_sigterm_keeps_the_open_stream_until_it_ends_
     let status = client.wait_exit(Duration::from_secs(10)).expect("exits once the last stream ended");
     assert!(status.success(), "exit status {status:?}; stderr:\n{}", client.stderr.lock().unwrap());
 }
+
+/// A SOCKS5 CONNECT to an IPv4 `target` through `entry`; returns the connection once the server answered
+/// success.
+async fn socks_connect(entry: SocketAddr, target: SocketAddr) -> TcpStream {
+    let SocketAddr::V4(v4) = target else { panic!("IPv4 target") };
+    let mut s = TcpStream::connect(entry).await.unwrap();
+    s.write_all(&[5, 1, 0]).await.unwrap();
+    let mut choice = [0u8; 2];
+    s.read_exact(&mut choice).await.unwrap();
+    assert_eq!(choice, [5, 0], "no authentication");
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&v4.ip().octets());
+    req.extend_from_slice(&v4.port().to_be_bytes());
+    s.write_all(&req).await.unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[1], 0, "CONNECT succeeded");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_client_socks_entry_on_sigterm_closes_its_port_and_keeps_the_open_connection() {
+    let echo = echo_server().await;
+    let server = ws_server(&[]);
+    let url = format!("ws://{}/tunnel", server.addr());
+    let mut client =
+        Proc::start(&["ws-client", &url, "--socks", "127.0.0.1:0", "--shutdown-timeout", LONG], 1);
+    let entry = client.addr_of("socks5");
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), socks_connect(entry, echo))
+        .await
+        .expect("SOCKS CONNECT in time");
+    echo_once(&mut conn, b"before").await;
+
+    client.terminate();
+    until_refused(entry).await;
+    echo_once(&mut conn, b"after SIGTERM the SOCKS connection still flows").await;
+    assert!(client.child.try_wait().unwrap().is_none(), "the client waits for the SOCKS connection");
+
+    finish(&mut conn).await;
+    let status = client.wait_exit(Duration::from_secs(10)).expect("exits once the last stream ended");
+    assert!(status.success(), "exit status {status:?}; stderr:\n{}", client.stderr.lock().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_client_remote_forward_on_sigterm_refuses_new_streams_and_keeps_the_open_one() {
+    let echo = echo_server().await;
+    let server = ws_server(&[]);
+    let url = format!("ws://{}/tunnel", server.addr());
+    let forward = format!("127.0.0.1:0:{echo}");
+    let mut client = Proc::start(&["ws-client", &url, "-R", &forward, "--shutdown-timeout", LONG], 1);
+    let remote = client.addr_of("remote");
+    let mut open = TcpStream::connect(remote).await.unwrap();
+    echo_once(&mut open, b"before").await;
+
+    client.terminate();
+    // The server still listens for us, but the streams it opens back are refused: the connection ends
+    // without an answer.
+    let start = Instant::now();
+    loop {
+        let mut late = TcpStream::connect(remote).await.unwrap();
+        let _ = late.write_all(b"late").await;
+        let mut buf = [0u8; 4];
+        match tokio::time::timeout(Duration::from_secs(10), late.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {} // served before the signal was handled
+            Err(_) => panic!("a connection after SIGTERM was neither served nor ended"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "-R streams still served 10 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    echo_once(&mut open, b"after SIGTERM the -R stream still flows").await;
+    assert!(client.child.try_wait().unwrap().is_none(), "the client waits for the open -R stream");
+
+    finish(&mut open).await;
+    let status = client.wait_exit(Duration::from_secs(10)).expect("exits once the last stream ended");
+    assert!(status.success(), "exit status {status:?}; stderr:\n{}", client.stderr.lock().unwrap());
+}
