@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use super::args::{ClientArgs, ServerArgs};
-use super::client::{serve_local, serve_socks, Keeper, RemoteForwards, TunnelClient};
+use super::client::{serve_local, serve_socks, Closing, Keeper, RemoteForwards, TunnelClient};
 use super::compat::CompatContext;
 use super::exposure;
 use super::server::{Server, ServerOptions};
@@ -113,8 +113,8 @@ pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
         drain.spawn(keeper.clone().keep_shared(drain.clone()));
     }
     shutdown::signal().await;
-    let in_order = drain_for(&drain, args.shutdown_timeout, "streams").await;
-    keeper.close(in_order).await;
+    let all_done = drain_for(&drain, args.shutdown_timeout, "streams").await;
+    keeper.close(if all_done { Closing::InOrder } else { Closing::AtOnce }).await;
     Ok(())
 }
 

@@ -163,6 +163,15 @@ enum Shared {
     },
 }
 
+/// How [`Keeper::close`] ends the shared tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closing {
+    /// Every stream finished: send CLOSE and wait for the server to acknowledge it.
+    InOrder,
+    /// The drain was cut short (deadline or second signal): do not keep the user waiting.
+    AtOnce,
+}
+
 /// Gives `ws-client`'s entries their tunnel (see the module documentation).
 pub(crate) struct Keeper {
     client: TunnelClient,
@@ -233,17 +242,18 @@ impl Keeper {
         }
     }
 
-    /// Closes the shared tunnel in order (after a drain): `in_order` false ends it without waiting for
-    /// the server's acknowledgement, for a shutdown cut short by a second signal or the deadline.
-    pub(crate) async fn close(&self, in_order: bool) {
+    /// Closes the shared tunnel at shutdown, after the drain.
+    pub(crate) async fn close(&self, how: Closing) {
         let shared = self.shared.lock().await;
         match &*shared {
             Shared::Live(t) if t.end_reason().is_none() => {
                 tracing::info!(tunnel = %t.id(), "shutting down on a signal: closing the tunnel");
-                if in_order {
-                    t.close().await;
-                } else {
-                    let _ = tokio::time::timeout(Duration::from_millis(200), t.close()).await;
+                match how {
+                    Closing::InOrder => t.close().await,
+                    // Sends CLOSE but does not wait the up to 5 s for its acknowledgement.
+                    Closing::AtOnce => {
+                        let _ = tokio::time::timeout(Duration::from_millis(200), t.close()).await;
+                    }
                 }
             }
             _ => tracing::info!("shutting down on a signal"),

@@ -29,7 +29,7 @@ use crate::net::{Host, Target};
 pub(crate) use dialer::TunnelDialer;
 pub use error::ConnectError;
 pub(crate) use forwards::{serve_local, serve_socks, RemoteForwards};
-pub(crate) use keeper::Keeper;
+pub(crate) use keeper::{Closing, Keeper};
 
 /// What a `wss://` connection verifies: the connector (roots from [`crate::net::tls`]) and the server's
 /// name in the certificate.
