@@ -52,11 +52,6 @@ impl Drain {
         self.token.cancelled().await
     }
 
-    /// A child token, cancelled with this drain, for code that wants a plain token.
-    pub fn token(&self) -> CancellationToken {
-        self.token.child_token()
-    }
-
     /// Triggers shutdown and waits for the tracked tasks, at most `deadline`.
     ///
     /// Returns the number of tasks still running when the deadline passed (they are abandoned).

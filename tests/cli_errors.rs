@@ -58,6 +58,8 @@ async fn bad_values_and_files_are_refused_without_panics() {
         (vec!["ws-server", "--listen", "127.0.0.1:0", "--heartbeat", "0s"], "--heartbeat"),
         (vec!["ws-server", "--listen", "127.0.0.1:0", "--workers", "100000"], "--workers"),
         (vec!["ws-client", "ws://127.0.0.1:1/tunnel", "-L", "8443"], "PORT:HOST:PORT"),
+        (vec!["ws-server", "--listen", "127.0.0.1:0", "--shutdown-timeout", "2d"], "--shutdown-timeout"),
+        (vec!["ws-client", "ws://127.0.0.1:1/tunnel", "--shutdown-timeout", "soon"], "--shutdown-timeout"),
     ];
     let mut failures = Vec::new();
     for (args, expect) in &cases {

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tunnelkit::tunnel::frame::{stamp, Frame, FrameType};
 use tunnelkit::tunnel::wire::{self, Message};
-use tunnelkit::tunnel::{Client, ConnectError, Limits, TunnelEvent};
+use tunnelkit::tunnel::{ConnectError, Limits, TunnelClient, TunnelEvent};
 use tunnelkit::tunnel::{Mode, ResumeSecret, TunnelId};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -353,7 +353,7 @@ async fn try_resume(server: SocketAddr, token: &str, id: [u8; 16], secret: [u8; 
 async fn hijack_with_wrong_secret_or_another_token_is_refused() {
     let echo = echo_server().await;
     let server = lib_server(&["alice", "mallory"], Limits::default()).await;
-    let tunnel = Client::new(&format!("ws://{server}/tunnel"))
+    let tunnel = TunnelClient::new(&format!("ws://{server}/tunnel"))
         .unwrap()
         .token(Some("alice".into()))
         .connect()
@@ -365,9 +365,12 @@ async fn hijack_with_wrong_secret_or_another_token_is_refused() {
     assert!(why.contains("unknown tunnel or wrong secret"), "{why}");
     let (kind, _) = try_resume(server, "mallory", id, [1u8; 16]).await;
     assert_eq!(kind, FrameType::Refused, "another token");
-    let bad =
-        Client::new(&format!("ws://{server}/tunnel")).unwrap().token(Some("eve".into())).connect().await;
-    assert!(matches!(bad, Err(ConnectError::Refused(_))), "unknown token gets 401");
+    let bad = TunnelClient::new(&format!("ws://{server}/tunnel"))
+        .unwrap()
+        .token(Some("eve".into()))
+        .connect()
+        .await;
+    assert!(matches!(bad, Err(ConnectError::TokenRefused)), "unknown token gets 401");
     // The real tunnel is untouched.
     let mut s = tunnel.open(&echo.to_string()).unwrap();
     s.write_all(b"still mine").await.unwrap();
@@ -383,7 +386,7 @@ async fn stalled_reader_does_not_block_another_stream_and_memory_stays_bounded()
     let echo = echo_server().await;
     let hose = firehose().await;
     let server = lib_server(&[], Limits::default()).await;
-    let tunnel = Client::new(&format!("ws://{server}/tunnel")).unwrap().connect().await.unwrap();
+    let tunnel = TunnelClient::new(&format!("ws://{server}/tunnel")).unwrap().connect().await.unwrap();
     // Never read from this one.
     let stalled = tunnel.open(&hose.to_string()).unwrap();
     stalled.connected().await.unwrap();
@@ -417,7 +420,7 @@ async fn events_report_broken_and_resumed_and_the_cap_is_granted() {
     let limits = Limits { max_keep_broken: Duration::from_secs(7), ..Limits::default() };
     let server = lib_server(&[], limits).await;
     let relay = ChaosRelay::start(server).await;
-    let tunnel = Client::new(&format!("ws://{}/tunnel", relay.addr))
+    let tunnel = TunnelClient::new(&format!("ws://{}/tunnel", relay.addr))
         .unwrap()
         .keep_broken_tunnel(Duration::from_secs(3600))
         .connect()
@@ -504,7 +507,7 @@ async fn wss_with_a_private_ca_through_an_http_proxy() {
 async fn idle_tunnel_closes_in_order_and_the_cli_opens_a_new_one() {
     let echo = echo_server().await;
     let server = lib_server(&[], Limits::default()).await;
-    let tunnel = Client::new(&format!("ws://{server}/tunnel"))
+    let tunnel = TunnelClient::new(&format!("ws://{server}/tunnel"))
         .unwrap()
         .idle_timeout(Some(Duration::from_millis(300)))
         .connect()
@@ -569,10 +572,10 @@ async fn server_limits_refuse_extra_tunnels_and_streams() {
     let limits = Limits { max_tunnels: 1, max_streams: 2, ..Limits::default() };
     let server = lib_server(&[], limits).await;
     let url = format!("ws://{server}/tunnel");
-    let tunnel = Client::new(&url).unwrap().connect().await.unwrap();
-    let second = Client::new(&url).unwrap().connect().await;
+    let tunnel = TunnelClient::new(&url).unwrap().connect().await.unwrap();
+    let second = TunnelClient::new(&url).unwrap().connect().await;
     assert!(
-        matches!(second, Err(ConnectError::Refused(ref why)) if why.contains("too many tunnels")),
+        matches!(second, Err(ConnectError::Refused { ref reason, .. }) if reason.contains("too many tunnels")),
         "{second:?}"
     );
     let a = tunnel.open(&echo.to_string()).unwrap();
@@ -635,7 +638,7 @@ async fn garbage_frames_drop_the_connection_and_nothing_else() {
         .await;
         assert!(ended.is_ok(), "input {i}: the server dropped the connection");
     }
-    let tunnel = Client::new(&format!("ws://{server}/tunnel")).unwrap().connect().await.unwrap();
+    let tunnel = TunnelClient::new(&format!("ws://{server}/tunnel")).unwrap().connect().await.unwrap();
     let mut s = tunnel.open(&echo.to_string()).unwrap();
     s.write_all(b"fine").await.unwrap();
     s.shutdown().await.unwrap();

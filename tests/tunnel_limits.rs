@@ -24,7 +24,7 @@ use tunnelkit::policy::Policy;
 use tunnelkit::shutdown::Drain;
 use tunnelkit::tunnel::frame::stamp;
 use tunnelkit::tunnel::wire::{self, Message as Wire};
-use tunnelkit::tunnel::{Client, ConnectError, Limits, Mode, Server, ServerOptions};
+use tunnelkit::tunnel::{ConnectError, Limits, Mode, Server, ServerOptions, TunnelClient};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -229,12 +229,12 @@ async fn protocol_errors_are_answered_with_close_code_1002() {
 async fn remote_listeners_are_capped_per_tunnel_and_public_ones_need_the_server_flag() {
     let server = ws_server(&["--max-listeners", "2"]);
     let url = format!("ws://{}/tunnel", server.addr());
-    let tunnel = Client::new(&url).unwrap().connect().await.unwrap();
+    let tunnel = TunnelClient::new(&url).unwrap().connect().await.unwrap();
     tunnel.listen("127.0.0.1:0").await.expect("first listener");
     tunnel.listen("127.0.0.1:0").await.expect("second listener");
     let third = tunnel.listen("127.0.0.1:0").await.unwrap_err().to_string();
     assert!(third.contains("--max-listeners"), "{third}");
-    let other = Client::new(&url).unwrap().connect().await.unwrap();
+    let other = TunnelClient::new(&url).unwrap().connect().await.unwrap();
     let public = other.listen("0.0.0.0:0").await.unwrap_err().to_string();
     assert!(public.contains("--allow-public-listen"), "{public}");
     other.listen("127.0.0.1:0").await.expect("another tunnel has listeners of its own");
@@ -245,7 +245,7 @@ async fn remote_listeners_are_capped_per_tunnel_and_public_ones_need_the_server_
     assert!(err.contains("--allow-public-listen"), "{err}");
 
     let open = ws_server(&["--allow-public-listen"]);
-    let t = Client::new(&format!("ws://{}/tunnel", open.addr())).unwrap().connect().await.unwrap();
+    let t = TunnelClient::new(&format!("ws://{}/tunnel", open.addr())).unwrap().connect().await.unwrap();
     let (_, bound) = t.listen("0.0.0.0:0").await.expect("allowed with --allow-public-listen");
     assert!(bound.ip().is_unspecified());
 }
@@ -254,11 +254,11 @@ async fn remote_listeners_are_capped_per_tunnel_and_public_ones_need_the_server_
 async fn one_token_cannot_take_every_tunnel() {
     let server = ws_server(&["--max-tunnels", "4", "--token", "alice", "--token", "bob"]);
     let url = format!("ws://{}/tunnel", server.addr());
-    let as_ = |t: &str| Client::new(&url).unwrap().token(Some(t.into()));
+    let as_ = |t: &str| TunnelClient::new(&url).unwrap().token(Some(t.into()));
     let _a = as_("alice").connect().await.expect("alice's first tunnel");
     let second = as_("alice").connect().await;
     assert!(
-        matches!(&second, Err(ConnectError::Refused(why)) if why.contains("--max-tunnels-per-token")),
+        matches!(&second, Err(ConnectError::Refused { reason, .. }) if reason.contains("--max-tunnels-per-token")),
         "{second:?}"
     );
     as_("bob").connect().await.expect("bob still gets a tunnel");
@@ -284,7 +284,7 @@ async fn stream_memory_bounds_what_a_tunnels_streams_hold() {
             streams.push(s);
         }
     });
-    let tunnel = Client::new(&format!("ws://{addr}/tunnel")).unwrap().connect().await.unwrap();
+    let tunnel = TunnelClient::new(&format!("ws://{addr}/tunnel")).unwrap().connect().await.unwrap();
     // 8 streams × 256 KiB (each stream's first window) = 2 MiB offered against a 1 MiB budget.
     let mut streams = Vec::new();
     for _ in 0..8 {

@@ -77,6 +77,10 @@ pub struct ServerArgs {
     /// With --compat: where each stream opened by a compat client is connected.
     #[arg(long, value_name = "HOST:PORT", requires = "compat")]
     pub compat_target: Option<Target>,
+    /// On SIGTERM/SIGINT, stop accepting and let open streams finish for this long (a second signal
+    /// stops at once).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration_in(Duration::ZERO, DAY))]
+    pub shutdown_timeout: Duration,
 }
 
 /// `tunnelkit ws-client`: opens a tunnel to a ws-server and forwards ports through it.
@@ -112,6 +116,10 @@ pub struct ClientArgs {
     /// Extra CA certificate (PEM) to trust for wss://.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, close the listeners and let open streams finish for this long (a second
+    /// signal stops at once).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration_in(Duration::ZERO, DAY))]
+    pub shutdown_timeout: Duration,
 }
 
 /// `--idle-timeout`: 0 (never) or 100ms to a day; anything shorter would close a tunnel between two

@@ -1,37 +1,26 @@
-//! `tunnelkit ws-server` and `tunnelkit ws-client`: flags → [`Server`] / [`Client`], plus the client's
-//! entries: `-L` local forwards, `-R` remote forwards and a `--socks` SOCKS5 entry whose CONNECTs become
-//! streams. In multi mode every entry shares one tunnel, created on demand (again after an idle close or
-//! an expiry); in single mode each connection gets a tunnel of its own.
+//! `tunnelkit ws-server` and `tunnelkit ws-client`: flags → [`Server`] / [`TunnelClient`] and their
+//! entries, then the signal handling both share: the first SIGTERM/SIGINT stops accepting and lets open
+//! streams finish for up to `--shutdown-timeout`, a second one ends at once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
+use tokio::net::TcpListener;
 
 use super::args::{ClientArgs, ServerArgs};
-use super::backoff::Backoff;
-use super::client::{Client, ConnectError};
+use super::client::{serve_local, serve_socks, Closing, Keeper, RemoteForwards, TunnelClient};
 use super::compat::CompatContext;
 use super::exposure;
-use super::handle::Tunnel;
-use super::rst;
 use super::server::{Server, ServerOptions};
 use super::settings::{Limits, Mode};
-use super::stream::TunnelStream;
 use crate::client::ProxyDialer;
-use crate::net::socks::SocksServer;
 use crate::net::workers::Workers;
-use crate::net::{
-    relay, socket, BoxStream, DialError, DialFuture, Dialer, DirectDialer, ForwardSpec, Purpose, Target,
-};
-use crate::policy::{Policy, Users};
+use crate::net::{Dialer, DirectDialer};
+use crate::policy::Policy;
 use crate::shutdown::{self, Drain};
-use crate::telemetry::access_log::AccessLog;
 
-/// Runs `tunnelkit ws-server` until SIGINT/SIGTERM.
+/// Runs `tunnelkit ws-server` until SIGINT/SIGTERM and the drain that follows.
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     exposure::check_server(&args)?;
     // Tunnels carry any TCP service, so every port is open unless --connect-ports narrows it; the address
@@ -76,158 +65,17 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         crate::telemetry::announce(&format!("metrics listening on {addr}"));
     }
     let drain = Drain::new();
-    let server = Server::new(opts);
-    tokio::spawn(server.serve(listener, drain.clone()));
+    tokio::spawn(Server::new(opts).serve(listener, drain.clone()));
     shutdown::signal().await;
-    drain.trigger();
+    drain_for(&drain, args.shutdown_timeout, "tunnel connections").await;
     Ok(())
 }
 
-/// Gives out the shared tunnel of a multi-mode client, creating it when there is none (first use, after an
-/// idle close, after an expiry) and registering the `-R` forwards on each new tunnel.
-struct TunnelSource {
-    client: Client,
-    remote: Vec<ForwardSpec>,
-    current: Mutex<SourceState>,
-}
-
-/// The live tunnel, or how the last attempt to get one ended.
-#[derive(Default)]
-struct SourceState {
-    tunnel: Option<Tunnel>,
-    /// When the last connect attempt gave up, and why (refused, and its message).
-    failed: Option<(Instant, bool, String)>,
-}
-
-impl TunnelSource {
-    async fn tunnel(self: &Arc<Self>) -> Result<Tunnel, ConnectError> {
-        let asked = Instant::now();
-        let mut cur = self.current.lock().await;
-        if let Some(t) = cur.tunnel.as_ref().filter(|t| t.end_reason().is_none()) {
-            return Ok(t.clone());
-        }
-        // Connections that queued behind an attempt share its failure instead of each starting a
-        // full retry schedule of their own (which would make the last of them wait N times as long).
-        if let Some((at, refused, why)) = &cur.failed {
-            if *at >= asked {
-                return Err(if *refused {
-                    ConnectError::Refused(why.clone())
-                } else {
-                    ConnectError::Failed(anyhow::anyhow!("{why}"))
-                });
-            }
-        }
-        let t = match connect_retrying(&self.client).await {
-            Ok(t) => t,
-            Err(e) => {
-                let refused = matches!(e, ConnectError::Refused(_));
-                let why = match &e {
-                    ConnectError::Refused(why) => why.clone(),
-                    ConnectError::Failed(e) => format!("{e:#}"),
-                };
-                cur.failed = Some((Instant::now(), refused, why));
-                return Err(e);
-            }
-        };
-        let mut targets = HashMap::new();
-        for spec in &self.remote {
-            let (id, bound) = t
-                .listen(&spec.bind.to_string())
-                .await
-                .map_err(|e| ConnectError::Refused(format!("-R {}: {e}", spec.bind)))?;
-            crate::telemetry::announce(&format!("remote listening on {bound}"));
-            targets.insert(format!("listen:{id}"), spec.target.clone());
-        }
-        tokio::spawn(serve_incoming(t.clone(), targets));
-        cur.tunnel = Some(t.clone());
-        cur.failed = None;
-        Ok(t)
-    }
-}
-
-/// Connects, retrying failures that may pass (server down, network) with backoff; refusals are final.
-async fn connect_retrying(client: &Client) -> Result<Tunnel, ConnectError> {
-    let mut backoff = Backoff::new();
-    let mut attempts = 0;
-    loop {
-        match client.connect().await {
-            Ok(t) => return Ok(t),
-            Err(ConnectError::Refused(why)) => return Err(ConnectError::Refused(why)),
-            Err(e) => {
-                attempts += 1;
-                if attempts == 1 || attempts % 10 == 0 {
-                    tracing::warn!("cannot reach the tunnel server (attempt {attempts}): {e}");
-                }
-                if attempts >= 8 {
-                    return Err(e);
-                }
-                tokio::time::sleep(backoff.next_wait()).await;
-            }
-        }
-    }
-}
-
-/// Streams the server opens back to us (`-R`): dial the local target registered for that listener.
-async fn serve_incoming(tunnel: Tunnel, targets: HashMap<String, Target>) {
-    let dialer = DirectDialer::new(Arc::new(Policy::allow_all()), Duration::from_secs(10));
-    let dialer = Arc::new(dialer);
-    while let Some(stream) = tunnel.accept().await {
-        let Some(target) = targets.get(stream.target()).cloned() else {
-            stream.reset(rst::POLICY, "this client only accepts streams of its -R forwards");
-            continue;
-        };
-        let dialer = dialer.clone();
-        tokio::spawn(async move {
-            let mut stream = stream;
-            match dialer.dial(&target, Purpose::Tunnel).await {
-                Ok(mut local) => {
-                    stream.confirm();
-                    let _ = relay(&mut stream, &mut local, None).await;
-                }
-                Err(e) => stream.reset(rst::DIAL_FAILED, &e.to_string()),
-            }
-        });
-    }
-}
-
-/// Opens streams through the client's tunnel(s): the `--socks` entry's dialer.
-struct TunnelDialer {
-    source: Arc<TunnelSource>,
-    mode: Mode,
-}
-
-impl TunnelDialer {
-    async fn open(&self, target: &Target) -> Result<TunnelStream, DialError> {
-        let tunnel = match self.mode {
-            Mode::Multi => self.source.tunnel().await,
-            Mode::Single => self.source.client.connect().await,
-        }
-        .map_err(|e| DialError::Upstream(format!("tunnel: {e}")))?;
-        tunnel.open(&target.to_string()).map_err(|e| DialError::Upstream(format!("tunnel: {e}")))
-    }
-}
-
-impl Dialer for TunnelDialer {
-    fn dial<'a>(&'a self, target: &'a Target, _purpose: Purpose) -> DialFuture<'a> {
-        Box::pin(async move {
-            let stream = self.open(target).await?;
-            // SOCKS must answer success or failure before data flows: wait for the server's dial.
-            stream.connected().await.map_err(|e| match e.kind() {
-                std::io::ErrorKind::PermissionDenied => {
-                    DialError::Upstream(format!("refused by policy: {e}"))
-                }
-                _ => DialError::Connect { target: target.to_string(), source: e },
-            })?;
-            Ok(Box::new(stream) as BoxStream)
-        })
-    }
-}
-
-/// Runs `tunnelkit ws-client` until SIGINT/SIGTERM or a final refusal.
+/// Runs `tunnelkit ws-client` until SIGINT/SIGTERM and the drain that follows, or a final refusal.
 pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
     let mode: Mode = args.mode.parse().map_err(|e: String| anyhow::anyhow!("--mode: {e}"))?;
     exposure::warn_client(&args);
-    let mut client = Client::new(&args.url)?
+    let mut client = TunnelClient::new(&args.url)?
         .token(args.token.clone())
         .mode(mode)
         .keep_broken_tunnel(args.keep_broken_tunnel)
@@ -245,85 +93,38 @@ pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
     if mode == Mode::Single && !args.remote.is_empty() {
         anyhow::bail!("-R needs --mode multi: a single-mode tunnel carries one stream opened by the client");
     }
-    let source = Arc::new(TunnelSource {
-        client,
-        remote: args.remote.clone(),
-        current: Mutex::new(SourceState::default()),
-    });
+    let drain = Drain::new();
+    let keeper = Keeper::new(client, RemoteForwards::new(args.remote.clone(), drain.clone()));
     // Come up only once the server has accepted us, so a wrong token or URL fails at once.
     if mode == Mode::Multi {
-        source.tunnel().await.map_err(|e| anyhow::anyhow!("{}: {e}", args.url))?;
+        keeper.shared().await.map_err(|e| anyhow::anyhow!("{}: {e}", args.url))?;
     }
     for spec in &args.local {
         let listener = TcpListener::bind(spec.bind).await.with_context(|| format!("-L {}", spec.bind))?;
         crate::telemetry::announce(&format!("listening on {}", listener.local_addr()?));
-        tokio::spawn(serve_local(listener, spec.target.to_string(), source.clone(), mode));
+        drain.spawn(serve_local(listener, spec.target.to_string(), keeper.clone(), drain.clone()));
     }
     if let Some(addr) = args.socks {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("--socks {addr}"))?;
         crate::telemetry::announce(&format!("socks5 listening on {}", listener.local_addr()?));
-        let dialer: Arc<dyn Dialer> = Arc::new(TunnelDialer { source: source.clone(), mode });
-        let socks = Arc::new(SocksServer::new(dialer, Arc::new(Users::default()), AccessLog::disabled()));
-        tokio::spawn(socks.serve(listener, Drain::new()));
+        drain.spawn(serve_socks(listener, keeper.clone(), drain.clone()));
     }
     if !args.remote.is_empty() {
-        // Remote forwards need a tunnel at all times: recreate it whenever it ends.
-        let source = source.clone();
-        tokio::spawn(async move {
-            loop {
-                match source.tunnel().await {
-                    Ok(t) => {
-                        let why = t.closed().await;
-                        tracing::warn!("tunnel ended ({why}); reconnecting for the -R forwards");
-                    }
-                    Err(e) => {
-                        tracing::error!("cannot re-establish the tunnel for -R: {e}");
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                }
-            }
-        });
+        drain.spawn(keeper.clone().keep_shared(drain.clone()));
     }
     shutdown::signal().await;
-    match source.current.lock().await.tunnel.as_ref().filter(|t| t.end_reason().is_none()) {
-        Some(t) => {
-            tracing::info!(tunnel = %t.id(), "shutting down on a signal: closing the tunnel");
-            t.close().await;
-        }
-        None => tracing::info!("shutting down on a signal"),
-    }
+    let all_done = drain_for(&drain, args.shutdown_timeout, "streams").await;
+    keeper.close(if all_done { Closing::InOrder } else { Closing::AtOnce }).await;
     Ok(())
 }
 
-/// `-L`: each accepted connection becomes a stream to `target` (0-RTT: bytes flow before the server's dial
-/// completes; a refusal resets the local connection).
-async fn serve_local(listener: TcpListener, target: String, source: Arc<TunnelSource>, mode: Mode) {
-    loop {
-        let (tcp, peer) = socket::accept(&listener).await;
-        let source = source.clone();
-        let target = target.clone();
-        tokio::spawn(async move {
-            let tunnel = match mode {
-                Mode::Multi => source.tunnel().await,
-                Mode::Single => source.client.connect().await,
-            };
-            let tunnel = match tunnel {
-                Ok(t) => t,
-                Err(e) => return tracing::warn!(%peer, "no tunnel for -L connection: {e}"),
-            };
-            match tunnel.open(&target) {
-                Ok(stream) => forward(tcp, stream).await,
-                Err(e) => tracing::warn!(%peer, "cannot open a stream: {e}"),
-            }
-        });
+/// Stops accepting and waits for the tracked work, up to `timeout` or a second signal. True when
+/// everything finished in time.
+async fn drain_for(drain: &Drain, timeout: Duration, what: &str) -> bool {
+    tracing::info!("shutting down: draining for up to {timeout:?}");
+    let left = drain.finish(timeout).await;
+    if left > 0 {
+        tracing::warn!("{left} {what} still open at the shutdown deadline: ending them");
     }
-}
-
-/// Relays a local connection and a stream; if the stream fails, the local side is reset rather than
-/// closed, so the application cannot take a truncated transfer for a complete one.
-async fn forward(mut tcp: TcpStream, mut stream: TunnelStream) {
-    if let Err(e) = relay(&mut tcp, &mut stream, None).await {
-        tracing::debug!(target = stream.target(), "stream failed: {e}");
-        let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
-    }
+    left == 0
 }

@@ -6,8 +6,9 @@ use std::fmt;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-/// Fills 16 bytes from the OS random generator.
-fn random16() -> [u8; 16] {
+/// Fills 16 bytes from the OS random generator: every tunnel id and secret, native or compat, comes
+/// from here.
+pub(crate) fn random16() -> [u8; 16] {
     let mut b = [0u8; 16];
     SystemRandom::new().fill(&mut b).expect("the OS random generator is available");
     b

@@ -5,13 +5,16 @@
 //!   [`replay`]: the bounded replay buffer; [`id`]: tunnel ids and resume secrets.
 //! - `session`: one tunnel's state (streams, credits, sequence numbers), shared by its connection's `link`
 //!   tasks and its [`TunnelStream`] handles.
-//! - [`Server`] / [`Client`]: the two ends, creating and resuming tunnels; [`Tunnel`]: the handle.
-//! - `service`: what `ws-server` does with streams (dial under policy, `-R` listeners); `cli`: `ws-client`.
+//! - [`Server`] / [`TunnelClient`]: the two ends, creating and resuming tunnels; [`Tunnel`]: the handle.
+//!   `client/` also holds the client's keeper (the one place a client tunnel's life is decided) and the
+//!   `ws-client` entries (`-L`, `-R`, `--socks`); `token`: the server's bearer-token checks.
+//! - `service`: what `ws-server` does with streams (dial under policy, `-R` listeners, closing tunnels
+//!   on shutdown); `cli`: flags → library, and the signal handling of both commands.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
-//! let tunnel = tunnelkit::tunnel::Client::new("ws://127.0.0.1:8080/tunnel")?
+//! let tunnel = tunnelkit::tunnel::TunnelClient::new("ws://127.0.0.1:8080/tunnel")?
 //!     .token(Some("secret".into()))
 //!     .connect()
 //!     .await?;
@@ -44,10 +47,11 @@ mod session;
 pub mod settings;
 mod stream;
 mod tls_words;
+mod token;
 pub mod wire;
 
 pub use args::{ClientArgs, ServerArgs};
-pub use client::{Client, ConnectError};
+pub use client::{ConnectError, TunnelClient};
 pub use handle::Tunnel;
 pub use id::{ResumeSecret, TunnelId};
 pub use server::{Server, ServerOptions};

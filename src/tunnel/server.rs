@@ -1,7 +1,8 @@
 //! [`Server`]: the `ws-server` side. Accepts TCP (optionally TLS), performs the WebSocket upgrade on the
 //! configured path, checks the bearer token (wrong or missing → HTTP 401, no tunnel, nothing dialled),
 //! then runs the tunnel handshake: `HELLO` creates a tunnel (id + separate resume secret), `RESUME`
-//! reattaches one after checking its secret in constant time and that the same token presents it.
+//! reattaches one after checking its secret in constant time and that the same token presents it. On
+//! shutdown its [`Drain`] tracks every connection and closes each tunnel once its last stream has ended.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,12 +23,13 @@ use super::compat::{self, CompatContext};
 use super::frame::{stamp, Frame, FrameType};
 use super::handle::Tunnel;
 use super::http_gate;
-use super::id::{ct_eq, ResumeSecret, TunnelId};
+use super::id::{ResumeSecret, TunnelId};
 use super::link;
 use super::listen_limits::ListenLimits;
 use super::service::{self, ServiceContext};
 use super::session::{Role, Session};
 use super::settings::{Limits, LinkParams, Mode};
+use super::token;
 use super::wire::{refused, Message, Welcome, WireError, MAX_CLIENT_HANDSHAKE};
 use crate::net::workers::Workers;
 use crate::net::{socket, BoxStream, Dialer};
@@ -113,24 +115,14 @@ struct Inner {
     listen: Arc<ListenLimits>,
 }
 
-/// The configured token the upgrade presents as `Authorization: Bearer`, `Ok(None)` when no tokens are
-/// configured, `Err` when it presents none of them. Every token is compared, in constant time.
-fn token_of(req: &Request, tokens: &[String]) -> Result<Option<String>, ()> {
-    if tokens.is_empty() {
-        return Ok(None);
-    }
-    let presented = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .ok_or(())?;
-    let mut found = None;
-    for t in tokens {
-        if ct_eq(presented, t.as_bytes()) {
-            found = Some(t.clone());
-        }
-    }
-    found.map(Some).ok_or(())
+/// What the registry says to a `RESUME`.
+enum ResumeCheck {
+    /// Right secret, and presented by the token that created the tunnel (or it was created without one).
+    Granted(Arc<Session>),
+    /// Right secret, but from another token: refused, no takeover across tokens.
+    OtherPrincipal,
+    /// No such tunnel, or the wrong secret; answered alike so that ids cannot be probed.
+    UnknownOrWrongSecret,
 }
 
 fn refuse_http(status: u16, challenge: bool, body: String) -> ErrorResponse {
@@ -168,7 +160,9 @@ impl Server {
         self.inner.tunnels.lock().expect("registry lock").len()
     }
 
-    /// Accepts connections until `drain` is triggered.
+    /// Accepts connections until `drain` is triggered (the listener is then closed). Each connection is
+    /// tracked by `drain`, and once it is triggered every tunnel is closed in order as soon as it has no
+    /// stream open, and refuses new ones: [`Drain::finish`] then returns when the last stream ends.
     pub async fn serve(self, listener: TcpListener, drain: Drain) {
         loop {
             let (tcp, peer) = tokio::select! {
@@ -176,16 +170,20 @@ impl Server {
                 x = socket::accept(&listener) => x,
             };
             let me = self.clone();
+            let d = drain.clone();
             match &self.inner.opts.workers {
-                Some(workers) => workers.serve(tcp, peer, |tcp, peer| me.serve_connection(tcp, peer)),
-                None => drop(tokio::spawn(async move { me.serve_connection(tcp, peer).await })),
+                Some(workers) => workers.serve(tcp, peer, move |tcp, peer| {
+                    let tracked = me.serve_connection(tcp, peer, d.clone());
+                    d.track(tracked)
+                }),
+                None => drop(drain.spawn(me.serve_connection(tcp, peer, d))),
             }
         }
     }
 
     // The upgrade callback's error type (`ErrorResponse`) is fixed by tungstenite's `Callback` trait.
     #[allow(clippy::result_large_err)]
-    async fn serve_connection(self, tcp: TcpStream, peer: SocketAddr) {
+    async fn serve_connection(self, tcp: TcpStream, peer: SocketAddr, drain: Drain) {
         let stream: BoxStream = match &self.inner.tls {
             Some(acceptor) => {
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -214,9 +212,11 @@ impl Server {
                 );
                 return Err(refuse_http(404, false, body));
             }
-            match token_of(req, &opts.tokens) {
+            match token::presented(req, &opts.tokens) {
                 Ok(p) => principal = p,
-                Err(()) => return Err(refuse_http(401, true, "missing or wrong bearer token\n".into())),
+                Err(token::NoValidToken) => {
+                    return Err(refuse_http(401, true, "missing or wrong bearer token\n".into()))
+                }
             }
             Ok(resp)
         };
@@ -234,12 +234,17 @@ impl Server {
         if let Some(ctx) = &opts.compat {
             return compat::serve(ws, ctx.clone(), principal).await;
         }
-        self.handshake(ws, principal, peer).await;
+        self.handshake(ws, principal, peer, drain).await;
     }
 
     /// Runs the tunnel handshake on an upgraded WebSocket and hands it to the link.
-    async fn handshake<S>(&self, mut ws: WebSocketStream<S>, principal: Option<String>, peer: SocketAddr)
-    where
+    async fn handshake<S>(
+        &self,
+        mut ws: WebSocketStream<S>,
+        principal: Option<String>,
+        peer: SocketAddr,
+        drain: Drain,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let first = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
@@ -257,7 +262,7 @@ impl Server {
         // protocol, perhaps another version of it, and deserves to learn why.
         let why = match Message::of(&frame) {
             Ok(Message::Hello { mode, keep_broken }) => {
-                return self.hello(ws, mode, keep_broken, principal, peer).await;
+                return self.hello(ws, mode, keep_broken, principal, peer, drain).await;
             }
             Ok(Message::Resume { id, secret }) => {
                 return self.resume(ws, id, secret, frame.ack, principal, peer).await;
@@ -276,6 +281,7 @@ impl Server {
         asked: Duration,
         principal: Option<String>,
         peer: SocketAddr,
+        drain: Drain,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -338,6 +344,7 @@ impl Server {
             service::hold(session).await;
             me.forget(id);
         });
+        tokio::spawn(service::close_on_drain(tunnel.clone(), drain.clone()));
         match &self.inner.opts.on_tunnel {
             Some(tx) => {
                 let _ = tx.send(tunnel.clone());
@@ -347,6 +354,7 @@ impl Server {
                     dialer: self.inner.opts.dialer.clone(),
                     policy: self.inner.opts.policy.clone(),
                     listen: self.inner.listen.clone(),
+                    drain,
                 };
                 tokio::spawn(service::serve_streams(tunnel.clone(), ctx, listen_rx));
             }
@@ -365,27 +373,28 @@ impl Server {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let found = {
+        let check = {
             let tunnels = self.inner.tunnels.lock().expect("registry lock");
-            tunnels.get(&id).map(|e| {
-                let secret_ok = e.secret.matches(&presented.0);
-                let principal_ok = match (&e.principal, &principal) {
-                    (None, _) => true,
-                    (Some(a), Some(b)) => ct_eq(a.as_bytes(), b.as_bytes()),
-                    (Some(_), None) => false,
-                };
-                (e.session.clone(), secret_ok, principal_ok)
-            })
+            match tunnels.get(&id) {
+                Some(e) if e.secret.matches(&presented.0) => {
+                    if token::may_take_over(e.principal.as_deref(), principal.as_deref()) {
+                        ResumeCheck::Granted(e.session.clone())
+                    } else {
+                        ResumeCheck::OtherPrincipal
+                    }
+                }
+                _ => ResumeCheck::UnknownOrWrongSecret,
+            }
         };
-        let session = match found {
-            Some((s, true, true)) => s,
-            Some((_, true, false)) => {
+        let session = match check {
+            ResumeCheck::Granted(s) => s,
+            ResumeCheck::OtherPrincipal => {
                 tracing::warn!(tunnel = %id, %peer, "resume refused: presented by another token");
                 let _ =
                     ws.send(refused_frame(refused::PRINCIPAL, "tunnel belongs to another principal")).await;
                 return;
             }
-            _ => {
+            ResumeCheck::UnknownOrWrongSecret => {
                 // Unknown id and wrong secret look the same, so ids cannot be probed.
                 tracing::warn!(tunnel = %id, %peer, "resume refused: unknown tunnel or wrong secret");
                 let _ = ws.send(refused_frame(refused::UNKNOWN, "unknown tunnel or wrong secret")).await;

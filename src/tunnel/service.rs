@@ -4,6 +4,7 @@
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -13,6 +14,7 @@ use super::listen_limits::{ListenLimits, ListenerSlot};
 use super::session::{rst, EndReason, LinkStatus, ListenRequest, Session};
 use super::stream::TunnelStream;
 use crate::net::{relay, socket, DialError, Dialer, Purpose, Target};
+use crate::shutdown::Drain;
 
 /// Everything the service needs from the server.
 #[derive(Clone)]
@@ -23,6 +25,8 @@ pub struct ServiceContext {
     pub policy: Arc<crate::policy::Policy>,
     /// How many listeners, and on which kinds of address (`--max-listeners`, `--allow-public-listen`).
     pub listen: Arc<ListenLimits>,
+    /// The server's shutdown: once triggered, new streams are refused.
+    pub drain: Drain,
 }
 
 /// Expires the tunnel when it stays broken longer than its hold time; returns when it has ended.
@@ -52,6 +56,28 @@ pub async fn hold(session: Arc<Session>) {
     }
 }
 
+/// How often a draining server looks whether a tunnel's last stream has ended. Stream ends are also
+/// announced as events, but a lagging event receiver would miss one; a poll cannot.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// Once `drain` is triggered, closes the tunnel in order as soon as it has no stream open, so that a
+/// shutting-down server waits for the streams in flight and no longer (the drain tracks the tunnel's
+/// connection task, which ends with the close).
+pub async fn close_on_drain(tunnel: Tunnel, drain: Drain) {
+    tokio::select! {
+        _ = drain.cancelled() => {}
+        _ = tunnel.closed() => return,
+    }
+    while tunnel.stream_count() > 0 {
+        tokio::select! {
+            _ = tunnel.closed() => return,
+            _ = tokio::time::sleep(DRAIN_POLL) => {}
+        }
+    }
+    tracing::info!(tunnel = %tunnel.id(), "shutting down: no stream open, closing the tunnel");
+    tunnel.close().await;
+}
+
 /// Maps a dial failure onto the RST the client sees.
 fn rst_code(e: &DialError) -> u16 {
     match e {
@@ -72,6 +98,10 @@ pub async fn serve_streams(
         tokio::select! {
             s = tunnel.accept() => {
                 let Some(stream) = s else { return };
+                if ctx.drain.is_triggered() {
+                    stream.reset(rst::LIMIT, "the server is shutting down");
+                    continue;
+                }
                 tokio::spawn(dial_and_relay(stream, ctx.dialer.clone()));
             }
             Some(req) = listens.recv() => {
@@ -136,6 +166,8 @@ async fn remote_listener(tunnel: Tunnel, req: ListenRequest, ctx: ServiceContext
     loop {
         let (mut tcp, _) = tokio::select! {
             _ = session.ended.cancelled() => return,
+            // A draining server takes no new work, here as on its main listener.
+            _ = ctx.drain.cancelled() => return,
             x = socket::accept(&listener) => x,
         };
         let Ok(mut stream) = tunnel.open(&target) else { continue };

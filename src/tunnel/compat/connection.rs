@@ -194,11 +194,7 @@ impl Connection {
     async fn resume(&mut self, tunnel_id: Option<String>) {
         // A tunnel created under another token answers like an unknown one: no takeover across tokens.
         let found = tunnel_id.and_then(|id| self.ctx.registry.get(&id)).filter(|t| {
-            match (&t.principal, &self.principal) {
-                (None, _) => true,
-                (Some(a), Some(b)) => crate::policy::constant_time_eq(a.as_bytes(), b.as_bytes()),
-                (Some(_), None) => false,
-            }
+            crate::tunnel::token::may_take_over(t.principal.as_deref(), self.principal.as_deref())
         });
         let Some(tunnel) = found else {
             return self.send_text(ErrorCode::NoSuchTunnel.to_json()).await;

@@ -9,15 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use ring::rand::{SecureRandom, SystemRandom};
 
 use super::tunnel::Tunnel;
 
 /// A fresh tunnel id: 16 random bytes, base64url without padding (22 characters).
 pub fn new_tunnel_id() -> String {
-    let mut bytes = [0u8; 16];
-    SystemRandom::new().fill(&mut bytes).expect("the OS random number generator works");
-    URL_SAFE_NO_PAD.encode(bytes)
+    URL_SAFE_NO_PAD.encode(crate::tunnel::id::random16())
 }
 
 /// Live tunnels (bound or broken and held), by id.
