@@ -35,6 +35,6 @@ pub struct ForwardArgs {
     /// On SIGTERM/SIGINT, stop accepting and let open connections finish for this long; a second
     /// signal ends at once.
     #[arg(long, value_name = "DUR", default_value = "30s",
-          value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(3600)))]
+          value_parser = duration_in(Duration::ZERO, Duration::from_secs(86_400)))]
     pub shutdown_timeout: Duration,
 }

@@ -79,7 +79,7 @@ pub struct ServerArgs {
     pub compat_target: Option<Target>,
     /// On SIGTERM/SIGINT, stop accepting and let open streams finish for this long (a second signal
     /// stops at once).
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration_in(Duration::ZERO, DAY))]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration_in(Duration::ZERO, DAY))]
     pub shutdown_timeout: Duration,
 }
 
@@ -118,7 +118,7 @@ pub struct ClientArgs {
     pub ca: Option<PathBuf>,
     /// On SIGTERM/SIGINT, close the listeners and let open streams finish for this long (a second
     /// signal stops at once).
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration_in(Duration::ZERO, DAY))]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration_in(Duration::ZERO, DAY))]
     pub shutdown_timeout: Duration,
 }
 
