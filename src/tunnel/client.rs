@@ -219,7 +219,7 @@ impl Client {
     /// One resume attempt: new connection, `RESUME`, wait for `RESUMED`, hand over to the link.
     async fn resume(&self, session: &Arc<Session>, secret: &ResumeSecret) -> Result<(), ConnectError> {
         let mut ws = self.websocket().await?;
-        let our_ack = session.lock().recv_seq;
+        let our_ack = session.our_ack();
         let mut f = Message::Resume { id: session.id, secret: *secret }.encode(0);
         stamp(&mut f, 0, our_ack);
         ws.send(WsMessage::Binary(f.freeze())).await.context("sending RESUME")?;
@@ -301,11 +301,7 @@ async fn keep(client: Client, session: Arc<Session>, secret: ResumeSecret) {
                     r = status.changed() => if r.is_err() { return },
                     _ = idle => {
                         let limit = client.idle_timeout.expect("idle tick implies timeout");
-                        let quiet = {
-                            let st = session.lock();
-                            st.streams.is_empty() && st.last_activity.elapsed() >= limit
-                        };
-                        if quiet {
+                        if session.is_idle_for(limit) {
                             tracing::info!(tunnel = %session.id, "idle for {limit:?}: closing");
                             tunnel.close().await;
                         }
@@ -313,7 +309,7 @@ async fn keep(client: Client, session: Arc<Session>, secret: ResumeSecret) {
                 }
             }
             LinkStatus::Down(_) => {
-                if session.lock().close_sent {
+                if session.close_sent() {
                     session.end(EndReason::Closed);
                     if session.params.mode == Mode::Single {
                         tracing::info!(tunnel = %session.id, "single-mode stream ended: tunnel closed");
