@@ -49,7 +49,8 @@ impl Tunnel {
     /// bytes may be written immediately (0-RTT); a refusal shows up as a reset, or through
     /// [`TunnelStream::connected`].
     pub fn open(&self, target: &str) -> io::Result<TunnelStream> {
-        self.session.open(target)
+        let id = self.session.open(target)?;
+        Ok(TunnelStream::new(self.session.clone(), id, target.to_owned()))
     }
 
     /// The next stream opened by the peer, or `None` once the tunnel has ended.
@@ -67,7 +68,8 @@ impl Tunnel {
     /// # }
     /// ```
     pub async fn accept(&self) -> Option<TunnelStream> {
-        self.session.accept().await
+        let (id, target) = self.session.accept().await?;
+        Some(TunnelStream::new(self.session.clone(), id, target))
     }
 
     /// Client side: asks the server to listen on `bind` (`host:port`) and open a stream back for every
@@ -115,11 +117,8 @@ impl Tunnel {
         let mut status = self.session.status();
         let acked = async {
             loop {
-                {
-                    let st = self.session.lock();
-                    if st.ended.is_some() || (st.close_sent && st.replay.len_bytes() == 0) {
-                        return;
-                    }
+                if self.session.close_acked() {
+                    return;
                 }
                 if *status.borrow_and_update() == LinkStatus::Ended {
                     return;

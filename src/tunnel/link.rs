@@ -102,8 +102,7 @@ where
 /// WebSocket is the expected end (a signal, an idle timeout, a single-mode stream's end), not a lost
 /// connection, and is not logged as one.
 fn is_closing(session: &Session) -> bool {
-    let st = session.lock();
-    st.ended.is_some() || st.close_sent
+    session.is_closing()
 }
 
 /// One write to the socket, failed when it makes no progress for `limit` (the peer does not read: it
@@ -139,7 +138,7 @@ where
     let mut last_sent = Instant::now();
     let mut dirty = false;
     loop {
-        let notified = session.writer.notified();
+        let notified = session.writer_wakeup();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let batch = session.take_batch(gen, BATCH)?;
@@ -163,7 +162,7 @@ where
         }
         let ping_at = last_sent + heartbeat;
         let wake_at = match batch.ack_due_at {
-            Some(t) => Instant::from_std(t).min(ping_at),
+            Some(t) => t.min(ping_at),
             None => ping_at,
         };
         tokio::select! {

@@ -108,7 +108,7 @@ pub(super) async fn resume(
     secret: &ResumeSecret,
 ) -> Result<(), ConnectError> {
     let mut ws = websocket(client).await?;
-    let our_ack = session.lock().recv_seq;
+    let our_ack = session.our_ack();
     let mut f = Message::Resume { id: session.id, secret: *secret }.encode(0);
     stamp(&mut f, 0, our_ack);
     ws.send(WsMessage::Binary(f.freeze())).await.context("sending RESUME")?;

@@ -56,11 +56,7 @@ pub(super) async fn keep(client: TunnelClient, session: Arc<Session>, secret: Re
                     r = status.changed() => if r.is_err() { return },
                     _ = idle => {
                         let limit = client.idle_timeout.expect("idle tick implies timeout");
-                        let quiet = {
-                            let st = session.lock();
-                            st.streams.is_empty() && st.last_activity.elapsed() >= limit
-                        };
-                        if quiet {
+                        if session.is_idle_for(limit) {
                             tracing::info!(tunnel = %session.id, "idle for {limit:?}: closing");
                             tunnel.close().await;
                         }
@@ -68,7 +64,7 @@ pub(super) async fn keep(client: TunnelClient, session: Arc<Session>, secret: Re
                 }
             }
             LinkStatus::Down(_) => {
-                if session.lock().close_sent {
+                if session.close_sent() {
                     session.end(EndReason::Closed);
                     if session.params.mode == Mode::Single {
                         tracing::info!(tunnel = %session.id, "single-mode stream ended: tunnel closed");

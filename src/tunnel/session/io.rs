@@ -1,0 +1,226 @@
+//! What a stream handle (`TunnelStream`) asks of the session: read, write, shut down, wait for the
+//! target, reset, and let go. Each call takes the lock once and does its whole step under it; the
+//! handle only maps the answer onto tokio's `AsyncRead`/`AsyncWrite`.
+//!
+//! Also here, the receiving side's part of the stream memory budget (`tunnel::budget`): returning
+//! credit as the application reads, and resetting the largest holders when the budget stays full.
+
+use std::io;
+use std::task::{Poll, Waker};
+
+use tokio::io::ReadBuf;
+
+use super::{rst, wake_all, Session, State};
+use crate::tunnel::wire::Message;
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "stream is gone")
+}
+
+impl Session {
+    /// Reads what arrived on stream `id` into `buf`. `Ready(Ok(()))` with nothing added is the clean EOF
+    /// after the peer's FIN; a reset before that FIN is an error.
+    pub(crate) fn read_into(&self, id: u32, buf: &mut ReadBuf<'_>, waker: &Waker) -> Poll<io::Result<()>> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(slot) = st.streams.get_mut(&id) else { return Poll::Ready(Err(gone())) };
+        if let Some(e) = slot.read_error() {
+            return Poll::Ready(Err(e));
+        }
+        let n = slot.copy_out(buf);
+        if n > 0 {
+            if self.consumed(st, id, n) {
+                drop(guard);
+                self.writer.notify_one();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if slot.peer_fin() || buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        slot.wait_read(waker);
+        Poll::Pending
+    }
+
+    /// Queues as much of `buf` on stream `id` as its credit and the tunnel's stream memory allow (at
+    /// most one frame), copied once into the frame that goes on the wire.
+    pub(crate) fn write_from(&self, id: u32, buf: &[u8], waker: &Waker) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let max_frame = self.params.max_frame;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let room = st.memory.queue_room();
+        let Some(slot) = st.streams.get_mut(&id) else { return Poll::Ready(Err(gone())) };
+        let credit = match slot.send_credit() {
+            Ok(c) => c,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        if credit == 0 {
+            slot.wait_write(waker);
+            return Poll::Pending;
+        }
+        if room == 0 {
+            // The tunnel's queues hold its whole stream memory: wait for the link to drain them.
+            slot.wait_write(waker);
+            st.memory.block_writer();
+            return Poll::Pending;
+        }
+        let n = buf.len().min(credit).min(max_frame).min(room);
+        slot.queue_data(id, &buf[..n], max_frame);
+        st.memory.queued(n);
+        let notify = st.enqueue_ready(id);
+        drop(guard);
+        if notify {
+            self.writer.notify_one();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Half-closes stream `id`: FIN after what is queued. Nothing to do once our direction has ended.
+    pub(crate) fn shutdown_stream(&self, id: u32) {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(slot) = st.streams.get_mut(&id) else { return };
+        if !slot.queue_fin(id) {
+            return;
+        }
+        st.enqueue_ready(id);
+        drop(guard);
+        self.writer.notify_one();
+    }
+
+    /// Opening side: ready once the accepting side reached the target (CONNECTED), or with the reason it
+    /// could not (a reset), or when the tunnel ended.
+    pub(crate) fn poll_connected(&self, id: u32, waker: &Waker) -> Poll<io::Result<()>> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(slot) = st.streams.get_mut(&id) else { return Poll::Ready(Err(gone())) };
+        if let Some(outcome) = slot.connect_outcome() {
+            return Poll::Ready(outcome);
+        }
+        if let Some(r) = &st.ended {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, format!("tunnel {r}"))));
+        }
+        slot.wait_read(waker);
+        Poll::Pending
+    }
+
+    /// Received bytes of stream `id` waiting to be read.
+    pub(crate) fn buffered(&self, id: u32) -> usize {
+        self.lock().streams.get(&id).map_or(0, |s| s.unread())
+    }
+
+    /// Accepting side: tells the opener that the target was reached.
+    pub(crate) fn confirm(&self, id: u32) {
+        self.queue_control(Message::Connected.encode(id));
+    }
+
+    /// Resets stream `id` with `code` and tells the peer.
+    pub(crate) fn reset_stream(&self, id: u32, code: u16, reason: &str) {
+        let mut wakers = Vec::new();
+        let mut guard = self.lock();
+        if !self.reset_locked(&mut guard, id, code, reason, &mut wakers) {
+            return;
+        }
+        drop(guard);
+        wake_all(wakers);
+        self.writer.notify_one();
+    }
+
+    /// [`Session::reset_stream`] under the lock; false if the stream is unknown or already reset.
+    pub(super) fn reset_locked(
+        &self,
+        st: &mut State,
+        id: u32,
+        code: u16,
+        reason: &str,
+        wakers: &mut Vec<Waker>,
+    ) -> bool {
+        let Some(slot) = st.streams.get_mut(&id) else { return false };
+        if !slot.reset(code, reason.to_owned()) {
+            return false;
+        }
+        slot.wake(wakers);
+        st.clear_pending(id);
+        if st.ended.is_none() {
+            st.control.push_back(Message::Rst { code, reason: reason.to_owned() }.encode(id));
+        }
+        self.maybe_remove(st, id);
+        true
+    }
+
+    /// The application's handle of stream `id` is gone: finish our direction, and reset the stream if the
+    /// peer may still be sending (like TCP closing with unread data).
+    pub(crate) fn detach(&self, id: u32) {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(slot) = st.streams.get_mut(&id) else { return };
+        let notify = slot.detach(id, st.ended.is_some());
+        if notify {
+            st.enqueue_ready(id);
+        }
+        self.maybe_remove(st, id);
+        drop(guard);
+        if notify {
+            self.writer.notify_one();
+        }
+    }
+
+    /// The application read `n` bytes of stream `id`: releases them from the budget and, every half
+    /// window, queues the credit back to the peer (true: the writer has a WINDOW to send). The window
+    /// grows only while all windows together fit in half the stream memory.
+    fn consumed(&self, st: &mut State, id: u32, n: usize) -> bool {
+        st.memory.released(n);
+        let Some(slot) = st.streams.get_mut(&id) else { return false };
+        if !slot.consume(n) || st.ended.is_some() {
+            return false;
+        }
+        let grow = slot.growth().is_some_and(|window| {
+            let committed: usize = st.streams.values().map(|s| s.window()).sum();
+            st.memory.may_grow(committed, window)
+        });
+        let Some(slot) = st.streams.get_mut(&id) else { return false };
+        let credit = slot.grant(grow);
+        st.control.push_back(Message::Window { credit }.encode(id));
+        true
+    }
+
+    /// Whether the received side of the stream memory is full (the link's reader then waits).
+    pub(crate) fn receive_memory_full(&self) -> bool {
+        self.lock().memory.receive_full()
+    }
+
+    /// Resets the streams holding the most unread bytes until what the others hold fits the budget;
+    /// their unread bytes are dropped at once (a reset stream's reader gets an error, never those bytes).
+    pub(crate) fn evict(&self) {
+        let victims: Vec<u32> = {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let mut holders: Vec<(usize, u32)> = st
+                .streams
+                .iter()
+                .filter(|(_, s)| s.peer_may_send())
+                .map(|(id, s)| (s.unread(), *id))
+                .collect();
+            holders.sort_unstable_by(|a, b| b.cmp(a));
+            let mut victims = Vec::new();
+            for (bytes, id) in holders {
+                if !st.memory.receive_full() || bytes == 0 {
+                    break;
+                }
+                if let Some(slot) = st.streams.get_mut(&id) {
+                    slot.drop_unread();
+                }
+                st.memory.released(bytes);
+                victims.push(id);
+            }
+            victims
+        };
+        for id in victims {
+            tracing::info!(tunnel = %self.id, stream = id, "stream reset: the tunnel's stream memory is full");
+            self.reset_stream(id, rst::LIMIT, "stream memory of the tunnel is full (--max-stream-memory)");
+        }
+    }
+}
