@@ -14,7 +14,7 @@
 //! The counting is the session's (`session/memory.rs`: every change happens under its lock, with the
 //! frame or read that causes it); this file is the reader's side of the policy.
 //!
-//! [`LinkParams::stream_memory`]: super::settings::LinkParams::stream_memory
+//! [`LinkParams::stream_memory`]: super::params::LinkParams::stream_memory
 
 use std::time::Duration;
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::id::TunnelId;
+use super::params::LinkParams;
 use super::session::{EndReason, LinkStatus, Session, TunnelEvent};
-use super::settings::LinkParams;
 use super::stream::TunnelStream;
 
 /// A tunnel: many streams over one (replaceable) WebSocket connection. Cheap to clone.

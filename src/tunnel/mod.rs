@@ -40,11 +40,11 @@ mod http_gate;
 pub mod id;
 mod link;
 mod listen_limits;
+pub mod params;
 pub mod replay;
 mod server;
 mod service;
 mod session;
-pub mod settings;
 mod stream;
 mod tls_words;
 mod token;
@@ -54,9 +54,9 @@ pub use args::{ClientArgs, ServerArgs};
 pub use client::{ConnectError, TunnelClient};
 pub use handle::Tunnel;
 pub use id::{ResumeSecret, TunnelId};
+pub use params::{Limits, LinkParams, Mode};
 pub use server::{Server, ServerOptions};
 pub use session::{rst, EndReason, TunnelEvent};
-pub use settings::{Limits, LinkParams, Mode};
 pub use stream::TunnelStream;
 
 /// Runs `tunnelkit ws-server`.

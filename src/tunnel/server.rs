@@ -26,9 +26,9 @@ use super::http_gate;
 use super::id::{ResumeSecret, TunnelId};
 use super::link;
 use super::listen_limits::ListenLimits;
+use super::params::{Limits, LinkParams, Mode};
 use super::service::{self, ServiceContext};
-use super::session::{Role, Session};
-use super::settings::{Limits, LinkParams, Mode};
+use super::session::{Attached, Role, Session};
 use super::token;
 use super::wire::{refused, Message, Welcome, WireError, MAX_CLIENT_HANDSHAKE};
 use crate::net::workers::Workers;
@@ -337,7 +337,7 @@ impl Server {
             self.forget(id);
             return;
         }
-        let (gen, cancel, _) = session.attach(0).expect("a new session has not ended");
+        let Attached { gen, cancel, .. } = session.attach(0).expect("a new session has not ended");
         let tunnel = Tunnel::new(session.clone());
         let me = self.clone();
         tokio::spawn(async move {
@@ -401,7 +401,7 @@ impl Server {
                 return;
             }
         };
-        let (gen, cancel, our_ack) = match session.attach(peer_ack) {
+        let Attached { gen, cancel, our_ack } = match session.attach(peer_ack) {
             Ok(x) => x,
             Err(reason) => {
                 let _ = ws.send(refused_frame(refused::UNKNOWN, &format!("tunnel {reason}"))).await;

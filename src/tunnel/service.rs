@@ -178,3 +178,59 @@ async fn remote_listener(tunnel: Tunnel, req: ListenRequest, ctx: ServiceContext
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A broken tunnel is held for the granted time, then expires; a resume within it keeps the
+    //! tunnel. The client's keeper applies the same deadline while it retries.
+
+    use super::*;
+    use crate::tunnel::id::TunnelId;
+    use crate::tunnel::params::{LinkParams, Mode};
+    use crate::tunnel::session::Role;
+
+    const KEEP_BROKEN: Duration = Duration::from_secs(30);
+
+    /// A server session carried by its first connection (number 1).
+    fn held_session() -> Arc<Session> {
+        let params = LinkParams {
+            mode: Mode::Multi,
+            keep_broken: KEEP_BROKEN,
+            max_frame: 16 * 1024,
+            max_streams: 8,
+            replay_bytes: 1 << 20,
+            heartbeat: Duration::from_secs(10),
+            stream_memory: 8 << 20,
+        };
+        let s = Session::new(TunnelId::random(), Role::Server, params, None);
+        assert_eq!(s.attach(0).expect("a new session attaches").gen, 1);
+        s
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_tunnel_expires_once_its_hold_time_runs_out() {
+        let server = held_session();
+        let keeper = tokio::spawn(hold(server.clone()));
+        tokio::task::yield_now().await;
+        server.link_down(1);
+        tokio::time::sleep(KEEP_BROKEN - Duration::from_secs(1)).await;
+        assert_eq!(server.end_reason(), None, "still held");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(server.end_reason(), Some(EndReason::Expired));
+        keeper.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resume_within_the_hold_time_keeps_the_tunnel() {
+        let server = held_session();
+        let keeper = tokio::spawn(hold(server.clone()));
+        tokio::task::yield_now().await;
+        server.link_down(1);
+        tokio::time::sleep(KEEP_BROKEN / 2).await;
+        server.attach(0).unwrap();
+        tokio::time::sleep(KEEP_BROKEN * 2).await;
+        assert_eq!(server.end_reason(), None, "up again: no clock runs");
+        server.end(EndReason::Closed);
+        keeper.await.unwrap();
+    }
+}

@@ -18,8 +18,8 @@ use crate::tunnel::frame::{stamp, Frame};
 use crate::tunnel::handle::Tunnel;
 use crate::tunnel::id::ResumeSecret;
 use crate::tunnel::link;
-use crate::tunnel::session::{Role, Session};
-use crate::tunnel::settings::LinkParams;
+use crate::tunnel::params::LinkParams;
+use crate::tunnel::session::{Attached, Role, Session};
 use crate::tunnel::wire::{Message, Welcome, MAX_SERVER_HANDSHAKE};
 
 /// Bytes a client's streams may hold in each direction (see `LinkParams::stream_memory`).
@@ -95,7 +95,7 @@ pub(super) async fn create(client: &TunnelClient) -> Result<Tunnel, ConnectError
     };
     tracing::info!(tunnel = %id, keep_broken = ?params.keep_broken, "tunnel open");
     let session = Session::new(id, Role::Client, params, None);
-    let (gen, cancel, _) = session.attach(0).expect("a new session has not ended");
+    let Attached { gen, cancel, .. } = session.attach(0).expect("a new session has not ended");
     tokio::spawn(link::run(session.clone(), ws, gen, cancel));
     tokio::spawn(keeper::keep(client.clone(), session.clone(), secret));
     Ok(Tunnel::new(session))
@@ -116,7 +116,7 @@ pub(super) async fn resume(
     if !matches!(Message::of(&answer), Ok(Message::Resumed)) {
         return Err(anyhow::anyhow!("expected RESUMED, got {:?}", answer.kind).into());
     }
-    let (gen, cancel, _) = session.attach(answer.ack).map_err(ConnectError::Ended)?;
+    let Attached { gen, cancel, .. } = session.attach(answer.ack).map_err(ConnectError::Ended)?;
     tracing::info!(tunnel = %session.id, gen, "tunnel resumed");
     tokio::spawn(link::run(session.clone(), ws, gen, cancel));
     Ok(())

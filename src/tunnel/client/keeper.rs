@@ -17,8 +17,8 @@ use crate::shutdown::Drain;
 use crate::tunnel::backoff::Backoff;
 use crate::tunnel::handle::Tunnel;
 use crate::tunnel::id::ResumeSecret;
+use crate::tunnel::params::Mode;
 use crate::tunnel::session::{EndReason, LinkStatus, Session};
-use crate::tunnel::settings::Mode;
 
 /// Attempts at creating the shared tunnel before a waiting connection is given up: with the backoff
 /// (100 ms doubling, ±50 %) 8 attempts and their connect timeouts take about 12 s when the server

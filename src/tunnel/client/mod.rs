@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::handle::Tunnel;
-use super::settings::Mode;
+use super::params::Mode;
 use crate::client::ProxyDialer;
 use crate::net::{Host, Target};
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::streams::StreamSlot;
 use super::{proto, rst, wake_all, EndReason, LinkError, ListenRequest, Role, Session, State, TunnelEvent};
 use crate::tunnel::frame::Frame;
-use crate::tunnel::settings::Mode;
+use crate::tunnel::params::Mode;
 use crate::tunnel::wire::{Message, OPEN_EXTRA};
 
 /// What to do once the lock is released.

@@ -38,8 +38,8 @@ use tokio_util::sync::CancellationToken;
 use self::memory::StreamMemory;
 use self::streams::StreamSlot;
 use super::id::TunnelId;
+use super::params::{LinkParams, Mode};
 use super::replay::ReplayBuffer;
-use super::settings::{LinkParams, Mode};
 use super::wire::Message;
 
 pub use self::events::{EndReason, LinkError, LinkStatus, ListenRequest, TunnelEvent};
@@ -148,6 +148,16 @@ fn wake_all(wakers: Vec<Waker>) {
     }
 }
 
+/// A connection that now carries the tunnel ([`Session::attach`]).
+pub(crate) struct Attached {
+    /// Its number: link tasks of older connections see a mismatch and stop.
+    pub gen: u64,
+    /// Stops this connection's tasks when a newer one takes over or the tunnel ends.
+    pub cancel: CancellationToken,
+    /// Our cumulative ack (what we have received), to send in RESUMED.
+    pub our_ack: u64,
+}
+
 impl Session {
     /// A session with no connection yet. On the server, `listen_tx` receives the client's `-R` requests.
     pub fn new(
@@ -226,9 +236,9 @@ impl Session {
     }
 
     /// Hands the tunnel to a new connection: cancels the previous one, drops what the peer has acked and
-    /// returns the connection number, the token that stops its tasks, and our own cumulative ack (what we
-    /// have received), to send in RESUMED. Frames still unacked are replayed first by the new writer.
-    pub(crate) fn attach(&self, peer_ack: u64) -> Result<(u64, CancellationToken, u64), EndReason> {
+    /// says what the new connection needs ([`Attached`]). Frames still unacked are replayed first by the
+    /// new writer.
+    pub(crate) fn attach(&self, peer_ack: u64) -> Result<Attached, EndReason> {
         let mut st = self.lock();
         if let Some(r) = &st.ended {
             return Err(r.clone());
@@ -240,9 +250,9 @@ impl Session {
         let resumed = st.gen > 1;
         st.peer_ack = st.peer_ack.max(peer_ack);
         st.replay.ack(peer_ack);
-        let out = (st.gen, st.link_cancel.clone(), st.recv_seq);
+        let out = Attached { gen: st.gen, cancel: st.link_cancel.clone(), our_ack: st.recv_seq };
         drop(st);
-        self.status.send_replace(LinkStatus::Up(out.0));
+        self.status.send_replace(LinkStatus::Up(out.gen));
         if resumed {
             metrics::counter!("tunnelkit_tunnel_resumes_total").increment(1);
             self.emit(TunnelEvent::Resumed);

@@ -17,7 +17,7 @@ use std::task::Waker;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::ReadBuf;
 
-use crate::tunnel::settings::{INITIAL_WINDOW, MAX_WINDOW};
+use crate::tunnel::params::{INITIAL_WINDOW, MAX_WINDOW};
 use crate::tunnel::wire::{self, rst, Message};
 
 /// Where a stream is in its life. FINs move it down from `Open` one direction at a time; a reset ends it
@@ -178,11 +178,10 @@ impl StreamSlot {
         self.lifecycle = match std::mem::replace(&mut self.lifecycle, Lifecycle::Open) {
             Lifecycle::Open => Lifecycle::HalfClosedRemote,
             Lifecycle::HalfClosedLocal => Lifecycle::Closed,
-            // Still recorded after a reset, as the boolean `recv_fin` was. Note what follows: a stream
-            // we reset (flow control, a full budget) whose peer's FIN arrives afterwards reads to a
-            // clean EOF, though bytes after the reset were dropped. Keeping `peer_fin` as it was at
-            // the reset would make that an error; left as is here so the split changes no behaviour.
-            Lifecycle::Reset(r) => Lifecycle::Reset(Reset { peer_fin: true, ..r }),
+            // A FIN after a reset changes nothing: bytes that came after the reset were dropped, so
+            // the reader must see the reset, never a clean EOF (silent truncation). Only a FIN that
+            // arrived before the reset, with every byte in, lets the reader finish cleanly.
+            reset @ Lifecycle::Reset(_) => reset,
             done @ (Lifecycle::HalfClosedRemote | Lifecycle::Closed) => done,
         };
     }

@@ -18,7 +18,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::frame::{payload_len, peek_fin, peek_kind, Frame, FrameType, FLAG_FIN};
 use super::id::{ResumeSecret, TunnelId};
-use super::settings::Mode;
+use super::params::Mode;
 
 /// The protocol version HELLO carries; a server refuses any other (REFUSED code 5).
 pub const VERSION: u8 = 1;

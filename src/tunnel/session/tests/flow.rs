@@ -7,7 +7,7 @@ use std::task::{Poll, Waker};
 
 use super::super::{rst, Role};
 use super::{decode, params, raw, End, Pair, Probe, Tail};
-use crate::tunnel::settings::{LinkParams, INITIAL_WINDOW};
+use crate::tunnel::params::{LinkParams, INITIAL_WINDOW};
 use crate::tunnel::wire::Message;
 
 #[tokio::test(start_paused = true)]
@@ -73,6 +73,9 @@ async fn a_peer_sending_beyond_its_credit_gets_the_stream_reset_with_flow_contro
         })
         .collect();
     assert_eq!(resets, [rst::FLOW_CONTROL]);
+    assert_eq!(server.read(1).1, Tail::Error(ErrorKind::ConnectionReset));
+    // The peer's FIN, sent before it saw our RST, does not turn the dropped tail into a clean EOF.
+    server.deliver([raw(Message::Data("tail".into()), 1, true, seq + 2, 0)]).expect("not a link error");
     assert_eq!(server.read(1).1, Tail::Error(ErrorKind::ConnectionReset));
 }
 

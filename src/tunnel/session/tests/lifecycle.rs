@@ -140,7 +140,7 @@ async fn both_sides_resetting_at_once_is_not_an_error_and_the_first_reason_stays
 async fn a_writer_waiting_for_credit_is_woken_by_the_peers_reset_and_fails() {
     let p = Pair::new();
     let id = p.open("svc:1");
-    p.client.write_all(id, &vec![1; crate::tunnel::settings::INITIAL_WINDOW]);
+    p.client.write_all(id, &vec![1; crate::tunnel::params::INITIAL_WINDOW]);
     let writer = Probe::new();
     assert!(p.client.write(id, b"x", &writer.waker).is_pending(), "no credit left");
     p.server.s.reset_stream(id, rst::CANCEL, "stop");

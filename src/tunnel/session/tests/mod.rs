@@ -5,12 +5,11 @@
 //! the whole suite runs in milliseconds.
 //!
 //! The files follow the life of a tunnel: `lifecycle` (streams open, half-close, reset, end),
-//! `flow` (credit and stream memory), `acks`, `replay` (cuts and resumes), `rules` (limits, single
-//! mode, protocol errors) and `hold` (a broken tunnel expires).
+//! `flow` (credit and stream memory), `acks`, `replay` (cuts and resumes) and `rules` (limits, single
+//! mode, protocol errors). How long a broken tunnel is held is `service::hold`'s, tested there.
 
 mod acks;
 mod flow;
-mod hold;
 mod lifecycle;
 mod replay;
 mod rules;
@@ -28,7 +27,7 @@ use tokio::io::ReadBuf;
 use super::{LinkError, Role, Session};
 use crate::tunnel::frame::{stamp, Frame, FLAG_FIN, OFFSET_FLAGS};
 use crate::tunnel::id::TunnelId;
-use crate::tunnel::settings::{LinkParams, Mode};
+use crate::tunnel::params::{LinkParams, Mode};
 use crate::tunnel::wire::Message;
 
 /// Small frames so that a few KiB make several of them; everything else generous.
@@ -90,7 +89,7 @@ struct End {
 impl End {
     fn new(role: Role, params: LinkParams) -> End {
         let s = Session::new(TunnelId::random(), role, params, None);
-        let (gen, _, _) = s.attach(0).expect("a new session attaches");
+        let gen = s.attach(0).expect("a new session attaches").gen;
         End { s, gen }
     }
 

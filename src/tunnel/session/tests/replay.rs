@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::super::scheduler::ACK_DELAY;
 use super::super::{LinkError, Role};
 use super::{params, pattern, raw, End, Pair, Tail};
-use crate::tunnel::settings::LinkParams;
+use crate::tunnel::params::LinkParams;
 use crate::tunnel::wire::Message;
 
 /// Bytes each client stream sends, and each server stream answers.
@@ -121,8 +121,9 @@ impl Script {
         let (c, s) = (&mut self.p.client, &mut self.p.server);
         c.s.link_down(c.gen);
         s.s.link_down(s.gen);
-        let (sgen, _, server_ack) = s.s.attach(c.s.our_ack()).unwrap();
-        let (cgen, _, _) = c.s.attach(server_ack).unwrap();
+        let a = s.s.attach(c.s.our_ack()).unwrap();
+        let (sgen, server_ack) = (a.gen, a.our_ack);
+        let cgen = c.s.attach(server_ack).unwrap().gen;
         (c.gen, s.gen) = (cgen, sgen);
         self.up.extend(c.s.replay_frames(cgen).unwrap());
         self.down.extend(s.s.replay_frames(sgen).unwrap());
@@ -185,7 +186,7 @@ async fn a_resume_with_a_stale_ack_replays_everything_and_the_peer_ignores_what_
     p.client.write_all(id, b"abc");
     p.pump();
     p.client.s.link_down(p.client.gen);
-    let (gen, _, _) = p.client.s.attach(0).unwrap();
+    let gen = p.client.s.attach(0).unwrap().gen;
     p.client.gen = gen;
     let replay = p.client.s.replay_frames(gen).unwrap();
     assert_eq!(replay.len(), 2, "the OPEN and the DATA, never acked");
@@ -214,7 +215,7 @@ async fn an_ack_of_a_frame_never_sent_is_a_protocol_error() {
 async fn a_superseded_connection_can_neither_send_nor_deliver() {
     let p = Pair::new();
     let old = p.server.gen;
-    let (new, _, _) = p.server.s.attach(0).unwrap();
+    let new = p.server.s.attach(0).unwrap().gen;
     assert!(new > old);
     assert!(matches!(p.server.s.take_batch(old, 64), Err(LinkError::Stale)));
     assert!(matches!(p.server.s.replay_frames(old), Err(LinkError::Stale)));

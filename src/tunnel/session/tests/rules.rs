@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::super::{rst, EndReason, LinkError, Role, Session};
 use super::{decode, params, raw, End, Pair, Tail};
 use crate::tunnel::id::TunnelId;
-use crate::tunnel::settings::{LinkParams, Mode};
+use crate::tunnel::params::{LinkParams, Mode};
 use crate::tunnel::wire::Message;
 
 fn open(id: u32, seq: u64, fin: bool) -> bytes::Bytes {
@@ -122,7 +122,7 @@ async fn a_listen_where_no_service_takes_it_is_refused() {
 async fn a_listen_reaches_the_service_and_its_answer_reaches_the_client() {
     let (tx, mut requests) = mpsc::unbounded_channel();
     let server = Session::new(TunnelId::random(), Role::Server, params(), Some(tx));
-    let (gen, _, _) = server.attach(0).unwrap();
+    let gen = server.attach(0).unwrap().gen;
     let p = Pair { server: End { s: server, gen }, client: End::new(Role::Client, params()) };
     let client = p.client.s.clone();
     let listen = tokio::spawn(async move { client.listen("127.0.0.1:0").await });
