@@ -102,6 +102,34 @@ async fn curl_gets_plain_http_through_a_tls_proxy() {
     assert_eq!(body.len(), 1024);
 }
 
+/// The CA from `tunnelkit ca init`, a proxy certificate from the library's `Ca::issue`: the setup
+/// docs/ca.md describes, end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_certificate_issued_by_the_ca_from_ca_init_is_trusted_by_curl() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    let (status, err) = support::run_to_exit(
+        &["ca", "init", "--dir", ca_dir.to_str().unwrap()],
+        &[],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(status.is_some_and(|s| s.success()), "{err}");
+    let ca = tunnelkit::ca::store::load(&ca_dir).unwrap().expect("ca init wrote a CA");
+    let leaf = ca.issue("127.0.0.1").unwrap();
+    let (cert, key) = (dir.path().join("proxy.pem"), dir.path().join("proxy-key.pem"));
+    std::fs::write(&cert, leaf.cert_pem()).unwrap();
+    std::fs::write(&key, leaf.key_pem()).unwrap();
+    let origin = Origin::start().await;
+    let p = loopback_proxy(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    let proxy = format!("https://127.0.0.1:{}", p.addr().port());
+    let ca_pem = ca_dir.join("ca.pem");
+    let (ok, body, err) =
+        curl(&["--proxy", &proxy, "--proxy-cacert", ca_pem.to_str().unwrap(), &origin.url("/1k")]).await;
+    assert!(ok, "{err}");
+    assert_eq!(body.len(), 1024);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_reaches_an_https_origin_via_connect_inside_the_tls_proxy() {
     let certs = ProxyCert::new();

@@ -50,6 +50,16 @@ impl Ca {
 }
 
 impl Leaf {
+    /// The certificate in PEM, as `--tls-cert` reads it.
+    pub fn cert_pem(&self) -> String {
+        pem("CERTIFICATE", &self.cert)
+    }
+
+    /// The private key in PEM (PKCS#8), as `--tls-key` reads it.
+    pub fn key_pem(&self) -> String {
+        pem("PRIVATE KEY", self.key.secret_pkcs8_der())
+    }
+
     /// A TLS server config (ring provider) presenting this leaf, offering `alpn` protocols.
     pub fn server_config(&self, alpn: &[&[u8]]) -> anyhow::Result<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -60,6 +70,19 @@ impl Leaf {
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(cfg)
     }
+}
+
+/// A PEM block (RFC 7468): base64 in 64-column lines between BEGIN and END lines.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// Firefox refuses a second certificate with the same issuer and serial
@@ -138,6 +161,15 @@ mod tests {
         let stranger = Ca::generate().unwrap();
         let err = handshake(&stranger, &leaf, "example.test").await.unwrap_err();
         assert!(err.contains("UnknownIssuer") || err.contains("unknown issuer"), "{err}");
+    }
+
+    #[test]
+    fn pem_output_reads_back_as_the_same_der() {
+        use rustls_pki_types::pem::PemObject;
+        let leaf = Ca::generate().unwrap().issue("localhost").unwrap();
+        assert_eq!(CertificateDer::from_pem_slice(leaf.cert_pem().as_bytes()).unwrap(), leaf.cert);
+        let key = PrivateKeyDer::from_pem_slice(leaf.key_pem().as_bytes()).unwrap();
+        assert_eq!(key.secret_der(), leaf.key.secret_pkcs8_der());
     }
 
     #[test]
