@@ -150,7 +150,7 @@ async fn curl_reaches_an_https_origin_via_connect_inside_the_tls_proxy() {
 async fn a_client_that_does_not_trust_the_proxy_is_refused_and_the_proxy_keeps_serving() {
     let certs = ProxyCert::new();
     let origin = Origin::start().await;
-    let p = certs.proxy(&[]);
+    let p = certs.proxy(&["--metrics", "127.0.0.1:0"]);
     let proxy = format!("https://127.0.0.1:{}", p.addr().port());
     // No --proxy-cacert: curl's system roots do not include the test CA.
     let (ok, _, _) = curl(&["--proxy", &proxy, &origin.url("/1k")]).await;
@@ -164,6 +164,36 @@ async fn a_client_that_does_not_trust_the_proxy_is_refused_and_the_proxy_keeps_s
     let (ok, body, err) = curl(&["--proxy", &proxy, "--proxy-cacert", &ca, &origin.url("/1k")]).await;
     assert!(ok && body.len() == 1024, "{err}");
     assert_eq!(origin.connection_count(), 1, "refused clients never reached the origin");
+    // Both failed handshakes are counted (the server may notice curl's alert a moment after curl
+    // exits, so poll briefly).
+    let metrics = format!("http://{}/metrics", p.addr_of("metrics"));
+    let mut line = String::new();
+    for _ in 0..50 {
+        let (_, m, _) = curl(&[&metrics]).await;
+        let m = String::from_utf8_lossy(&m).into_owned();
+        line = m.lines().find(|l| l.contains("kind=\"tls_handshake\"")).unwrap_or_default().to_owned();
+        if line.ends_with(" 2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(line.ends_with(" 2"), "tls_handshake errors: {line:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_starts_the_handshake_is_closed_at_the_header_timeout() {
+    let certs = ProxyCert::new();
+    let p = certs.proxy(&["--header-timeout", "300ms"]);
+    let started = std::time::Instant::now();
+    // `raw` sends nothing here and reads until the proxy closes (or gives up after 10 s).
+    let got = support::raw(p.addr(), b"").await;
+    assert!(got.is_empty(), "{got}");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    let origin = Origin::start().await;
+    let proxy = format!("https://127.0.0.1:{}", p.addr().port());
+    let ca = certs.path_str("ca.pem");
+    let (ok, _, err) = curl(&["--proxy", &proxy, "--proxy-cacert", &ca, &origin.url("/1k")]).await;
+    assert!(ok, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
