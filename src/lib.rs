@@ -16,6 +16,7 @@
 //! - [`client`]: connecting through HTTP/HTTPS/SOCKS proxies with pooled persistent tunnels.
 //! - [`tunnel`]: the resumable multiplexed WebSocket stream tunnel.
 //! - [`sticky`]: the sticky-session Socket.IO balancer.
+//! - [`ca`]: tunnelkit's root certificate authority (`tunnelkit ca`) and the leaves it signs.
 
 pub mod allocator;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod policy;
 pub mod shutdown;
 pub mod telemetry;
 
+pub mod ca;
 pub mod client;
 pub mod proxy;
 pub mod sticky;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use tunnelkit::telemetry::{announce, LogFormat};
-use tunnelkit::{client, proxy, sticky, telemetry, tunnel};
+use tunnelkit::{ca, client, proxy, sticky, telemetry, tunnel};
 
 /// Proxies and tunnels: a forward proxy, a proxy client, a resumable WebSocket tunnel and a sticky
 /// Socket.IO balancer.
@@ -33,6 +33,8 @@ enum Command {
     WsClient(tunnel::ClientArgs),
     /// Sticky-session balancer for Socket.IO backends.
     Sticky(sticky::Args),
+    /// The root CA for HTTPS interception: `ca init` creates it, `ca show` prints it.
+    Ca(ca::CaArgs),
     /// Print a shell completion script (e.g. `tunnelkit completions bash > /etc/bash_completion.d/tunnelkit`).
     Completions {
         /// The shell.
@@ -46,6 +48,16 @@ fn main() -> ExitCode {
     if let Command::Completions { shell } = cli.command {
         clap_complete::generate(shell, &mut Cli::command(), "tunnelkit", &mut std::io::stdout());
         return ExitCode::SUCCESS;
+    }
+    // Files and printing only: no runtime, no log setup.
+    if let Command::Ca(args) = cli.command {
+        return match ca::cli::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                announce(&format!("tunnelkit: {e:#}"));
+                ExitCode::FAILURE
+            }
+        };
     }
     telemetry::init_tracing(cli.log_format);
     tunnelkit::allocator::keep_freed_memory();
@@ -70,7 +82,7 @@ fn main() -> ExitCode {
             Command::WsServer(a) => tunnel::run_server(a).await,
             Command::WsClient(a) => tunnel::run_client(a).await,
             Command::Sticky(a) => sticky::run(a).await,
-            Command::Completions { .. } => Ok(()),
+            Command::Completions { .. } | Command::Ca(_) => Ok(()),
         }
     });
     // Do not wait for lingering connection tasks once the command has decided to exit.

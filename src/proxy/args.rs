@@ -50,6 +50,13 @@ pub struct Args {
     /// Dial everything through this parent proxy (http://, https://, socks5://).
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
+    /// Serve the proxy port over TLS with this PEM certificate chain (needs --tls-key); clients
+    /// then use an `https://` proxy URL. The SOCKS listener stays plain.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
     /// Time allowed to receive a complete request head [default: 10s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub header_timeout: Option<Duration>,

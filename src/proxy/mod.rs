@@ -6,9 +6,11 @@
 //! - `forward`: absolute-form requests and WebSocket upgrades: the request re-written for the next
 //!   hop, `upstream` to send it over the [`pool`] (with one retry), `response` to relay the answer.
 //! - `connect`: CONNECT tunnels.
+//! - `client_stream`: the client's bytes, over plain TCP or TLS (`--tls-cert`/`--tls-key`).
 //! - SOCKS5 (`--socks`): [`crate::net::socks`], on the same dialer and policy.
 
 mod args;
+mod client_stream;
 mod connect;
 mod forward;
 pub mod pool;

@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::client_stream::ClientStream;
 use super::pool::Pool;
 use super::{connect, forward, Settings};
 use crate::client::{ProxyDialer, ProxyKind};
@@ -32,10 +33,12 @@ pub(super) struct Shared {
     pub pool: Pool,
     pub access_log: AccessLog,
     pub drain: Drain,
+    /// Set when the proxy port is served over TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-/// A client connection: the socket with its read buffer, and who it is.
-pub(super) type ClientConn = BufIo<TcpStream>;
+/// A client connection: the stream (plain or TLS) with its read buffer.
+pub(super) type ClientConn = BufIo<ClientStream>;
 
 /// What the request loop does after one exchange.
 pub(super) enum Next {
@@ -50,6 +53,16 @@ pub(super) enum Next {
 /// Prints `listening on ADDR` (and `socks5 listening on ADDR`) to stderr once bound, so a caller
 /// that asked for port 0 can learn the port.
 pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Read the certificate before binding, so a bad file is reported before anything listens.
+    let tls = match &settings.tls {
+        Some(files) => {
+            let mut cfg = crate::net::tls::server_config(&files.cert, &files.key)?;
+            // The request loop speaks HTTP/1.1 only; offering h2 would make clients pick it.
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", settings.listen))?;
@@ -92,13 +105,14 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         parent,
         access_log: access_log.clone(),
         drain: drain.clone(),
+        tls,
     });
 
     // One budget for both listeners: SOCKS connections count against --max-connections too.
     let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
     let local = listener.local_addr()?;
     crate::telemetry::announce(&format!("listening on {local}"));
-    tracing::info!(%local, "proxy listening");
+    tracing::info!(%local, tls = shared.tls.is_some(), "proxy listening");
     if let Some(addr) = metrics {
         crate::telemetry::announce(&format!("metrics listening on {addr}"));
     }
@@ -135,6 +149,11 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
             Ok(p) => p,
             Err(_) => {
                 metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "max_connections").increment(1);
+                if shared.tls.is_some() {
+                    // A plain-text 503 means nothing to a client expecting a TLS handshake, and a
+                    // handshake per refused connection is what an overload cannot afford: close.
+                    continue;
+                }
                 drain.spawn(async move {
                     let mut tcp = tcp;
                     let msg =
@@ -166,8 +185,25 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     Ok(())
 }
 
+/// Completes the TLS handshake if the port is served over TLS. It runs on the connection's own task
+/// (never the accept loop), bounded by the header timeout like the request head it precedes; a
+/// failure is the client's problem (wrong CA, plain HTTP sent to a TLS port, a scanner), so it is
+/// counted and logged at debug, and the connection is dropped.
+async fn client_stream(shared: &Shared, tcp: TcpStream, peer: SocketAddr) -> Option<ClientStream> {
+    let Some(acceptor) = &shared.tls else { return Some(ClientStream::Plain(tcp)) };
+    let why = match tokio::time::timeout(shared.settings.header_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => return Some(ClientStream::Tls(Box::new(tls))),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no handshake within {:?} (--header-timeout)", shared.settings.header_timeout),
+    };
+    metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "tls_handshake").increment(1);
+    tracing::debug!(%peer, "TLS handshake with the client failed: {why}");
+    None
+}
+
 async fn serve_connection(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
-    let mut client = BufIo::new(tcp);
+    let Some(stream) = client_stream(shared, tcp, peer).await else { return };
+    let mut client = BufIo::new(stream);
     let mut first = true;
     loop {
         let started = Instant::now();

@@ -32,6 +32,8 @@ struct File {
     access_log: Option<String>,
     open: Option<bool>,
     upstream: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(default, with = "humantime_serde")]
     header_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -67,6 +69,8 @@ pub struct Settings {
     pub access_log: Option<String>,
     /// Parent proxy URL.
     pub upstream: Option<String>,
+    /// Serve the proxy port over TLS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
     /// Request head deadline.
     pub header_timeout: Duration,
     /// DNS + connect deadline.
@@ -85,6 +89,32 @@ pub struct Settings {
     pub workers: usize,
     /// Drain deadline.
     pub shutdown_timeout: Duration,
+}
+
+/// The PEM files of the TLS listener (`--tls-cert`, `--tls-key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// Both or neither: a certificate without its key (or the reverse) is a half-done setup, not a
+/// request for plain HTTP.
+fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::invalid(
+            config::flag_and_key("tls_key"),
+            "--tls-cert is set but its private key is missing; add --tls-key PEM (or tls_key in the file)",
+        )),
+        (None, Some(_)) => Err(ConfigError::invalid(
+            config::flag_and_key("tls_cert"),
+            "--tls-key is set but its certificate is missing; add --tls-cert PEM (or tls_cert in the file)",
+        )),
+    }
 }
 
 fn parse_list<T: std::str::FromStr<Err = String>>(
@@ -159,6 +189,7 @@ impl Settings {
             crate::client::ProxyUrl::parse(url)
                 .map_err(|e| ConfigError::invalid(config::flag_and_key("upstream"), e))?;
         }
+        let tls = tls_files(args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key))?;
         let max_connections = args.max_connections.or(file.max_connections).unwrap_or(10_000);
         let duration = |key: &str, flag: Option<Duration>, file: Option<Duration>, default: u64, max: u64| {
             let value = flag.or(file).unwrap_or(Duration::from_secs(default));
@@ -173,6 +204,7 @@ impl Settings {
             metrics: args.metrics.or(file.metrics),
             access_log: args.access_log.or(file.access_log),
             upstream,
+            tls,
             header_timeout: duration("header_timeout", args.header_timeout, file.header_timeout, 10, 3600)?,
             dial_timeout: duration("dial_timeout", args.dial_timeout, file.dial_timeout, 10, 3600)?,
             idle_timeout: duration("idle_timeout", args.idle_timeout, file.idle_timeout, 60, DAY)?,
@@ -220,6 +252,20 @@ mod tests {
         let err = Settings::load(args.clone()).unwrap_err().to_string();
         assert!(err.contains("--open") && err.contains("listen"), "{err}");
         assert!(Settings::load(Args { open: true, ..args }).is_ok());
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let cert = Some(PathBuf::from("c.pem"));
+        let err = Settings::load(Args { tls_cert: cert.clone(), ..Args::default() }).unwrap_err().to_string();
+        assert!(err.contains("--tls-key"), "{err}");
+        let err = Settings::load(Args { tls_key: cert.clone(), ..Args::default() }).unwrap_err().to_string();
+        assert!(err.contains("--tls-cert"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.toml");
+        std::fs::write(&p, "tls_cert = \"/x/c.pem\"\ntls_key = \"/x/k.pem\"\n").unwrap();
+        let s = Settings::load(Args { config: Some(p), ..Args::default() }).unwrap();
+        assert_eq!(s.tls, Some(TlsFiles { cert: "/x/c.pem".into(), key: "/x/k.pem".into() }));
     }
 
     #[test]
