@@ -7,27 +7,8 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::loopback_proxy;
 use support::tls_origin::HttpsOrigin;
-
-fn node_dir() -> std::path::PathBuf {
-    support::node_dir("client", "https-proxy-agent")
-}
-
-async fn run_agent(kind: &str, proxy: &str, target: &str, count: usize, ca: &Path) -> String {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new("node")
-            .current_dir(node_dir())
-            .args(["agent.js", kind, proxy, target, &count.to_string(), ca.to_str().unwrap()])
-            .output(),
-    )
-    .await
-    .expect("node agent finished")
-    .expect("node is installed");
-    assert!(out.status.success(), "node agent failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use support::{loopback_proxy, run_node_agent};
 
 async fn tunnels_logged(log: &Path, method: &str, want: usize) -> usize {
     let mut n = 0;
@@ -56,11 +37,11 @@ async fn node_keep_alive_agents_reuse_one_tunnel() {
     let target = format!("https://localhost:{port}/");
     let ca = dir.path().join("ca.pem");
 
-    let out = run_agent("http", &format!("http://{}", p.addr()), &target, 50, &ca).await;
+    let out = run_node_agent("http", &format!("http://{}", p.addr()), &target, 50, &ca).await;
     assert_eq!(out, r#"{"ok":50,"sockets":1}"#);
     assert_eq!(tunnels_logged(&log, "CONNECT", 1).await, 1, "https-proxy-agent: one CONNECT for 50 requests");
 
-    let out = run_agent("socks", &format!("socks5h://{}", p.addr_of("socks5")), &target, 50, &ca).await;
+    let out = run_node_agent("socks", &format!("socks5h://{}", p.addr_of("socks5")), &target, 50, &ca).await;
     assert_eq!(out, r#"{"ok":50,"sockets":1}"#);
     assert_eq!(tunnels_logged(&log, "SOCKS5", 1).await, 1, "socks-proxy-agent: one tunnel for 50 requests");
     assert_eq!(origin.connection_count(), 2);

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -248,32 +248,17 @@ async fn a_refused_websocket_upgrade_reaches_the_tls_client_as_the_origins_502()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_https_proxy_agent_keeps_one_tunnel_through_an_https_proxy() {
-    let node = support::node_dir("client", "https-proxy-agent");
     let certs = ProxyCert::new();
     let origin = HttpsOrigin::start().await;
     // agent.js takes one CA file for both the proxy and the origin: give it both certificates.
     let both = certs.path("both.pem");
     std::fs::write(&both, format!("{}{}", certs.ca_pem, origin.ca_pem)).unwrap();
     let p = certs.proxy(&[]);
-    let out = run_agent(&node, &format!("https://127.0.0.1:{}", p.addr().port()), origin.port, &both).await;
+    let proxy = format!("https://127.0.0.1:{}", p.addr().port());
+    let target = format!("https://localhost:{}/", origin.port);
+    let out = support::run_node_agent("http", &proxy, &target, 20, &both).await;
     assert_eq!(out, r#"{"ok":20,"sockets":1}"#);
     assert_eq!(origin.connection_count(), 1);
-}
-
-async fn run_agent(node: &Path, proxy: &str, port: u16, ca: &Path) -> String {
-    let target = format!("https://localhost:{port}/");
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new("node")
-            .current_dir(node)
-            .args(["agent.js", "http", proxy, &target, "20", ca.to_str().unwrap()])
-            .output(),
-    )
-    .await
-    .expect("node agent finished")
-    .expect("node is installed");
-    assert!(out.status.success(), "node agent failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[test]

@@ -233,6 +233,29 @@ pub fn node_dir(name: &str, marker: &str) -> std::path::PathBuf {
     d
 }
 
+/// Runs `agent.js` of the `client` node package: `count` requests of `kind` (`http` or `socks`) to
+/// `target` through `proxy`, trusting `ca`; returns its stdout (a JSON summary). Bounded by 60 s.
+pub async fn run_node_agent(
+    kind: &str,
+    proxy: &str,
+    target: &str,
+    count: usize,
+    ca: &std::path::Path,
+) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("node")
+            .current_dir(node_dir("client", "https-proxy-agent"))
+            .args(["agent.js", kind, proxy, target, &count.to_string(), ca.to_str().unwrap()])
+            .output(),
+    )
+    .await
+    .expect("node agent finished")
+    .expect("node is installed");
+    assert!(out.status.success(), "node agent failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Sends raw bytes to `addr` and reads until the peer closes (or 10 s pass).
 pub async fn raw(addr: SocketAddr, req: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
