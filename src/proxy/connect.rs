@@ -1,6 +1,6 @@
 //! CONNECT tunnels: dial first, answer 200 only once the destination is reached, then relay.
 
-use super::server::{ClientConn, Exchange, Next};
+use super::exchange::{ClientConn, Exchange, Next};
 use crate::http::head::RequestHead;
 use crate::net::{relay::Relay, write_all_within, Purpose, Target};
 

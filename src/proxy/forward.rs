@@ -6,9 +6,9 @@
 //! retry on a dead pooled connection) lives in [`super::upstream`]; relaying the answer in
 //! [`super::response`].
 
+use super::exchange::{metric_method, ClientConn, Exchange, Next};
 use super::pool::PoolKey;
 use super::response::{self, RelayError};
-use super::server::{metric_method, ClientConn, Exchange, Next};
 use super::upstream::{self, SendFailure, Sent};
 use crate::http::head::{self, Framing, RequestHead};
 use crate::http::next_hop::{self, RequestHop};

@@ -12,6 +12,7 @@
 mod args;
 mod client_stream;
 mod connect;
+mod exchange;
 mod forward;
 pub mod pool;
 mod response;

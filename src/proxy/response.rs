@@ -6,8 +6,8 @@
 //! it arrives whole and the client connection can be kept. Every write to the client is bounded by
 //! the client idle timeout: a client that stops reading is dropped, not waited on forever.
 
+use super::exchange::{ClientConn, Exchange, Next, Shared};
 use super::pool::UpConn;
-use super::server::{ClientConn, Exchange, Next, Shared};
 use crate::http::body::{copy_body, BodyError, Encode};
 use crate::http::head::{self, Framing, RequestHead, ResponseHead};
 use crate::http::next_hop;

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use super::exchange::{ClientConn, Exchange, Shared};
 use super::pool::{PoolKey, UpConn};
-use super::server::{ClientConn, Exchange, Shared};
 use crate::http::body::{copy_body, BodyError, BufIo, Encode};
 use crate::http::head::{self, Framing, RequestHead, ResponseHead};
 use crate::http::{connection_tokens, is_hop_by_hop, write};
