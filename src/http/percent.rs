@@ -23,6 +23,14 @@ pub enum DecodeError {
     NotUtf8,
 }
 
+/// Decodes a query value: infallible, since [`Rules::Query`] keeps what is not a valid escape.
+pub fn decode_query(s: &str) -> String {
+    match decode(s, Rules::Query) {
+        Ok(text) => text,
+        Err(_) => unreachable!("query rules refuse nothing"),
+    }
+}
+
 /// Decodes `s` under `rules`. Query values that decode to invalid UTF-8 get U+FFFD in its place:
 /// they are compared as identifiers, and one that is not UTF-8 matches nothing anyway.
 pub fn decode(s: &str, rules: Rules) -> Result<String, DecodeError> {

@@ -32,18 +32,13 @@ pub fn parse_query(query: &str) -> EngineQuery {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         // Only the parameters that route are decoded (every request pays for this).
         match k {
-            "sid" => q.sid = Some(decode(v)).filter(|s| !s.is_empty()),
-            "transport" => q.transport = Some(decode(v)),
-            "EIO" => q.eio = Some(decode(v)),
+            "sid" => q.sid = Some(percent::decode_query(v)).filter(|s| !s.is_empty()),
+            "transport" => q.transport = Some(percent::decode_query(v)),
+            "EIO" => q.eio = Some(percent::decode_query(v)),
             _ => {}
         }
     }
     q
-}
-
-/// Percent-decodes a query value as a browser encoded it.
-fn decode(v: &str) -> String {
-    percent::decode(v, percent::Rules::Query).unwrap_or_else(|_| v.to_owned())
 }
 
 /// What the handshake told us about the session.
@@ -130,7 +125,7 @@ pub fn has_close_packet(content_type: &str, eio3: bool, body: &[u8]) -> bool {
         return form
             .split('&')
             .filter_map(|pair| pair.strip_prefix("d="))
-            .any(|d| v3_text_has_close(&decode(d)));
+            .any(|d| v3_text_has_close(&percent::decode_query(d)));
     }
     if eio3 {
         return std::str::from_utf8(body).is_ok_and(v3_text_has_close);
