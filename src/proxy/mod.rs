@@ -14,6 +14,7 @@ mod client_stream;
 mod connect;
 mod exchange;
 mod forward;
+pub mod inspect;
 pub mod pool;
 mod response;
 mod server;
