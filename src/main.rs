@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// HTTP forward proxy with CONNECT, WebSocket upgrades and an optional SOCKS5 listener.
-    Proxy(proxy::Args),
+    Proxy(Box<proxy::Args>),
     /// Connect stdin/stdout to HOST:PORT through a proxy (ssh ProxyCommand).
     Connect(client::ConnectArgs),
     /// Forward local ports through a proxy.
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Proxy(a) => proxy::run(a).await,
+            Command::Proxy(a) => proxy::run(*a).await,
             Command::Connect(a) => client::run_connect(a).await,
             Command::Forward(a) => client::run_forward(a).await,
             Command::WsServer(a) => tunnel::run_server(a).await,

@@ -62,7 +62,7 @@ fn resolve(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 /// What `init` prints: where the certificate is, its fingerprint, and the command that makes each
 /// common client trust it.
-fn init_report(cert: &Path, ca: &Ca) -> String {
+pub fn init_report(cert: &Path, ca: &Ca) -> String {
     let p = cert.display();
     let mut s = String::new();
     let _ = writeln!(s, "created CA \"{}\"", ca.common_name());

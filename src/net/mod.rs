@@ -7,7 +7,8 @@
 //! - [`relay`]: the one bidirectional copy, with pooled buffers, half-close and an idle timeout.
 //! - [`socks`]: the SOCKS5 server, over any dialer.
 //! - [`socket`]: socket options (TCP_NODELAY, keepalive).
-//! - [`tls`]: server-side TLS configs from PEM files.
+//! - [`tls`]: server-side TLS configs from PEM files, client configs with extra roots.
+//! - [`tls_words`]: certificate failures in words, with the flag that fixes them.
 //! - [`ForwardSpec`]: the `-L/-R [BIND:]PORT:HOST:PORT` syntax.
 //! - [`Prefixed`]: a stream with bytes already read from it put back in front.
 //! - [`workers`]: single-threaded runtimes that connections are handed to, for core affinity.
@@ -21,6 +22,7 @@ pub mod socket;
 pub mod socks;
 mod target;
 pub mod tls;
+pub mod tls_words;
 pub mod workers;
 pub mod write_deadline;
 

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{parse_duration, parse_listen};
+use super::intercept::HostGlob;
+use crate::config::{parse_duration, parse_listen, size_in};
 use crate::policy::{Cidr, Credentials, PortSet};
 
 /// `tunnelkit proxy`: an HTTP forward proxy with CONNECT, and optionally SOCKS5.
@@ -57,6 +58,41 @@ pub struct Args {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
+    /// Intercept HTTPS (a man in the middle that shows the content) for CONNECTs to hosts matching
+    /// these globs (`*.example.com`); with no glob, every host. Needs clients to trust the CA.
+    #[arg(long, value_name = "HOSTGLOB", num_args = 0.., value_parser = HostGlob::parse)]
+    pub intercept: Option<Vec<HostGlob>>,
+    /// Never intercept hosts matching this glob (apps that pin certificates). Repeatable.
+    #[arg(long, value_name = "HOSTGLOB", value_parser = HostGlob::parse)]
+    pub no_intercept: Vec<HostGlob>,
+    /// The CA that signs intercepted hosts' certificates; made there if missing
+    /// [default: ~/.local/share/tunnelkit/ca].
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// Also trust this PEM bundle for origins' certificates when intercepting.
+    #[arg(long, value_name = "PEM")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Do not verify origins' certificates when intercepting (testing only).
+    #[arg(long)]
+    pub insecure_upstream: bool,
+    /// Intercepted hosts whose certificate is kept in memory [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub cert_cache: Option<usize>,
+    /// Serve the flow inspector (a live web page and a JSON API) on this address.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub inspect: Option<SocketAddr>,
+    /// Flows the inspector keeps (the most recent) [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub inspect_flows: Option<usize>,
+    /// Body bytes recorded per request or response [default: 1M].
+    #[arg(long, value_name = "SIZE", value_parser = size_in(0, 64 << 20))]
+    pub inspect_body_max: Option<usize>,
+    /// Write one JSON line per finished flow to this file (`-` for stdout).
+    #[arg(long, value_name = "PATH|-")]
+    pub flows_log: Option<String>,
+    /// On shutdown, write the recorded flows to this file as HAR 1.2.
+    #[arg(long, value_name = "FILE")]
+    pub har: Option<PathBuf>,
     /// Time allowed to receive a complete request head [default: 10s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub header_timeout: Option<Duration>,

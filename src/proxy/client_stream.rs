@@ -1,5 +1,6 @@
-//! The client side of a proxy connection: a plain TCP socket, or TLS over one when the proxy port
-//! is served with `--tls-cert`/`--tls-key`.
+//! The client side of a proxy connection: a plain TCP socket, TLS over one when the proxy port
+//! is served with `--tls-cert`/`--tls-key`, or, inside an intercepted CONNECT (`--intercept`), the
+//! TLS the proxy terminated over either of those.
 //!
 //! An enum rather than a `Box<dyn AsyncRead + AsyncWrite>`: the plain path, which most deployments
 //! run, pays one predictable branch per poll instead of an indirect call, and nothing is
@@ -14,6 +15,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::net::Prefixed;
+
 /// A client connection's byte stream.
 #[derive(Debug)]
 pub(super) enum ClientStream {
@@ -21,6 +24,9 @@ pub(super) enum ClientStream {
     Plain(TcpStream),
     /// HTTP inside TLS (the handshake is done).
     Tls(Box<TlsStream<TcpStream>>),
+    /// HTTPS decrypted by the proxy, over the connection that sent the CONNECT (whose bytes read
+    /// past the CONNECT head come first).
+    Intercepted(Box<TlsStream<Prefixed<ClientStream>>>),
 }
 
 impl AsyncRead for ClientStream {
@@ -28,6 +34,7 @@ impl AsyncRead for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ClientStream::Intercepted(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -37,6 +44,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ClientStream::Intercepted(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -48,6 +56,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            ClientStream::Intercepted(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -55,6 +64,7 @@ impl AsyncWrite for ClientStream {
         match self {
             ClientStream::Plain(s) => s.is_write_vectored(),
             ClientStream::Tls(s) => s.is_write_vectored(),
+            ClientStream::Intercepted(s) => s.is_write_vectored(),
         }
     }
 
@@ -62,6 +72,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ClientStream::Intercepted(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -70,6 +81,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ClientStream::Intercepted(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -1,6 +1,7 @@
-//! CONNECT tunnels: dial first, answer 200 only once the destination is reached, then relay.
+//! CONNECT tunnels: dial first, answer 200 only once the destination is reached, then relay (or,
+//! for a host `--intercept` names, hand the connection over to the interceptor).
 
-use super::exchange::{ClientConn, Exchange, Next};
+use super::exchange::{ClientConn, Exchange, InterceptStart, Next};
 use crate::http::head::RequestHead;
 use crate::net::{relay::Relay, write_all_within, Purpose, Target};
 
@@ -20,6 +21,12 @@ pub(super) async fn handle(ex: &Exchange<'_>, client: &mut ClientConn, head: &Re
     let idle = ex.shared.settings.idle_timeout;
     if write_all_within(&mut client.io, b"HTTP/1.1 200 Connection established\r\n\r\n", idle).await.is_err() {
         return Next::Close;
+    }
+    if ex.shared.interceptor.as_ref().is_some_and(|i| i.intercepts(&target)) {
+        metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "intercept").increment(1);
+        ex.log(200, 0, 0, Some("intercepted"));
+        let authority = head.target.clone();
+        return Next::Intercept(Box::new(InterceptStart { target, authority, upstream }));
     }
     // The client may have sent its first bytes (a TLS ClientHello) right behind the CONNECT head.
     let pipelined = std::mem::take(&mut client.buf);

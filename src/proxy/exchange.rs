@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::client_stream::ClientStream;
+use super::intercept::Interceptor;
 use super::pool::Pool;
 use super::Settings;
 use crate::client::ProxyDialer;
 use crate::http::body::BufIo;
 use crate::http::response;
-use crate::net::{write_all_within, DialError, Dialer};
+use crate::net::{write_all_within, BoxStream, DialError, Dialer, Target};
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::AccessLog;
 
@@ -31,6 +32,8 @@ pub(super) struct Shared {
     pub drain: Drain,
     /// Set when the proxy port is served over TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Set with `--intercept`.
+    pub interceptor: Option<Interceptor>,
 }
 
 /// A client connection: the stream (plain or TLS) with its read buffer.
@@ -42,6 +45,28 @@ pub(super) enum Next {
     KeepAlive,
     /// Close the connection.
     Close,
+    /// A CONNECT answered `200` whose host is intercepted: the connection's owner hands it, with
+    /// the origin connection dialled for it, to the [`Interceptor`].
+    Intercept(Box<InterceptStart>),
+}
+
+/// What an intercepted CONNECT leaves for the take-over: the origin and the stream dialled to it.
+pub(super) struct InterceptStart {
+    pub target: Target,
+    /// The CONNECT's request-target (`host:port`), for URLs.
+    pub authority: String,
+    pub upstream: BoxStream,
+}
+
+/// Where the requests of an intercepted connection go: the CONNECT's origin, over TLS.
+pub(super) struct Origin {
+    pub target: Target,
+    /// `host:port` as the CONNECT named it: the authority of the URLs logged and recorded.
+    pub authority: String,
+    /// The client's SNI, sent to the origin as is.
+    pub sni: Option<String>,
+    /// Why TLS with the origin failed, if it did: every request is then answered 502 with it.
+    pub refused: Option<String>,
 }
 
 /// One request being handled: who asked for what, and since when. Errors and log lines go through it.
@@ -51,6 +76,8 @@ pub(super) struct Exchange<'a> {
     pub method: &'a str,
     pub target: &'a str,
     pub started: Instant,
+    /// Set inside an intercepted CONNECT: requests are origin-form and go to this origin.
+    pub origin: Option<&'a Origin>,
 }
 
 impl Exchange<'_> {

@@ -6,7 +6,7 @@
 //! retry on a dead pooled connection) lives in [`super::upstream`]; relaying the answer in
 //! [`super::response`].
 
-use super::exchange::{metric_method, ClientConn, Exchange, Next};
+use super::exchange::{metric_method, ClientConn, Exchange, Next, Origin};
 use super::pool::PoolKey;
 use super::response::{self, RelayError};
 use super::upstream::{self, SendFailure, Sent};
@@ -99,6 +99,9 @@ pub(super) async fn handle(
     head: &RequestHead,
     framing: Framing,
 ) -> Next {
+    if let Some(why) = ex.origin.and_then(|o| o.refused.as_deref()) {
+        return ex.fail(client, 502, Some("tls_certificate_error"), why).await;
+    }
     let mut plan = match plan(ex, head, framing) {
         Ok(p) => p,
         Err(Refusal::Answer) => return response::answer_max_forwards(ex, client, head).await,
@@ -131,8 +134,11 @@ enum Refusal {
 }
 
 /// Reads the request target and options and builds the head for the next hop.
-fn plan<'a>(ex: &Exchange<'_>, head: &'a RequestHead, framing: Framing) -> Result<Plan<'a>, Refusal> {
+fn plan<'a>(ex: &Exchange<'a>, head: &'a RequestHead, framing: Framing) -> Result<Plan<'a>, Refusal> {
     let shared = ex.shared;
+    if let Some(origin) = ex.origin {
+        return plan_intercepted(head, framing, origin);
+    }
     let uri = parse_absolute(&head.target).map_err(Refusal::BadRequest)?;
     let max_forwards = match max_forwards(head) {
         MaxForwards::Answer => return Err(Refusal::Answer),
@@ -156,6 +162,45 @@ fn plan<'a>(ex: &Exchange<'_>, head: &'a RequestHead, framing: Framing) -> Resul
     };
     let out = next_hop::request(head, &hop);
     let key = if shared.parent.is_some() { PoolKey::Parent } else { PoolKey::Origin(uri.target.clone()) };
+    Ok(Plan { upgrade, keep_client: client_wants_keep_alive(head), key, out, uri })
+}
+
+/// A request inside an intercepted CONNECT: origin-form, to the CONNECT's origin over TLS (never
+/// to a parent proxy as a whole request: the dialer already reaches the origin through it).
+fn plan_intercepted<'a>(
+    head: &'a RequestHead,
+    framing: Framing,
+    origin: &'a Origin,
+) -> Result<Plan<'a>, Refusal> {
+    let origin_form = head.target.starts_with('/') || (head.target == "*" && head.method == "OPTIONS");
+    if !origin_form {
+        return Err(Refusal::BadRequest(format!(
+            "inside an intercepted connection requests are origin-form (/path), not {:?}",
+            head.target
+        )));
+    }
+    let max_forwards = match max_forwards(head) {
+        MaxForwards::Answer => return Err(Refusal::Answer),
+        MaxForwards::Forward(n) => Some(n),
+        MaxForwards::Absent => None,
+    };
+    let upgrade = crate::http::is_upgrade_request(&head.method, head.headers.as_slice());
+    let hop = RequestHop {
+        authority: &origin.authority,
+        path: &head.target,
+        absolute: false,
+        framing,
+        upgrade,
+        max_forwards,
+        proxy_authorization: None,
+    };
+    let out = next_hop::request(head, &hop);
+    let uri = AbsoluteUri {
+        authority: &origin.authority,
+        target: origin.target.clone(),
+        path: head.target.clone(),
+    };
+    let key = PoolKey::Tls(origin.target.clone(), origin.sni.clone());
     Ok(Plan { upgrade, keep_client: client_wants_keep_alive(head), key, out, uri })
 }
 

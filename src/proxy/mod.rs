@@ -15,6 +15,7 @@ mod connect;
 mod exchange;
 mod forward;
 pub mod inspect;
+pub mod intercept;
 pub mod pool;
 mod response;
 mod server;

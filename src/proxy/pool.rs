@@ -31,6 +31,8 @@ pub enum PoolKey {
     Origin(Target),
     /// To the parent proxy (`--upstream`), usable for any origin in absolute-form.
     Parent,
+    /// TLS to an intercepted origin, opened with this SNI (`None`: the client sent none).
+    Tls(Target, Option<String>),
 }
 
 /// Idle upstream connections.

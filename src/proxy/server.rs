@@ -10,8 +10,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::client_stream::ClientStream;
-use super::exchange::{ClientConn, Exchange, Next, Shared};
-use super::pool::Pool;
+use super::exchange::{ClientConn, Exchange, InterceptStart, Next, Origin, Shared};
+use super::intercept::Interceptor;
+use super::pool::{Pool, PoolKey};
 use super::{connect, forward, Settings};
 use crate::client::{ProxyDialer, ProxyKind};
 use crate::http::body::BufIo;
@@ -59,6 +60,10 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         }
         None => AccessLog::disabled(),
     };
+    let interceptor = match &settings.intercept {
+        Some(i) => Some(Interceptor::start(i, settings.header_timeout, settings.dial_timeout)?),
+        None => None,
+    };
     let direct = DirectDialer::new(Arc::new(settings.policy.clone()), settings.dial_timeout);
     let (dialer, parent): (Arc<dyn Dialer>, Option<Arc<ProxyDialer>>) = match &settings.upstream {
         Some(url) => {
@@ -81,6 +86,7 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         access_log: access_log.clone(),
         drain: drain.clone(),
         tls,
+        interceptor,
     });
 
     // One budget for both listeners: SOCKS connections count against --max-connections too.
@@ -179,12 +185,55 @@ async fn client_stream(shared: &Shared, tcp: TcpStream, peer: SocketAddr) -> Opt
 async fn serve_connection(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
     let Some(stream) = client_stream(shared, tcp, peer).await else { return };
     let mut client = BufIo::new(stream);
+    let start = match serve_requests(shared, &mut client, peer, None).await {
+        Next::Intercept(start) => start,
+        _ => {
+            let _ = client.io.shutdown().await;
+            return;
+        }
+    };
+    let Some(interceptor) = &shared.interceptor else { return };
+    let InterceptStart { target, authority, upstream } = *start;
+    let taken = match interceptor.take_over(client, upstream, &target).await {
+        Ok(t) => t,
+        Err(why) => {
+            metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "intercept_client_tls").increment(1);
+            tracing::info!(%peer, %target, "interception failed: {why}");
+            return;
+        }
+    };
+    let refused = match taken.upstream {
+        Ok(tls) => {
+            // The first request finds the origin connection where every later one looks for it.
+            shared.pool.checkin(PoolKey::Tls(target.clone(), taken.sni.clone()), BufIo::new(tls));
+            None
+        }
+        Err(why) => {
+            metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "upstream_tls").increment(1);
+            tracing::warn!(%peer, %target, "{why}");
+            Some(why)
+        }
+    };
+    let origin = Origin { target, authority, sni: taken.sni, refused };
+    let mut client = BufIo::new(taken.client);
+    serve_requests(shared, &mut client, peer, Some(&origin)).await;
+    let _ = client.io.shutdown().await;
+}
+
+/// Serves requests on one client connection until it closes, an exchange ends it, or (outside an
+/// intercepted connection) a CONNECT is to be intercepted.
+async fn serve_requests(
+    shared: &Shared,
+    client: &mut ClientConn,
+    peer: SocketAddr,
+    origin: Option<&Origin>,
+) -> Next {
     let mut first = true;
     loop {
         let started = Instant::now();
-        let head = match read_head(shared, &mut client, first).await {
+        let head = match read_head(shared, client, first).await {
             Ok(Some(h)) => h,
-            Ok(None) => return,
+            Ok(None) => return Next::Close,
             Err(status) => {
                 let (msg, kind) = match &status {
                     ReadError::Head(e) => (e.to_string(), "http_request_error"),
@@ -197,16 +246,14 @@ async fn serve_connection(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
                     ReadError::Timeout => 408,
                 };
                 metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "bad_request").increment(1);
-                let ex = Exchange { shared, peer, method: "-", target: "-", started };
-                ex.fail(&mut client, code, Some(kind), &msg).await;
-                return;
+                let ex = Exchange { shared, peer, method: "-", target: "-", started, origin };
+                return ex.fail(client, code, Some(kind), &msg).await;
             }
         };
         first = false;
-        let next = handle(shared, &mut client, peer, head).await;
-        if matches!(next, Next::Close) || shared.drain.is_triggered() {
-            let _ = client.io.shutdown().await;
-            return;
+        let next = handle(shared, client, peer, head, origin).await;
+        if !matches!(next, Next::KeepAlive) || shared.drain.is_triggered() {
+            return next;
         }
     }
 }
@@ -258,13 +305,25 @@ async fn read_head(
     }
 }
 
-async fn handle(shared: &Shared, client: &mut ClientConn, peer: SocketAddr, head: RequestHead) -> Next {
-    let ex = Exchange { shared, peer, method: &head.method, target: &head.target, started: Instant::now() };
+async fn handle(
+    shared: &Shared,
+    client: &mut ClientConn,
+    peer: SocketAddr,
+    head: RequestHead,
+    origin: Option<&Origin>,
+) -> Next {
+    // Inside an intercepted connection the access log and flows name the whole URL.
+    let url = origin.map(|o| format!("https://{}{}", o.authority, head.target));
+    let target = url.as_deref().unwrap_or(&head.target);
+    let ex = Exchange { shared, peer, method: &head.method, target, started: Instant::now(), origin };
     let framing = match head::check_request(&head) {
         Ok(f) => f,
         Err(e) => return ex.fail(client, e.status(), Some("http_request_error"), &e.to_string()).await,
     };
-    if !shared.settings.users.is_empty()
+    // An intercepted connection was authenticated by its CONNECT; its requests are the client's
+    // own to the origin and carry no proxy credentials.
+    if origin.is_none()
+        && !shared.settings.users.is_empty()
         && !shared.settings.users.verify_header(head::value(&head.headers, "proxy-authorization"))
     {
         metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "auth").increment(1);
@@ -280,6 +339,10 @@ async fn handle(shared: &Shared, client: &mut ClientConn, peer: SocketAddr, head
         return Next::Close;
     }
     if head.method == "CONNECT" {
+        if origin.is_some() {
+            let detail = "CONNECT inside an intercepted connection is not supported";
+            return ex.fail(client, 405, Some("http_request_error"), detail).await;
+        }
         return connect::handle(&ex, client, &head).await;
     }
     forward::handle(&ex, client, &head, framing).await

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::intercept::{HostGlob, InterceptSettings, Scope};
 use super::Args;
 use crate::config::{self, ConfigError};
 use crate::policy::{Cidr, Credentials, Policy, PortSet, Users};
@@ -50,6 +51,27 @@ struct File {
     workers: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     shutdown_timeout: Option<Duration>,
+    intercept: Option<InterceptKey>,
+    #[serde(default)]
+    no_intercept: Vec<String>,
+    ca_dir: Option<PathBuf>,
+    upstream_ca: Option<PathBuf>,
+    insecure_upstream: Option<bool>,
+    cert_cache: Option<usize>,
+    #[serde(default, deserialize_with = "config::deserialize_listen")]
+    inspect: Option<SocketAddr>,
+    inspect_flows: Option<usize>,
+    inspect_body_max: Option<String>,
+    flows_log: Option<String>,
+    har: Option<PathBuf>,
+}
+
+/// `intercept = true` (every host) or `intercept = ["*.example.com", ...]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum InterceptKey {
+    All(bool),
+    Hosts(Vec<String>),
 }
 
 /// Everything the proxy runs with, resolved.
@@ -89,6 +111,32 @@ pub struct Settings {
     pub workers: usize,
     /// Drain deadline.
     pub shutdown_timeout: Duration,
+    /// HTTPS interception (`--intercept`), when on.
+    pub intercept: Option<InterceptSettings>,
+    /// What is recorded of the traffic, and where it goes.
+    pub recording: Recording,
+}
+
+/// `--inspect`, `--flows-log`, `--har` and their limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recording {
+    /// The inspector's address.
+    pub inspect: Option<SocketAddr>,
+    /// Flows kept (`--inspect-flows`).
+    pub flows: usize,
+    /// Body bytes kept per message (`--inspect-body-max`).
+    pub body_max: usize,
+    /// One JSON line per flow to this file or `-`.
+    pub flows_log: Option<String>,
+    /// HAR written on shutdown.
+    pub har: Option<PathBuf>,
+}
+
+impl Recording {
+    /// True if anything asks for flows to be recorded.
+    pub fn enabled(&self) -> bool {
+        self.inspect.is_some() || self.flows_log.is_some() || self.har.is_some()
+    }
 }
 
 /// The PEM files of the TLS listener (`--tls-cert`, `--tls-key`).
@@ -124,12 +172,144 @@ fn parse_list<T: std::str::FromStr<Err = String>>(
     items.iter().map(|s| s.parse().map_err(|e: String| ConfigError::invalid(key, e))).collect()
 }
 
+/// Largest `--inspect-body-max`: a recorded body is held in memory per kept flow.
+const BODY_MAX_LIMIT: usize = 64 << 20;
+
+/// The interception flags or keys of one source (command line, or file).
+struct InterceptInput {
+    hosts: Option<Vec<HostGlob>>,
+    no: Vec<HostGlob>,
+    ca_dir: Option<PathBuf>,
+    upstream_ca: Option<PathBuf>,
+    insecure: bool,
+    cert_cache: Option<usize>,
+}
+
+/// The recording flags or keys of one source.
+struct RecordingInput {
+    inspect: Option<SocketAddr>,
+    flows: Option<usize>,
+    body_max: Option<usize>,
+    flows_log: Option<String>,
+    har: Option<PathBuf>,
+}
+
+fn parse_globs(key: &str, items: &[String]) -> Result<Vec<HostGlob>, ConfigError> {
+    items.iter().map(|s| HostGlob::parse(s).map_err(|e| ConfigError::invalid(key, e))).collect()
+}
+
+/// Flags over the file; `None` unless `--intercept` (or `intercept` in the file) turns it on.
+fn intercept_settings(
+    flags: &mut InterceptInput,
+    file: &mut InterceptInput,
+) -> Result<Option<InterceptSettings>, ConfigError> {
+    let Some(include) = flags.hosts.take().or(file.hosts.take()) else {
+        for (set, what) in [
+            (!flags.no.is_empty() || !file.no.is_empty(), "no_intercept"),
+            (flags.upstream_ca.is_some() || file.upstream_ca.is_some(), "upstream_ca"),
+            (flags.insecure || file.insecure, "insecure_upstream"),
+        ] {
+            if set {
+                return Err(ConfigError::invalid(
+                    config::flag_and_key(what),
+                    "only applies with --intercept; add --intercept [HOSTGLOB]... (or intercept in the file)",
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let mut exclude = std::mem::take(&mut file.no);
+    exclude.append(&mut flags.no);
+    let ca_dir = match flags.ca_dir.take().or(file.ca_dir.take()) {
+        Some(d) => d,
+        None => crate::ca::store::default_dir()
+            .map_err(|e| ConfigError::invalid(config::flag_and_key("ca_dir"), e.to_string()))?,
+    };
+    let cert_cache = flags.cert_cache.or(file.cert_cache).unwrap_or(10_000);
+    Ok(Some(InterceptSettings {
+        scope: Scope::new(include, exclude),
+        ca_dir,
+        upstream_ca: flags.upstream_ca.take().or(file.upstream_ca.take()),
+        insecure_upstream: flags.insecure || file.insecure,
+        cert_cache: config::check_count("cert_cache", cert_cache, 1, 10_000_000)?,
+    }))
+}
+
+/// Flags over the file. The inspector shows every recorded header and body, so it listens on
+/// loopback unless the proxy has users, whose credentials it then asks for.
+fn recording(
+    flags: &RecordingInput,
+    file: &RecordingInput,
+    has_users: bool,
+) -> Result<Recording, ConfigError> {
+    let inspect = flags.inspect.or(file.inspect);
+    if let Some(addr) = inspect.filter(|a| !a.ip().is_loopback()) {
+        if !has_users {
+            return Err(ConfigError::invalid(
+                config::flag_and_key("inspect"),
+                format!(
+                    "{addr} would show recorded traffic to other machines and no user is configured; \
+                     inspect on 127.0.0.1, or add --auth USER:PASS so the inspector asks for it"
+                ),
+            ));
+        }
+    }
+    let flows = flags.flows.or(file.flows).unwrap_or(1000);
+    Ok(Recording {
+        inspect,
+        flows: config::check_count("inspect_flows", flows, 1, 1_000_000)?,
+        body_max: flags.body_max.or(file.body_max).unwrap_or(1 << 20),
+        flows_log: flags.flows_log.clone().or(file.flows_log.clone()),
+        har: flags.har.clone().or(file.har.clone()),
+    })
+}
+
 impl Settings {
     /// Resolves flags over the file over defaults, and checks the combination is safe.
     pub fn load(args: Args) -> Result<Settings, ConfigError> {
         let file: File = match &args.config {
             Some(p) => config::load(p)?,
             None => File::default(),
+        };
+        let mut args_intercept = InterceptInput {
+            hosts: args.intercept.clone(),
+            no: args.no_intercept.clone(),
+            ca_dir: args.ca_dir.clone(),
+            upstream_ca: args.upstream_ca.clone(),
+            insecure: args.insecure_upstream,
+            cert_cache: args.cert_cache,
+        };
+        let mut file_intercept = InterceptInput {
+            hosts: match &file.intercept {
+                None | Some(InterceptKey::All(false)) => None,
+                Some(InterceptKey::All(true)) => Some(Vec::new()),
+                Some(InterceptKey::Hosts(h)) => Some(parse_globs("intercept", h)?),
+            },
+            no: parse_globs("no_intercept", &file.no_intercept)?,
+            ca_dir: file.ca_dir.clone(),
+            upstream_ca: file.upstream_ca.clone(),
+            insecure: file.insecure_upstream.unwrap_or(false),
+            cert_cache: file.cert_cache,
+        };
+        let args_recording = RecordingInput {
+            inspect: args.inspect,
+            flows: args.inspect_flows,
+            body_max: args.inspect_body_max,
+            flows_log: args.flows_log.clone(),
+            har: args.har.clone(),
+        };
+        let file_recording = RecordingInput {
+            inspect: file.inspect,
+            flows: file.inspect_flows,
+            body_max: match &file.inspect_body_max {
+                Some(v) => Some(
+                    config::size_in(0, BODY_MAX_LIMIT)(v)
+                        .map_err(|e| ConfigError::invalid("inspect_body_max", e))?,
+                ),
+                None => None,
+            },
+            flows_log: file.flows_log.clone(),
+            har: file.har.clone(),
         };
         let mut allow: Vec<Cidr> = parse_list("allow", &file.allow)?;
         allow.extend(args.allow);
@@ -196,6 +376,8 @@ impl Settings {
             config::check_duration(key, value, Duration::from_millis(100), Duration::from_secs(max))
         };
         const DAY: u64 = 86_400;
+        let intercept = intercept_settings(&mut args_intercept, &mut file_intercept)?;
+        let recording = recording(&args_recording, &file_recording, !users.is_empty())?;
         Ok(Settings {
             listen,
             policy,
@@ -238,6 +420,8 @@ impl Settings {
                 Duration::ZERO,
                 Duration::from_secs(DAY),
             )?,
+            intercept,
+            recording,
         })
     }
 }

@@ -25,6 +25,8 @@ pub(super) enum SendFailure {
     Client(u16, String),
     /// The client went away.
     ClientGone,
+    /// TLS with an intercepted origin failed (words naming the reason and the fix).
+    Tls(String),
 }
 
 /// A request sent, and the head of its final answer.
@@ -52,6 +54,7 @@ impl SendFailure {
             SendFailure::Client(status, detail) => (status, "http_request_error", detail),
             SendFailure::Dial(e) => (e.http_status(), e.proxy_status_error(), e.to_string()),
             SendFailure::ClientGone => (502, "proxy_internal_error", "client went away".into()),
+            SendFailure::Tls(why) => (502, "tls_certificate_error", why),
         }
     }
 }
@@ -75,7 +78,7 @@ pub(super) async fn send_with_retry(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (mut up, reused) = acquire(shared, key, target, attempt > 1).await.map_err(SendFailure::Dial)?;
+        let (mut up, reused) = acquire(shared, key, target, attempt > 1).await?;
         tracing::debug!(%target, reused, "{} {}: sending upstream", head.method, head.target);
         // Only a request that may be retried needs its head kept for a second attempt.
         let head_bytes = if retry_allowed { out.clone() } else { std::mem::take(&mut out) };
@@ -96,19 +99,27 @@ async fn acquire(
     key: &PoolKey,
     target: &Target,
     fresh: bool,
-) -> Result<(UpConn, bool), DialError> {
+) -> Result<(UpConn, bool), SendFailure> {
     if !fresh {
         if let Some(c) = shared.pool.checkout(key) {
             metrics::counter!("tunnelkit_proxy_upstream_connections_total", "kind" => "reused").increment(1);
             return Ok((c, true));
         }
     }
-    let stream = match (&shared.parent, key) {
-        (Some(parent), PoolKey::Parent) => match parent.connect_proxy().await? {
-            Some(s) => s,
-            None => shared.dialer.dial(target, Purpose::Http).await?,
-        },
-        _ => shared.dialer.dial(target, Purpose::Http).await?,
+    let dial = |purpose| async move { shared.dialer.dial(target, purpose).await.map_err(SendFailure::Dial) };
+    let stream = match (&shared.parent, key, &shared.interceptor) {
+        (Some(parent), PoolKey::Parent, _) => {
+            match parent.connect_proxy().await.map_err(SendFailure::Dial)? {
+                Some(s) => s,
+                None => dial(Purpose::Http).await?,
+            }
+        }
+        // The CONNECT that this intercepted connection came from passed the tunnel port list.
+        (_, PoolKey::Tls(_, sni), Some(interceptor)) => {
+            let tcp = dial(Purpose::Tunnel).await?;
+            interceptor.connect_origin(target, sni.as_deref(), tcp).await.map_err(SendFailure::Tls)?
+        }
+        _ => dial(Purpose::Http).await?,
     };
     tracing::debug!(%target, "dialled a new upstream connection");
     metrics::counter!("tunnelkit_proxy_upstream_connections_total", "kind" => "new").increment(1);

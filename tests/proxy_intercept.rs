@@ -1,0 +1,269 @@
+//! `tunnelkit proxy --intercept`: HTTPS interception with real clients. The origin serves TLS with a
+//! certificate from a CA of its own (passed to the proxy as `--upstream-ca`); the client (curl, or
+//! a raw TLS client for WebSockets) trusts only the proxy's CA, made by `--intercept` in a tempdir.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use support::{curl, loopback_proxy, Proc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// An HTTPS origin for `localhost`: `/hello` (a body and an `X-Origin` header), `/echo` (the
+/// request body back, with the request's headers as `X-Seen-*`), anything else 404.
+struct TlsOrigin {
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TlsOrigin {
+    async fn start() -> TlsOrigin {
+        let ca = tunnelkit::ca::Ca::generate().unwrap();
+        let leaf = ca.issue("localhost").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("origin-ca.pem"), ca.cert_pem()).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(leaf.server_config(&[b"http/1.1"]).unwrap()));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let svc =
+                        hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                            let path = req.uri().path().to_owned();
+                            let seen = req.headers().get("x-client").cloned();
+                            let body =
+                                req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let mut resp = match path.as_str() {
+                                "/hello" => hyper::Response::new(Full::new(Bytes::from_static(
+                                    b"hello from the origin",
+                                ))),
+                                "/echo" => hyper::Response::new(Full::new(body)),
+                                _ => {
+                                    let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"no")));
+                                    *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                                    r
+                                }
+                            };
+                            resp.headers_mut().insert("x-origin", "yes".parse().unwrap());
+                            if let Some(v) = seen {
+                                resp.headers_mut().insert("x-seen-client", v);
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        TlsOrigin { port, dir }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("origin-ca.pem")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+}
+
+/// An intercepting proxy whose CA lives in a tempdir of its own.
+struct Interceptor {
+    proc: Proc,
+    ca_dir: tempfile::TempDir,
+}
+
+impl Interceptor {
+    fn start(extra: &[&str]) -> Interceptor {
+        let ca_dir = tempfile::tempdir().unwrap();
+        let dir = ca_dir.path().join("ca");
+        let mut args = vec!["--ca-dir", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Interceptor { proc: loopback_proxy(&args), ca_dir }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.ca_dir.path().join("ca/ca.pem")
+    }
+
+    fn proxy(&self) -> String {
+        format!("http://{}", self.proc.addr())
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test]
+async fn curl_through_intercept_gets_the_origin_answer_under_the_proxy_ca() {
+    let origin = TlsOrigin::start().await;
+    let ca = origin.ca();
+    let p = Interceptor::start(&["--intercept", "--upstream-ca", s(&ca)]);
+    assert!(p.proc.stderr.lock().unwrap().contains("no CA in"), "the new CA is announced");
+    let (ok, out, err) = curl(&[
+        "-i",
+        "-v",
+        "--proxy",
+        &p.proxy(),
+        "--cacert",
+        s(&p.ca()),
+        "-H",
+        "X-Client: curl",
+        &origin.url("/hello"),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("hello from the origin"), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("x-seen-client: curl"),
+        "request headers reach the origin: {out}"
+    );
+    assert!(out.to_ascii_lowercase().contains("via: 1.1 tunnelkit"), "the response carries Via: {out}");
+    assert!(err.contains("tunnelkit CA"), "the certificate curl saw is the proxy's: {err}");
+}
+
+#[tokio::test]
+async fn bodies_both_ways_and_keep_alive_inside_the_intercepted_connection() {
+    let origin = TlsOrigin::start().await;
+    let ca = origin.ca();
+    let p = Interceptor::start(&["--intercept", "localhost", "--upstream-ca", s(&ca)]);
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("up"), &big).unwrap();
+    let up = format!("@{}", dir.path().join("up").display());
+    // Two requests on one curl: the second reuses the client connection (and the origin's).
+    let (ok, out, err) = curl(&[
+        "--proxy",
+        &p.proxy(),
+        "--cacert",
+        s(&p.ca()),
+        "--data-binary",
+        &up,
+        &origin.url("/echo"),
+        "--next",
+        "--proxy",
+        &p.proxy(),
+        "--cacert",
+        s(&p.ca()),
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &up,
+        &origin.url("/echo"),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out.len(), 2 * big.len());
+    assert!(out[..big.len()] == big[..] && out[big.len()..] == big[..], "bodies intact");
+}
+
+#[tokio::test]
+async fn an_untrusted_origin_certificate_is_a_502_that_names_it() {
+    let origin = TlsOrigin::start().await;
+    let p = Interceptor::start(&["--intercept"]);
+    let (_, out, _) =
+        curl(&["-i", "--proxy", &p.proxy(), "--cacert", s(&p.ca()), &origin.url("/hello")]).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("HTTP/1.1 200 Connection established"), "{out}");
+    assert!(out.contains("HTTP/1.1 502"), "{out}");
+    assert!(out.contains("not signed by a CA") && out.contains("--upstream-ca"), "{out}");
+    assert!(out.contains("tls_certificate_error"), "Proxy-Status names the error: {out}");
+}
+
+#[tokio::test]
+async fn insecure_upstream_accepts_the_origin_without_its_ca() {
+    let origin = TlsOrigin::start().await;
+    let p = Interceptor::start(&["--intercept", "--insecure-upstream"]);
+    assert!(p.proc.stderr.lock().unwrap().contains("--insecure-upstream"), "said loudly");
+    let (ok, out, err) = curl(&["--proxy", &p.proxy(), "--cacert", s(&p.ca()), &origin.url("/hello")]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out, b"hello from the origin");
+}
+
+#[tokio::test]
+async fn hosts_outside_the_scope_are_tunnelled_untouched() {
+    let origin = TlsOrigin::start().await;
+    let ca = origin.ca();
+    for flags in [
+        vec!["--intercept", "--no-intercept", "localhost", "--upstream-ca", s(&ca)],
+        vec!["--intercept", "*.example.com", "--upstream-ca", s(&ca)],
+    ] {
+        let p = Interceptor::start(&flags);
+        // The client sees the origin's own certificate: its CA works, the proxy's does not.
+        let (ok, out, err) = curl(&["--proxy", &p.proxy(), "--cacert", s(&ca), &origin.url("/hello")]).await;
+        assert!(ok && out == b"hello from the origin", "{flags:?}: {err}");
+        let (ok, _, _) = curl(&["--proxy", &p.proxy(), "--cacert", s(&p.ca()), &origin.url("/hello")]).await;
+        assert!(!ok, "{flags:?}: not intercepted, so the proxy's CA cannot vouch for the origin");
+    }
+}
+
+#[tokio::test]
+async fn auth_and_policy_still_apply_before_interception() {
+    let origin = TlsOrigin::start().await;
+    let ca = origin.ca();
+    let p = Interceptor::start(&["--intercept", "--upstream-ca", s(&ca), "--auth", "u:p"]);
+    let (ok, _, err) =
+        curl(&["-v", "--proxy", &p.proxy(), "--cacert", s(&p.ca()), &origin.url("/hello")]).await;
+    assert!(!ok && err.contains("407"), "{err}");
+    let (ok, out, err) =
+        curl(&["--proxy", &p.proxy(), "--proxy-user", "u:p", "--cacert", s(&p.ca()), &origin.url("/hello")])
+            .await;
+    assert!(ok && out == b"hello from the origin", "{err}");
+    // Without --allow for loopback the destination is refused before any interception.
+    let ca_dir = tempfile::tempdir().unwrap();
+    let strict = Proc::start(
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--intercept",
+            "--ca-dir",
+            s(&ca_dir.path().join("ca")),
+            "--connect-ports",
+            "1-65535",
+        ],
+        1,
+    );
+    let (ok, _, err) = curl(&[
+        "-v",
+        "--proxy",
+        &format!("http://{}", strict.addr()),
+        "--cacert",
+        s(&ca_dir.path().join("ca/ca.pem")),
+        &origin.url("/hello"),
+    ])
+    .await;
+    assert!(!ok && err.contains("403"), "{err}");
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_trust_the_ca_is_refused_and_the_proxy_carries_on() {
+    let origin = TlsOrigin::start().await;
+    let ca = origin.ca();
+    let p = Interceptor::start(&["--intercept", "--upstream-ca", s(&ca)]);
+    let (ok, _, err) = curl(&["--proxy", &p.proxy(), &origin.url("/hello")]).await;
+    assert!(!ok, "curl without the proxy CA must refuse: {err}");
+    // Something that is not TLS at all inside the CONNECT.
+    let mut tcp = tokio::net::TcpStream::connect(p.proc.addr()).await.unwrap();
+    let connect = format!("CONNECT localhost:{} HTTP/1.1\r\nHost: localhost\r\n\r\n", origin.port);
+    tcp.write_all(connect.as_bytes()).await.unwrap();
+    let head = support::read_head(&mut tcp).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
+    let (ok, out, err) = curl(&["--proxy", &p.proxy(), "--cacert", s(&p.ca()), &origin.url("/hello")]).await;
+    assert!(ok && out == b"hello from the origin", "{err}");
+}
