@@ -72,6 +72,13 @@ pub enum BodyError {
     Timeout,
 }
 
+/// Receives the payload bytes of a body as they are copied (never the chunk framing): how the
+/// proxy records bodies for its inspector without a second pass over them.
+pub trait Tap: Send {
+    /// The next payload bytes.
+    fn payload(&mut self, data: &[u8]);
+}
+
 /// Largest write we batch before sending.
 const OUT_BATCH: usize = 64 * 1024;
 
@@ -85,8 +92,25 @@ pub async fn copy_body<R, W>(
     framing: Framing,
     dst: &mut W,
     encode: Encode,
+    out: Vec<u8>,
+    idle: Duration,
+) -> Result<u64, BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    copy_body_tapped(src, framing, dst, encode, out, idle, None).await
+}
+
+/// [`copy_body`], showing every payload byte to `tap` on the way.
+pub async fn copy_body_tapped<R, W>(
+    src: &mut BufIo<R>,
+    framing: Framing,
+    dst: &mut W,
+    encode: Encode,
     mut out: Vec<u8>,
     idle: Duration,
+    mut tap: Option<&mut dyn Tap>,
 ) -> Result<u64, BodyError>
 where
     R: AsyncRead + Unpin,
@@ -105,6 +129,9 @@ where
                     }
                 }
                 let k = (src.buf.len() as u64).min(remaining) as usize;
+                if let Some(t) = tap.as_deref_mut() {
+                    t.payload(&src.buf[..k]);
+                }
                 emit(dst, &mut out, &src.buf[..k], encode).await?;
                 src.buf.advance(k);
                 remaining -= k as u64;
@@ -119,6 +146,9 @@ where
                 }
             }
             let k = src.buf.len();
+            if let Some(t) = tap.as_deref_mut() {
+                t.payload(&src.buf[..k]);
+            }
             emit(dst, &mut out, &src.buf[..k], encode).await?;
             src.buf.advance(k);
             total += k as u64;
@@ -138,6 +168,9 @@ where
                     }
                 }
                 let k = (src.buf.len() as u64).min(remaining) as usize;
+                if let Some(t) = tap.as_deref_mut() {
+                    t.payload(&src.buf[..k]);
+                }
                 emit(dst, &mut out, &src.buf[..k], encode).await?;
                 src.buf.advance(k);
                 remaining -= k as u64;

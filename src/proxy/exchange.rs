@@ -6,14 +6,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use super::client_stream::ClientStream;
+use super::inspect::flow::{CapturedBody, Flow, FlowKind, Header};
+use super::inspect::recorder::Recorder;
 use super::intercept::Interceptor;
 use super::pool::Pool;
 use super::Settings;
 use crate::client::ProxyDialer;
 use crate::http::body::BufIo;
+use crate::http::head::{RequestHead, ResponseHead};
 use crate::http::response;
 use crate::net::{write_all_within, BoxStream, DialError, Dialer, Target};
 use crate::shutdown::Drain;
@@ -34,6 +38,8 @@ pub(super) struct Shared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Set with `--intercept`.
     pub interceptor: Option<Interceptor>,
+    /// Set with `--inspect`, `--flows-log` or `--har`.
+    pub recorder: Option<Recorder>,
 }
 
 /// A client connection: the stream (plain or TLS) with its read buffer.
@@ -78,9 +84,61 @@ pub(super) struct Exchange<'a> {
     pub started: Instant,
     /// Set inside an intercepted CONNECT: requests are origin-form and go to this origin.
     pub origin: Option<&'a Origin>,
+    /// The flow being recorded (only when recording is on), handed to the recorder by
+    /// [`Exchange::log`], the one place every exchange ends.
+    pub flow: Option<Mutex<Flow>>,
 }
 
-impl Exchange<'_> {
+impl<'a> Exchange<'a> {
+    /// An exchange for a request with this head (`None`: no head was read), recording its flow
+    /// when the proxy records.
+    pub fn new(
+        shared: &'a Shared,
+        peer: SocketAddr,
+        head: Option<&'a RequestHead>,
+        target: &'a str,
+        origin: Option<&'a Origin>,
+    ) -> Exchange<'a> {
+        let method = head.map_or("-", |h| h.method.as_str());
+        let flow = shared.recorder.as_ref().map(|r| {
+            let kind = match (origin, method) {
+                (Some(_), _) => FlowKind::Intercepted,
+                (None, "CONNECT") => FlowKind::Tunnelled,
+                (None, _) => FlowKind::Plain,
+            };
+            let mut flow = Flow::new(kind, peer, method, target, r.body_max());
+            if let Some(h) = head {
+                flow.http_version = format!("HTTP/1.{}", h.minor);
+                flow.request_headers = h.headers.iter().map(|f| Header::new(&f.name, &f.value)).collect();
+            }
+            Mutex::new(flow)
+        });
+        Exchange { shared, peer, method, target, started: Instant::now(), origin, flow }
+    }
+
+    /// An empty body capture when recording (what [`crate::http::body::copy_body_tapped`] fills).
+    pub fn capture(&self) -> Option<CapturedBody> {
+        self.flow.as_ref().map(|_| CapturedBody::new(self.shared.recorder.as_ref().map_or(0, |r| r.body_max())))
+    }
+
+    /// Records what reached the flow (no-op when not recording).
+    pub fn note(&self, what: impl FnOnce(&mut Flow)) {
+        if let Some(f) = &self.flow {
+            what(&mut f.lock().expect("flow lock"));
+        }
+    }
+
+    /// Records the answer's head as it came from upstream.
+    pub fn note_response(&self, resp: &ResponseHead) {
+        let wait = self.started.elapsed();
+        self.note(|f| {
+            f.wait = Some(wait);
+            f.status = Some(resp.status);
+            f.reason = resp.reason.clone();
+            f.response_headers = resp.headers.iter().map(|h| Header::new(&h.name, &h.value)).collect();
+        });
+    }
+
     /// Answers with a short error response (the connection is then closed).
     pub async fn fail(
         &self,
@@ -126,6 +184,35 @@ impl Exchange<'_> {
             self.started,
             note,
         );
+        self.record(status, up, down, note);
+    }
+
+    /// Hands the finished flow to the recorder. The CONNECT of an intercepted connection is not a
+    /// flow of its own: its requests are.
+    fn record(&self, status: u16, up: u64, down: u64, note: Option<&str>) {
+        let (Some(recorder), Some(flow)) = (&self.shared.recorder, &self.flow) else { return };
+        if note == Some("intercepted") {
+            return;
+        }
+        let mut flow = std::mem::replace(
+            &mut *flow.lock().expect("flow lock"),
+            Flow::new(FlowKind::Plain, self.peer, "-", "-", 0),
+        );
+        flow.duration = self.started.elapsed();
+        if status != 0 {
+            if flow.status != Some(status) {
+                // The proxy answered itself (an error page, a 407): what the client got is the status.
+                flow.reason = crate::http::response::reason(status).to_owned();
+                if flow.status.is_some() {
+                    flow.response_headers.clear();
+                }
+            }
+            flow.status = Some(status);
+        }
+        flow.bytes_up = up;
+        flow.bytes_down = down;
+        flow.error = note.map(str::to_owned);
+        recorder.record(flow);
     }
 }
 

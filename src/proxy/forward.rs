@@ -220,7 +220,7 @@ async fn relay(
     if early {
         // The origin answered before we sent the body (Expect: 100-continue refused): relay the
         // answer and close both sides, since the body the client may still send is unread.
-        let down = response::deliver(shared, client, &mut up, head, resp, false).await.map_or(0, |r| r.down);
+        let down = response::deliver(ex, client, &mut up, head, resp, false).await.map_or(0, |r| r.down);
         ex.log(status, 0, down, Some("expect_refused"));
         return Next::Close;
     }
@@ -237,7 +237,7 @@ async fn relay(
         return ex.fail(client, 502, Some("http_protocol_error"), detail).await;
     }
     let keep = keep_client && !shared.drain.is_triggered();
-    let relayed = match response::deliver(shared, client, &mut up, head, resp, keep).await {
+    let relayed = match response::deliver(ex, client, &mut up, head, resp, keep).await {
         Ok(r) => r,
         Err(RelayError::Refused(detail)) => {
             // Nothing had reached the client yet: it gets a 502 that names the problem.

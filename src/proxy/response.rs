@@ -8,10 +8,15 @@
 
 use super::exchange::{ClientConn, Exchange, Next, Shared};
 use super::pool::UpConn;
-use crate::http::body::{copy_body, BodyError, Encode};
+use crate::http::body::{copy_body_tapped, BodyError, Encode, Tap};
 use crate::http::head::{self, Framing, RequestHead, ResponseHead};
 use crate::http::next_hop;
-use crate::net::{relay::Relay, write_all_within, WriteDeadline};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::inspect::flow::Direction;
+use super::inspect::ws_tap::{Messages, WsTap};
+use crate::net::relay::{Relay, RelayStats};
+use crate::net::{write_all_within, WriteDeadline};
 
 /// A response relayed whole.
 pub(super) struct Relayed {
@@ -31,15 +36,18 @@ pub(super) enum RelayError {
     Broken(BodyError),
 }
 
-/// Writes the response head and streams the body to the client.
+/// Writes the response head and streams the body to the client (recording both when the
+/// exchange records).
 pub(super) async fn deliver(
-    shared: &Shared,
+    ex: &Exchange<'_>,
     client: &mut ClientConn,
     up: &mut UpConn,
     head: &RequestHead,
     resp: ResponseHead,
     keep_client: bool,
 ) -> Result<Relayed, RelayError> {
+    let shared = ex.shared;
+    ex.note_response(&resp);
     let framing =
         head::response_framing(&resp, &head.method).map_err(|e| RelayError::Refused(e.to_string()))?;
     let client_11 = head.minor >= 1;
@@ -60,7 +68,13 @@ pub(super) async fn deliver(
     }
     let out = next_hop::response(head, &resp, framing, encode, keep);
     let mut dst = WriteDeadline::new(&mut client.io, shared.settings.idle_timeout);
-    match copy_body(up, framing, &mut dst, encode, out, shared.settings.upstream_timeout).await {
+    let mut capture = ex.capture();
+    let tap = capture.as_mut().map(|c| c as &mut dyn Tap);
+    let copied = copy_body_tapped(up, framing, &mut dst, encode, out, shared.settings.upstream_timeout, tap).await;
+    if let Some(body) = capture {
+        ex.note(|f| f.response_body = body);
+    }
+    match copied {
         Ok(down) => Ok(Relayed { down, keep_client: keep, up_reusable }),
         Err(BodyError::Malformed(why)) if dst.written() == 0 => Err(RelayError::Refused(why)),
         Err(e) => Err(RelayError::Broken(e)),
@@ -86,7 +100,8 @@ async fn first_chunk_line(shared: &Shared, up: &mut UpConn) -> Result<(), String
     }
 }
 
-/// Relays the 101 to the client and then bytes both ways until either side ends.
+/// Relays the 101 to the client and then bytes both ways until either side ends. When the
+/// exchange records, both directions are watched for WebSocket messages on the way.
 pub(super) async fn finish_upgrade(
     ex: &Exchange<'_>,
     client: &mut ClientConn,
@@ -94,25 +109,49 @@ pub(super) async fn finish_upgrade(
     resp: ResponseHead,
 ) -> Next {
     let shared = ex.shared;
+    ex.note_response(&resp);
     let mut out = next_hop::switching_protocols(&resp);
     // Frames the origin sent right after its 101 are already in our buffer.
-    out.extend_from_slice(&std::mem::take(&mut up.buf));
+    let early_down = std::mem::take(&mut up.buf);
+    out.extend_from_slice(&early_down);
     let idle = shared.settings.idle_timeout;
     if write_all_within(&mut client.io, &out, idle).await.is_err() {
         return Next::Close;
     }
-    let early = std::mem::take(&mut client.buf);
-    if !early.is_empty() && write_all_within(&mut up.io, &early, idle).await.is_err() {
+    let early_up = std::mem::take(&mut client.buf);
+    if !early_up.is_empty() && write_all_within(&mut up.io, &early_up, idle).await.is_err() {
         return Next::Close;
     }
     metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "upgrade").increment(1);
     metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
-    let mut relay = Relay::new(&mut client.io, &mut up.io, Some(shared.settings.tunnel_idle_timeout));
-    let result = (&mut relay).await;
-    let stats = result.as_ref().map(|s| *s).unwrap_or_else(|_| relay.stats());
+    let tunnel_idle = Some(shared.settings.tunnel_idle_timeout);
+    let stats = match ex.capture() {
+        None => relay_both(&mut client.io, &mut up.io, tunnel_idle).await,
+        Some(capture) => {
+            let (cap, messages) = (capture.cap(), Messages::default());
+            let mut c = WsTap::new(&mut client.io, Direction::Up, ex.started, cap, messages.clone());
+            let mut u = WsTap::new(&mut up.io, Direction::Down, ex.started, cap, messages.clone());
+            c.saw(&early_up);
+            u.saw(&early_down);
+            let stats = relay_both(&mut c, &mut u, tunnel_idle).await;
+            ex.note(|f| f.websocket = std::mem::take(&mut *messages.lock().expect("ws messages lock")));
+            stats
+        }
+    };
     metrics::gauge!("tunnelkit_proxy_tunnels_active").decrement(1.0);
     ex.log(101, stats.a_to_b, stats.b_to_a, Some("upgrade"));
     Next::Close
+}
+
+/// The relay to its end; what it moved even when it ended with an error.
+async fn relay_both<A, B>(a: &mut A, b: &mut B, idle: Option<std::time::Duration>) -> RelayStats
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut relay = Relay::new(a, b, idle);
+    let result = (&mut relay).await;
+    result.unwrap_or_else(|_| relay.stats())
 }
 
 /// Max-Forwards reached zero: OPTIONS and TRACE are answered by the proxy itself.

@@ -246,7 +246,8 @@ async fn serve_requests(
                     ReadError::Timeout => 408,
                 };
                 metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "bad_request").increment(1);
-                let ex = Exchange { shared, peer, method: "-", target: "-", started, origin };
+                let mut ex = Exchange::new(shared, peer, None, "-", origin);
+                ex.started = started;
                 return ex.fail(client, code, Some(kind), &msg).await;
             }
         };
@@ -315,7 +316,7 @@ async fn handle(
     // Inside an intercepted connection the access log and flows name the whole URL.
     let url = origin.map(|o| format!("https://{}{}", o.authority, head.target));
     let target = url.as_deref().unwrap_or(&head.target);
-    let ex = Exchange { shared, peer, method: &head.method, target, started: Instant::now(), origin };
+    let ex = Exchange::new(shared, peer, Some(&head), target, origin);
     let framing = match head::check_request(&head) {
         Ok(f) => f,
         Err(e) => return ex.fail(client, e.status(), Some("http_request_error"), &e.to_string()).await,

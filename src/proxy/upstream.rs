@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::exchange::{ClientConn, Exchange, Shared};
 use super::pool::{PoolKey, UpConn};
-use crate::http::body::{copy_body, BodyError, BufIo, Encode};
+use crate::http::body::{copy_body_tapped, BodyError, BufIo, Encode, Tap};
 use crate::http::head::{self, Framing, RequestHead, ResponseHead};
 use crate::http::{connection_tokens, is_hop_by_hop, write};
 use crate::net::{write_all_within, DialError, Dialer, Purpose, Target, WriteDeadline};
@@ -76,14 +76,21 @@ pub(super) async fn send_with_retry(
     let expect_continue = head::has_token(&head.headers, "expect", "100-continue") && head.minor >= 1;
     let retry_allowed = framing == Framing::Empty && head::is_idempotent(&head.method) && !upgrade;
     let mut attempt = 0;
+    let mut capture = ex.capture();
     loop {
         attempt += 1;
         let (mut up, reused) = acquire(shared, key, target, attempt > 1).await?;
         tracing::debug!(%target, reused, "{} {}: sending upstream", head.method, head.target);
         // Only a request that may be retried needs its head kept for a second attempt.
         let head_bytes = if retry_allowed { out.clone() } else { std::mem::take(&mut out) };
-        match send_and_receive(shared, client, &mut up, framing, head_bytes, expect_continue, head).await {
-            Ok((resp, body_up, early)) => return Ok(Sent { up, resp, body_up, early }),
+        let tap = capture.as_mut().map(|c| c as &mut dyn Tap);
+        match send_and_receive(shared, client, &mut up, framing, head_bytes, expect_continue, head, tap).await {
+            Ok((resp, body_up, early)) => {
+                if let Some(body) = capture {
+                    ex.note(|f| f.request_body = body);
+                }
+                return Ok(Sent { up, resp, body_up, early });
+            }
             Err(SendFailure::Retryable) if reused && retry_allowed && attempt == 1 => {
                 tracing::debug!(%target, "pooled connection was dead; retrying on a new one");
                 metrics::counter!("tunnelkit_proxy_upstream_retries_total").increment(1);
@@ -128,6 +135,7 @@ async fn acquire(
 
 /// Sends head and body, then reads the final response head (relaying interim 1xx to the client).
 /// Returns the head, the body bytes sent, and whether the answer came before the body.
+#[allow(clippy::too_many_arguments)]
 async fn send_and_receive(
     shared: &Shared,
     client: &mut ClientConn,
@@ -136,6 +144,7 @@ async fn send_and_receive(
     out: Vec<u8>,
     expect_continue: bool,
     head: &RequestHead,
+    tap: Option<&mut dyn Tap>,
 ) -> Result<(ResponseHead, u64, bool), SendFailure> {
     let idle = shared.settings.upstream_timeout;
     let client_idle = shared.settings.idle_timeout;
@@ -168,8 +177,9 @@ async fn send_and_receive(
     };
     // An origin that stops reading the upload must not hold the exchange forever.
     let mut dst = WriteDeadline::new(&mut up.io, idle);
-    let body_up =
-        copy_body(client, framing, &mut dst, encode, first, client_idle).await.map_err(body_error)?;
+    let body_up = copy_body_tapped(client, framing, &mut dst, encode, first, client_idle, tap)
+        .await
+        .map_err(body_error)?;
     loop {
         let resp = read_response_head(up, idle).await?;
         if resp.status >= 200 || resp.status == 101 {
