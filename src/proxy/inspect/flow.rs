@@ -149,3 +149,42 @@ pub struct Flow {
     pub error: Option<String>,
     pub websocket: Vec<WsMessage>,
 }
+
+impl Flow {
+    /// A flow that has just started, with nothing sent yet: no headers, empty bodies that keep up
+    /// to `body_max` bytes, no answer.
+    pub fn new(kind: FlowKind, client: SocketAddr, method: &str, url: &str, body_max: usize) -> Flow {
+        Flow {
+            id: FlowId(0),
+            kind,
+            client,
+            started: SystemTime::now(),
+            duration: Duration::ZERO,
+            wait: None,
+            method: method.to_owned(),
+            url: url.to_owned(),
+            http_version: "HTTP/1.1".to_owned(),
+            request_headers: Vec::new(),
+            request_body: CapturedBody::new(body_max),
+            status: None,
+            reason: String::new(),
+            response_headers: Vec::new(),
+            response_body: CapturedBody::new(body_max),
+            bytes_up: 0,
+            bytes_down: 0,
+            error: None,
+            websocket: Vec::new(),
+        }
+    }
+
+    /// When it started, as RFC 3339 UTC with milliseconds (`2024-05-01T12:00:00.123Z`).
+    pub fn started_rfc3339(&self) -> String {
+        humantime::format_rfc3339_millis(self.started).to_string()
+    }
+}
+
+/// A duration in milliseconds, to the microsecond: what JSON exports carry (HAR times are
+/// milliseconds).
+pub fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
