@@ -267,3 +267,56 @@ async fn a_client_that_does_not_trust_the_ca_is_refused_and_the_proxy_carries_on
     let (ok, out, err) = curl(&["--proxy", &p.proxy(), "--cacert", s(&p.ca()), &origin.url("/hello")]).await;
     assert!(ok && out == b"hello from the origin", "{err}");
 }
+
+/// Reads the JSON lines of a flows log, waiting (bounded) until `n` are there.
+async fn flows_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> =
+            text.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} flows in {}: {:?}", path.display(), std::fs::read_to_string(path));
+}
+
+#[tokio::test]
+async fn the_flows_log_has_one_line_per_flow_with_headers_and_bodies() {
+    let origin = TlsOrigin::start().await;
+    let ca = origin.ca();
+    let plain = support::origin::Origin::start().await;
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("flows.jsonl");
+    let p = Interceptor::start(&[
+        "--intercept", "localhost", "--upstream-ca", s(&ca), "--flows-log", s(&log), "--auth", "u:secret",
+    ]);
+    let (ok, _, err) = curl(&[
+        "--proxy", &p.proxy(), "--proxy-user", "u:secret", "--cacert", s(&p.ca()), "--data-binary", "ping",
+        &origin.url("/echo"),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = curl(&["--proxy", &p.proxy(), "--proxy-user", "u:secret", &plain.url("/x")]).await;
+    assert!(ok, "{err}");
+    // Not intercepted (127.0.0.1 is outside the scope): a tunnelled flow.
+    let (ok, _, err) = curl(&[
+        "--proxy", &p.proxy(), "--proxy-user", "u:secret", "--cacert", s(&ca), "--resolve",
+        &format!("other.test:{}:127.0.0.1", origin.port), "-k", &format!("https://127.0.0.1:{}/hello", origin.port),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    let lines = flows_lines(&log, 3).await;
+    let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["intercepted", "plain", "tunnelled"], "{lines:#?}");
+    let i = &lines[0];
+    assert_eq!(i["method"], "POST");
+    assert_eq!(i["url"], origin.url("/echo"));
+    assert_eq!(i["status"], 200);
+    let text = serde_json::to_string(i).unwrap();
+    assert!(text.contains("ping"), "bodies recorded: {text}");
+    let all = serde_json::to_string(&lines).unwrap();
+    assert!(!all.contains("secret") && !all.contains("dTpzZWNyZXQ"), "no proxy credentials in flows: {all}");
+    assert_eq!(lines[2]["method"], "CONNECT");
+}

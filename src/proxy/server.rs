@@ -11,7 +11,10 @@ use tokio::sync::Semaphore;
 
 use super::client_stream::ClientStream;
 use super::exchange::{ClientConn, Exchange, InterceptStart, Next, Origin, Shared};
+use super::inspect::flows_log::FlowsLog;
+use super::inspect::recorder::{Recorder, RecorderConfig};
 use super::intercept::Interceptor;
+use super::settings::Recording;
 use super::pool::{Pool, PoolKey};
 use super::{connect, forward, Settings};
 use crate::client::{ProxyDialer, ProxyKind};
@@ -64,6 +67,10 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         Some(i) => Some(Interceptor::start(i, settings.header_timeout, settings.dial_timeout)?),
         None => None,
     };
+    let recorder = match settings.recording.enabled() {
+        true => Some(recorder(&settings.recording)?),
+        false => None,
+    };
     let direct = DirectDialer::new(Arc::new(settings.policy.clone()), settings.dial_timeout);
     let (dialer, parent): (Arc<dyn Dialer>, Option<Arc<ProxyDialer>>) = match &settings.upstream {
         Some(url) => {
@@ -87,6 +94,7 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         drain: drain.clone(),
         tls,
         interceptor,
+        recorder,
     });
 
     // One budget for both listeners: SOCKS connections count against --max-connections too.
@@ -163,7 +171,20 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     }
     sweeper.abort();
     shared.pool.clear();
+    if let Some(recorder) = &shared.recorder {
+        recorder.flush_log().await;
+    }
     Ok(())
+}
+
+/// The flow recorder, with the flows log opened (so a bad path fails before anything listens).
+fn recorder(r: &Recording) -> anyhow::Result<Recorder> {
+    let flows_log = match &r.flows_log {
+        Some(spec) => Some(FlowsLog::open(spec).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    Recorder::new(RecorderConfig { flows: r.flows, body_max: r.body_max, flows_log })
+        .map_err(|e| anyhow::anyhow!("cannot start the flows log writer: {e}"))
 }
 
 /// Completes the TLS handshake if the port is served over TLS. It runs on the connection's own task

@@ -188,3 +188,17 @@ impl Flow {
 pub fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
+
+impl CapturedBody {
+    /// The most bytes it keeps.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+}
+
+/// The proxy's body copy feeds captures directly.
+impl crate::http::body::Tap for CapturedBody {
+    fn payload(&mut self, data: &[u8]) {
+        self.push(data);
+    }
+}

@@ -7,6 +7,7 @@ pub mod decode;
 pub mod flow;
 pub mod flows_log;
 pub mod recorder;
+pub mod ws_tap;
 
 pub use flow::{Flow, FlowId, FlowKind};
 pub use flows_log::FlowsLog;
