@@ -290,10 +290,24 @@ async fn the_flows_log_has_one_line_per_flow_with_headers_and_bodies() {
     let log_dir = tempfile::tempdir().unwrap();
     let log = log_dir.path().join("flows.jsonl");
     let p = Interceptor::start(&[
-        "--intercept", "localhost", "--upstream-ca", s(&ca), "--flows-log", s(&log), "--auth", "u:secret",
+        "--intercept",
+        "localhost",
+        "--upstream-ca",
+        s(&ca),
+        "--flows-log",
+        s(&log),
+        "--auth",
+        "u:secret",
     ]);
     let (ok, _, err) = curl(&[
-        "--proxy", &p.proxy(), "--proxy-user", "u:secret", "--cacert", s(&p.ca()), "--data-binary", "ping",
+        "--proxy",
+        &p.proxy(),
+        "--proxy-user",
+        "u:secret",
+        "--cacert",
+        s(&p.ca()),
+        "--data-binary",
+        "ping",
         &origin.url("/echo"),
     ])
     .await;
@@ -302,8 +316,16 @@ async fn the_flows_log_has_one_line_per_flow_with_headers_and_bodies() {
     assert!(ok, "{err}");
     // Not intercepted (127.0.0.1 is outside the scope): a tunnelled flow.
     let (ok, _, err) = curl(&[
-        "--proxy", &p.proxy(), "--proxy-user", "u:secret", "--cacert", s(&ca), "--resolve",
-        &format!("other.test:{}:127.0.0.1", origin.port), "-k", &format!("https://127.0.0.1:{}/hello", origin.port),
+        "--proxy",
+        &p.proxy(),
+        "--proxy-user",
+        "u:secret",
+        "--cacert",
+        s(&ca),
+        "--resolve",
+        &format!("other.test:{}:127.0.0.1", origin.port),
+        "-k",
+        &format!("https://127.0.0.1:{}/hello", origin.port),
     ])
     .await;
     assert!(ok, "{err}");
@@ -319,4 +341,141 @@ async fn the_flows_log_has_one_line_per_flow_with_headers_and_bodies() {
     let all = serde_json::to_string(&lines).unwrap();
     assert!(!all.contains("secret") && !all.contains("dTpzZWNyZXQ"), "no proxy credentials in flows: {all}");
     assert_eq!(lines[2]["method"], "CONNECT");
+}
+
+/// A `wss://` echo origin for `localhost` with a CA of its own (returned as a PEM file path).
+async fn wss_echo_origin(dir: &Path) -> (u16, PathBuf) {
+    let ca = tunnelkit::ca::Ca::generate().unwrap();
+    let leaf = ca.issue("localhost").unwrap();
+    let ca_path = dir.join("ws-origin-ca.pem");
+    std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(leaf.server_config(&[b"http/1.1"]).unwrap()));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                use futures_util::{SinkExt, StreamExt};
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        let _ = ws.send(msg).await;
+                    }
+                }
+            });
+        }
+    });
+    (port, ca_path)
+}
+
+#[tokio::test]
+async fn websockets_inside_intercepted_tls_work_and_their_messages_are_recorded() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, origin_ca) = wss_echo_origin(dir.path()).await;
+    let log = dir.path().join("flows.jsonl");
+    let p = Interceptor::start(&["--intercept", "--upstream-ca", s(&origin_ca), "--flows-log", s(&log)]);
+    let mut tcp = tokio::net::TcpStream::connect(p.proc.addr()).await.unwrap();
+    tcp.write_all(format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let head = support::read_head(&mut tcp).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(p.ca()).unwrap();
+    for c in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap();
+    let (mut ws, resp) =
+        tokio_tungstenite::client_async(format!("wss://localhost:{port}/chat"), tls).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    let big = "x".repeat(100_000);
+    for text in ["hello", big.as_str()] {
+        ws.send(Message::text(text)).await.unwrap();
+        let echo = ws.next().await.unwrap().unwrap();
+        assert_eq!(echo.into_text().unwrap().as_str(), text);
+    }
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_data().as_ref(), [1, 2, 3]);
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    let lines = flows_lines(&log, 1).await;
+    let flow = &lines[0];
+    assert_eq!(flow["status"], 101, "{flow:#}");
+    assert_eq!(flow["kind"], "intercepted");
+    let msgs = flow["websocket"].as_array().unwrap_or_else(|| panic!("messages recorded: {flow:#}"));
+    let summary: Vec<(String, String)> = msgs
+        .iter()
+        .map(|m| (m["direction"].as_str().unwrap().to_owned(), m["opcode"].as_str().unwrap().to_owned()))
+        .collect();
+    let want = [
+        ("up", "text"),
+        ("down", "text"),
+        ("up", "text"),
+        ("down", "text"),
+        ("up", "binary"),
+        ("down", "binary"),
+    ];
+    for (i, (d, o)) in want.iter().enumerate() {
+        assert_eq!((summary[i].0.as_str(), summary[i].1.as_str()), (*d, *o), "{summary:?}");
+    }
+    assert!(serde_json::to_string(&msgs[0]).unwrap().contains("hello"), "{:#}", msgs[0]);
+}
+
+#[tokio::test]
+async fn chained_through_a_parent_with_metrics_and_access_log() {
+    let origin = TlsOrigin::start().await;
+    let ca = origin.ca();
+    let dir = tempfile::tempdir().unwrap();
+    let parent_log = dir.path().join("parent.log");
+    let own_log = dir.path().join("own.log");
+    let parent = loopback_proxy(&["--access-log", s(&parent_log)]);
+    let parent_url = format!("http://{}", parent.addr());
+    let p = Interceptor::start(&[
+        "--intercept",
+        "--upstream-ca",
+        s(&ca),
+        "--upstream",
+        &parent_url,
+        "--metrics",
+        "127.0.0.1:0",
+        "--access-log",
+        s(&own_log),
+    ]);
+    for _ in 0..2 {
+        let (ok, out, err) =
+            curl(&["--proxy", &p.proxy(), "--cacert", s(&p.ca()), &origin.url("/hello")]).await;
+        assert!(ok && out == b"hello from the origin", "{err}");
+    }
+    let metrics = p.proc.addr_of("metrics");
+    let (_, m, _) = curl(&[&format!("http://{metrics}/metrics")]).await;
+    let m = String::from_utf8_lossy(&m);
+    assert!(m.contains("tunnelkit_proxy_intercepted_requests_total{method=\"GET\",status=\"200\"} 2"), "{m}");
+    assert!(m.contains("tunnelkit_proxy_tunnels_total{kind=\"intercept\"} 2"), "{m}");
+    // The parent saw the proxy's own CONNECTs to the origin (TLS went through it), not plain
+    // requests; its tunnels end, and are logged, when this proxy stops.
+    let mut p = p;
+    p.proc.terminate();
+    assert!(p.proc.wait_exit(std::time::Duration::from_secs(10)).is_some());
+    let mut parent_lines = String::new();
+    for _ in 0..100 {
+        parent_lines = std::fs::read_to_string(&parent_log).unwrap_or_default();
+        if parent_lines.contains("CONNECT") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(parent_lines.contains(&format!("CONNECT localhost:{}", origin.port)), "{parent_lines}");
+    let own = std::fs::read_to_string(&own_log).unwrap();
+    assert!(own.contains(&format!("GET {}", origin.url("/hello"))), "the access log names the URL: {own}");
 }

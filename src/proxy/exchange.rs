@@ -118,7 +118,9 @@ impl<'a> Exchange<'a> {
 
     /// An empty body capture when recording (what [`crate::http::body::copy_body_tapped`] fills).
     pub fn capture(&self) -> Option<CapturedBody> {
-        self.flow.as_ref().map(|_| CapturedBody::new(self.shared.recorder.as_ref().map_or(0, |r| r.body_max())))
+        self.flow
+            .as_ref()
+            .map(|_| CapturedBody::new(self.shared.recorder.as_ref().map_or(0, |r| r.body_max())))
     }
 
     /// Records what reached the flow (no-op when not recording).

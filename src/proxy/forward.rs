@@ -254,6 +254,10 @@ async fn relay(
     }
     metrics::counter!("tunnelkit_proxy_requests_total", "method" => metric_method(&head.method), "status" => status.to_string())
         .increment(1);
+    if ex.origin.is_some() {
+        metrics::counter!("tunnelkit_proxy_intercepted_requests_total", "method" => metric_method(&head.method), "status" => status.to_string())
+            .increment(1);
+    }
     metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "up").increment(body_up);
     metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "down").increment(relayed.down);
     ex.log(status, body_up, relayed.down, None);

@@ -70,7 +70,8 @@ pub(super) async fn deliver(
     let mut dst = WriteDeadline::new(&mut client.io, shared.settings.idle_timeout);
     let mut capture = ex.capture();
     let tap = capture.as_mut().map(|c| c as &mut dyn Tap);
-    let copied = copy_body_tapped(up, framing, &mut dst, encode, out, shared.settings.upstream_timeout, tap).await;
+    let copied =
+        copy_body_tapped(up, framing, &mut dst, encode, out, shared.settings.upstream_timeout, tap).await;
     if let Some(body) = capture {
         ex.note(|f| f.response_body = body);
     }

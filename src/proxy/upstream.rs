@@ -84,7 +84,8 @@ pub(super) async fn send_with_retry(
         // Only a request that may be retried needs its head kept for a second attempt.
         let head_bytes = if retry_allowed { out.clone() } else { std::mem::take(&mut out) };
         let tap = capture.as_mut().map(|c| c as &mut dyn Tap);
-        match send_and_receive(shared, client, &mut up, framing, head_bytes, expect_continue, head, tap).await {
+        match send_and_receive(shared, client, &mut up, framing, head_bytes, expect_continue, head, tap).await
+        {
             Ok((resp, body_up, early)) => {
                 if let Some(body) = capture {
                     ex.note(|f| f.request_body = body);
