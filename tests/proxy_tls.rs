@@ -272,3 +272,13 @@ fn tls_flags_come_in_pairs() {
     assert!(!out.status.success());
     assert!(err.contains("--tls-key"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_http_proxy_agent_sends_absolute_form_requests_through_an_https_proxy() {
+    let certs = ProxyCert::new();
+    let origin = Origin::start().await;
+    let p = certs.proxy(&[]);
+    let proxy = format!("https://127.0.0.1:{}", p.addr().port());
+    let out = support::run_node_agent("plain", &proxy, &origin.url("/1k"), 20, &certs.path("ca.pem")).await;
+    assert_eq!(out, r#"{"ok":20,"sockets":1}"#, "20 requests on one kept-alive TLS connection to the proxy");
+}
