@@ -1,11 +1,12 @@
 //! What the proxy records of its traffic, and how it is shown: [`flow`] (one recorded exchange),
 //! [`recorder`] (the ring of the last flows, their ids and live subscribers), [`flows_log`]
-//! (`--flows-log`, one JSON line per flow), [`decode`] (a captured body made readable).
+//! (`--flows-log`, one JSON line per flow), [`har`] (HAR 1.2 export), [`decode`] (a captured body made readable).
 //! Recording is off unless `--inspect`, `--flows-log` or `--har` asks for it.
 
 pub mod decode;
 pub mod flow;
 pub mod flows_log;
+pub mod har;
 pub mod recorder;
 pub mod ws_tap;
 
