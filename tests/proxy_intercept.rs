@@ -479,3 +479,55 @@ async fn chained_through_a_parent_with_metrics_and_access_log() {
     let own = std::fs::read_to_string(&own_log).unwrap();
     assert!(own.contains(&format!("GET {}", origin.url("/hello"))), "the access log names the URL: {own}");
 }
+
+/// Checks the HAR 1.2 structure a viewer needs: log.version and creator, and per entry the request,
+/// response, cache and timings objects with their required fields.
+fn assert_har_1_2(har: &serde_json::Value) {
+    let log = &har["log"];
+    assert_eq!(log["version"], "1.2", "{har:#}");
+    assert!(log["creator"]["name"].is_string() && log["creator"]["version"].is_string());
+    for e in log["entries"].as_array().expect("entries") {
+        assert!(e["startedDateTime"].is_string() && e["time"].is_number(), "{e:#}");
+        let req = &e["request"];
+        for k in ["method", "url", "httpVersion"] {
+            assert!(req[k].is_string(), "request.{k}: {e:#}");
+        }
+        for k in ["headers", "queryString", "cookies"] {
+            assert!(req[k].is_array(), "request.{k}: {e:#}");
+        }
+        assert!(req["headersSize"].is_number() && req["bodySize"].is_number());
+        let resp = &e["response"];
+        assert!(
+            resp["status"].is_number() && resp["statusText"].is_string() && resp["httpVersion"].is_string()
+        );
+        assert!(resp["headers"].is_array() && resp["cookies"].is_array() && resp["redirectURL"].is_string());
+        assert!(resp["content"]["size"].is_number() && resp["content"]["mimeType"].is_string(), "{e:#}");
+        assert!(e["cache"].is_object());
+        for k in ["send", "wait", "receive"] {
+            assert!(e["timings"][k].as_f64().is_some_and(|t| t >= 0.0), "timings.{k}: {e:#}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn har_on_shutdown_holds_the_intercepted_flows() {
+    let origin = TlsOrigin::start().await;
+    let ca = origin.ca();
+    let dir = tempfile::tempdir().unwrap();
+    let har_path = dir.path().join("flows.har");
+    let mut p = Interceptor::start(&["--intercept", "--upstream-ca", s(&ca), "--har", s(&har_path)]);
+    for path in ["/hello", "/missing"] {
+        let (ok, _, err) = curl(&["--proxy", &p.proxy(), "--cacert", s(&p.ca()), &origin.url(path)]).await;
+        assert!(ok, "{err}");
+    }
+    p.proc.terminate();
+    assert!(p.proc.wait_exit(std::time::Duration::from_secs(10)).is_some_and(|s| s.success()));
+    let har: serde_json::Value = serde_json::from_slice(&std::fs::read(&har_path).unwrap()).unwrap();
+    assert_har_1_2(&har);
+    let entries = har["log"]["entries"].as_array().unwrap();
+    let urls: Vec<&str> = entries.iter().map(|e| e["request"]["url"].as_str().unwrap()).collect();
+    assert_eq!(urls, [origin.url("/hello"), origin.url("/missing")]);
+    assert_eq!(entries[0]["response"]["status"], 200);
+    assert_eq!(entries[1]["response"]["status"], 404);
+    assert_eq!(entries[0]["response"]["content"]["text"], "hello from the origin");
+}

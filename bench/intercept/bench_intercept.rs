@@ -23,11 +23,12 @@ fn connector(ca: &str) -> tokio_rustls::TlsConnector {
     for c in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
         roots.add(c.expect("PEM")).expect("CA");
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut cfg =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
@@ -37,14 +38,20 @@ async fn open(tls: &tokio_rustls::TlsConnector, proxy: &str, target: &str, sni: 
     let mut tcp = TcpStream::connect(if proxy == "direct" { target } else { proxy }).await.expect("connect");
     tcp.set_nodelay(true).unwrap();
     if proxy != "direct" {
-        tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await.unwrap();
+        tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
         let mut head = Vec::new();
         let mut b = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
             assert_eq!(tcp.read(&mut b).await.unwrap(), 1, "proxy closed during CONNECT");
             head.push(b[0]);
         }
-        assert!(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"), "{:?}", String::from_utf8_lossy(&head));
+        assert!(
+            head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"),
+            "{:?}",
+            String::from_utf8_lossy(&head)
+        );
     }
     let name = rustls_pki_types::ServerName::try_from(sni.to_owned()).unwrap();
     tls.connect(name, tcp).await.expect("TLS through the proxy")
@@ -80,7 +87,14 @@ async fn get(s: &mut Tls, host: &str, path: &str, buf: &mut Vec<u8>) -> Duration
 }
 
 /// A new connection through the proxy with `sni`, and one GET on it: ms to its first byte.
-async fn ttfb(tls: &tokio_rustls::TlsConnector, proxy: &str, target: &str, sni: &str, path: &str, buf: &mut Vec<u8>) -> f64 {
+async fn ttfb(
+    tls: &tokio_rustls::TlsConnector,
+    proxy: &str,
+    target: &str,
+    sni: &str,
+    path: &str,
+    buf: &mut Vec<u8>,
+) -> f64 {
     let started = Instant::now();
     let mut s = open(tls, proxy, target, sni).await;
     get(&mut s, sni, path, buf).await;

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use super::client_stream::ClientStream;
 use super::exchange::{ClientConn, Exchange, InterceptStart, Next, Origin, Shared};
 use super::inspect::flows_log::FlowsLog;
+use super::inspect::har;
 use super::inspect::recorder::{Recorder, RecorderConfig};
 use super::intercept::Interceptor;
 use super::pool::{Pool, PoolKey};
@@ -173,6 +174,12 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     shared.pool.clear();
     if let Some(recorder) = &shared.recorder {
         recorder.flush_log().await;
+        if let Some(path) = &shared.settings.recording.har {
+            match har::write_har(path, &recorder.flows(), recorder.body_max()) {
+                Ok(()) => tracing::info!(path = %path.display(), "flows written as HAR"),
+                Err(e) => tracing::error!("--har {}: {e:#}", path.display()),
+            }
+        }
     }
     Ok(())
 }
