@@ -14,9 +14,9 @@ use super::exchange::{ClientConn, Exchange, InterceptStart, Next, Origin, Shared
 use super::inspect::flows_log::FlowsLog;
 use super::inspect::har;
 use super::inspect::recorder::{Recorder, RecorderConfig};
+use super::inspect::settings::Recording;
 use super::intercept::Interceptor;
 use super::pool::{Pool, PoolKey};
-use super::settings::Recording;
 use super::{connect, forward, Settings};
 use crate::client::{ProxyDialer, ProxyKind};
 use crate::http::body::BufIo;

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::intercept::{HostGlob, InterceptSettings, Scope};
+use super::inspect::settings::{recording, Recording, RecordingInput, BODY_MAX_LIMIT};
+use super::intercept::settings::{intercept_settings, parse_globs, InterceptInput};
+use super::intercept::InterceptSettings;
 use super::Args;
 use crate::config::{self, ConfigError};
 use crate::policy::{Cidr, Credentials, Policy, PortSet, Users};
@@ -117,28 +119,6 @@ pub struct Settings {
     pub recording: Recording,
 }
 
-/// `--inspect`, `--flows-log`, `--har` and their limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recording {
-    /// The inspector's address.
-    pub inspect: Option<SocketAddr>,
-    /// Flows kept (`--inspect-flows`).
-    pub flows: usize,
-    /// Body bytes kept per message (`--inspect-body-max`).
-    pub body_max: usize,
-    /// One JSON line per flow to this file or `-`.
-    pub flows_log: Option<String>,
-    /// HAR written on shutdown.
-    pub har: Option<PathBuf>,
-}
-
-impl Recording {
-    /// True if anything asks for flows to be recorded.
-    pub fn enabled(&self) -> bool {
-        self.inspect.is_some() || self.flows_log.is_some() || self.har.is_some()
-    }
-}
-
 /// The PEM files of the TLS listener (`--tls-cert`, `--tls-key`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -170,98 +150,6 @@ fn parse_list<T: std::str::FromStr<Err = String>>(
     items: &[String],
 ) -> Result<Vec<T>, ConfigError> {
     items.iter().map(|s| s.parse().map_err(|e: String| ConfigError::invalid(key, e))).collect()
-}
-
-/// Largest `--inspect-body-max`: a recorded body is held in memory per kept flow.
-const BODY_MAX_LIMIT: usize = 64 << 20;
-
-/// The interception flags or keys of one source (command line, or file).
-struct InterceptInput {
-    hosts: Option<Vec<HostGlob>>,
-    no: Vec<HostGlob>,
-    ca_dir: Option<PathBuf>,
-    upstream_ca: Option<PathBuf>,
-    insecure: bool,
-    cert_cache: Option<usize>,
-}
-
-/// The recording flags or keys of one source.
-struct RecordingInput {
-    inspect: Option<SocketAddr>,
-    flows: Option<usize>,
-    body_max: Option<usize>,
-    flows_log: Option<String>,
-    har: Option<PathBuf>,
-}
-
-fn parse_globs(key: &str, items: &[String]) -> Result<Vec<HostGlob>, ConfigError> {
-    items.iter().map(|s| HostGlob::parse(s).map_err(|e| ConfigError::invalid(key, e))).collect()
-}
-
-/// Flags over the file; `None` unless `--intercept` (or `intercept` in the file) turns it on.
-fn intercept_settings(
-    flags: &mut InterceptInput,
-    file: &mut InterceptInput,
-) -> Result<Option<InterceptSettings>, ConfigError> {
-    let Some(include) = flags.hosts.take().or(file.hosts.take()) else {
-        for (set, what) in [
-            (!flags.no.is_empty() || !file.no.is_empty(), "no_intercept"),
-            (flags.upstream_ca.is_some() || file.upstream_ca.is_some(), "upstream_ca"),
-            (flags.insecure || file.insecure, "insecure_upstream"),
-        ] {
-            if set {
-                return Err(ConfigError::invalid(
-                    config::flag_and_key(what),
-                    "only applies with --intercept; add --intercept [HOSTGLOB]... (or intercept in the file)",
-                ));
-            }
-        }
-        return Ok(None);
-    };
-    let mut exclude = std::mem::take(&mut file.no);
-    exclude.append(&mut flags.no);
-    let ca_dir = match flags.ca_dir.take().or(file.ca_dir.take()) {
-        Some(d) => d,
-        None => crate::ca::store::default_dir()
-            .map_err(|e| ConfigError::invalid(config::flag_and_key("ca_dir"), e.to_string()))?,
-    };
-    let cert_cache = flags.cert_cache.or(file.cert_cache).unwrap_or(10_000);
-    Ok(Some(InterceptSettings {
-        scope: Scope::new(include, exclude),
-        ca_dir,
-        upstream_ca: flags.upstream_ca.take().or(file.upstream_ca.take()),
-        insecure_upstream: flags.insecure || file.insecure,
-        cert_cache: config::check_count("cert_cache", cert_cache, 1, 10_000_000)?,
-    }))
-}
-
-/// Flags over the file. The inspector shows every recorded header and body, so it listens on
-/// loopback unless the proxy has users, whose credentials it then asks for.
-fn recording(
-    flags: &RecordingInput,
-    file: &RecordingInput,
-    has_users: bool,
-) -> Result<Recording, ConfigError> {
-    let inspect = flags.inspect.or(file.inspect);
-    if let Some(addr) = inspect.filter(|a| !a.ip().is_loopback()) {
-        if !has_users {
-            return Err(ConfigError::invalid(
-                config::flag_and_key("inspect"),
-                format!(
-                    "{addr} would show recorded traffic to other machines and no user is configured; \
-                     inspect on 127.0.0.1, or add --auth USER:PASS so the inspector asks for it"
-                ),
-            ));
-        }
-    }
-    let flows = flags.flows.or(file.flows).unwrap_or(1000);
-    Ok(Recording {
-        inspect,
-        flows: config::check_count("inspect_flows", flows, 1, 1_000_000)?,
-        body_max: flags.body_max.or(file.body_max).unwrap_or(1 << 20),
-        flows_log: flags.flows_log.clone().or(file.flows_log.clone()),
-        har: flags.har.clone().or(file.har.clone()),
-    })
 }
 
 impl Settings {
@@ -473,5 +361,35 @@ mod tests {
         std::fs::write(&p, "listen_port = 1\n").unwrap();
         let err = Settings::load(Args { config: Some(p), ..Args::default() }).unwrap_err().to_string();
         assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn interception_keys_and_their_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.toml");
+        std::fs::write(&p, "intercept = [\"*.a.test\"]\nno_intercept = [\"x.a.test\"]\nca_dir = \"/tmp/ca\"\ninspect_body_max = \"64K\"\n").unwrap();
+        let s = Settings::load(Args { config: Some(p.clone()), ..Args::default() }).unwrap();
+        let i = s.intercept.unwrap();
+        assert!(i.scope.intercepts("b.a.test") && !i.scope.intercepts("x.a.test"));
+        assert_eq!(i.ca_dir, PathBuf::from("/tmp/ca"));
+        assert_eq!(s.recording.body_max, 64 << 10);
+        std::fs::write(&p, "intercept = true\n").unwrap();
+        let s = Settings::load(Args { config: Some(p.clone()), ..Args::default() }).unwrap();
+        assert!(s.intercept.unwrap().scope.intercepts("anything.test"));
+        std::fs::write(&p, "intercept = [\"https://x\"]\n").unwrap();
+        let err = Settings::load(Args { config: Some(p), ..Args::default() }).unwrap_err().to_string();
+        assert!(err.contains("intercept") && err.contains("without scheme"), "{err}");
+        let err =
+            Settings::load(Args { insecure_upstream: true, ..Args::default() }).unwrap_err().to_string();
+        assert!(err.contains("--insecure-upstream") && err.contains("--intercept"), "{err}");
+    }
+
+    #[test]
+    fn the_inspector_stays_on_loopback_unless_the_proxy_has_users() {
+        let args = Args { inspect: Some("0.0.0.0:8081".parse().unwrap()), ..Args::default() };
+        let err = Settings::load(args.clone()).unwrap_err().to_string();
+        assert!(err.contains("--inspect") && err.contains("--auth"), "{err}");
+        let with_user = Args { auth: vec![Credentials::parse_pair("u:p").unwrap()], ..args };
+        assert!(Settings::load(with_user).unwrap().recording.enabled());
     }
 }

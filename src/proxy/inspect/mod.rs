@@ -8,6 +8,7 @@ pub mod flow;
 pub mod flows_log;
 pub mod har;
 pub mod recorder;
+pub mod settings;
 pub mod ws_tap;
 
 pub use flow::{Flow, FlowId, FlowKind};

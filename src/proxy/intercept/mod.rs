@@ -18,6 +18,7 @@
 
 mod leaf_cache;
 pub mod scope;
+pub(super) mod settings;
 mod upstream_tls;
 
 use std::path::PathBuf;
