@@ -531,3 +531,50 @@ async fn har_on_shutdown_holds_the_intercepted_flows() {
     assert_eq!(entries[1]["response"]["status"], 404);
     assert_eq!(entries[0]["response"]["content"]["text"], "hello from the origin");
 }
+
+#[tokio::test]
+async fn ip_literal_hosts_get_a_certificate_with_an_ip_san() {
+    let origin = TlsOrigin::start().await;
+    // The origin's certificate is for localhost only, so the proxy must not verify it here.
+    let p = Interceptor::start(&["--intercept", "--insecure-upstream"]);
+    let url = format!("https://127.0.0.1:{}/hello", origin.port);
+    let (ok, out, err) = curl(&["-v", "--proxy", &p.proxy(), "--cacert", s(&p.ca()), &url]).await;
+    assert!(ok && out == b"hello from the origin", "curl verified an IP SAN for 127.0.0.1: {err}");
+    assert!(err.contains("127.0.0.1"), "{err}");
+}
+
+#[tokio::test]
+async fn interception_works_behind_the_tls_served_proxy_port() {
+    let origin = TlsOrigin::start().await;
+    let ca = origin.ca();
+    // The proxy port's own certificate, from a CA of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let port_ca = tunnelkit::ca::Ca::generate().unwrap();
+    let leaf = port_ca.issue("127.0.0.1").unwrap();
+    let (cert, key, port_ca_pem) =
+        (dir.path().join("proxy.pem"), dir.path().join("proxy-key.pem"), dir.path().join("port-ca.pem"));
+    std::fs::write(&cert, leaf.cert_pem()).unwrap();
+    std::fs::write(&key, leaf.key_pem()).unwrap();
+    std::fs::write(&port_ca_pem, port_ca.cert_pem()).unwrap();
+    let p = Interceptor::start(&[
+        "--intercept",
+        "--upstream-ca",
+        s(&ca),
+        "--tls-cert",
+        s(&cert),
+        "--tls-key",
+        s(&key),
+    ]);
+    let proxy = format!("https://127.0.0.1:{}", p.proc.addr().port());
+    let (ok, out, err) = curl(&[
+        "--proxy",
+        &proxy,
+        "--proxy-cacert",
+        s(&port_ca_pem),
+        "--cacert",
+        s(&p.ca()),
+        &origin.url("/hello"),
+    ])
+    .await;
+    assert!(ok && out == b"hello from the origin", "TLS to the proxy, then intercepted TLS inside it: {err}");
+}

@@ -160,7 +160,7 @@ pub fn loopback_proxy(extra: &[&str]) -> Proc {
     let mut args =
         vec!["proxy", "--listen", "127.0.0.1:0", "--allow", "127.0.0.0/8", "--connect-ports", "1-65535"];
     args.extend_from_slice(extra);
-    let listeners = 1 + usize::from(extra.contains(&"--metrics")) + usize::from(extra.contains(&"--socks"));
+    let listeners = 1 + ["--metrics", "--socks", "--inspect"].iter().filter(|f| extra.contains(f)).count();
     Proc::start(&args, listeners)
 }
 
