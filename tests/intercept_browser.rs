@@ -128,7 +128,7 @@ async fn chromium_loads_a_page_through_interception_and_the_inspector_lists_it()
 
     // The inspector (not proxied: it is on loopback) renders its list with JavaScript.
     let page = format!("http://{inspector}/");
-    let dom = chromium(&home, None, &["--virtual-time-budget=5000", "--dump-dom", &page]);
+    let dom = chromium(&home, None, &["--timeout=4000", "--dump-dom", &page]);
     assert!(dom.contains(&format!("data-url=\"{url}\"")), "the inspector lists the flow: {dom}");
     let shot = dir.path().join("inspector.png");
     chromium(

@@ -12,9 +12,9 @@ use tokio::sync::Semaphore;
 use super::client_stream::ClientStream;
 use super::exchange::{ClientConn, Exchange, InterceptStart, Next, Origin, Shared};
 use super::inspect::flows_log::FlowsLog;
-use super::inspect::har;
 use super::inspect::recorder::{Recorder, RecorderConfig};
 use super::inspect::settings::Recording;
+use super::inspect::{self, har};
 use super::intercept::Interceptor;
 use super::pool::{Pool, PoolKey};
 use super::{connect, forward, Settings};
@@ -51,6 +51,14 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
             TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--socks): {e}"))?,
+        ),
+        None => None,
+    };
+    let inspect_listener = match settings.recording.inspect {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--inspect): {e}"))?,
         ),
         None => None,
     };
@@ -105,6 +113,12 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     tracing::info!(%local, tls = shared.tls.is_some(), "proxy listening");
     if let Some(addr) = metrics {
         crate::telemetry::announce(&format!("metrics listening on {addr}"));
+    }
+    if let (Some(l), Some(recorder)) = (inspect_listener, &shared.recorder) {
+        let addr = l.local_addr()?;
+        crate::telemetry::announce(&format!("inspector listening on {addr}"));
+        let users = (!users.is_empty()).then(|| users.clone());
+        drain.spawn(inspect::server::serve(l, recorder.clone(), users, drain.clone()));
     }
     if let Some(l) = socks_listener {
         let addr = l.local_addr()?;
