@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::client_stream::ClientStream;
 use super::pool::Pool;
-use super::Settings;
+use super::settings::Settings;
 use crate::client::ProxyDialer;
 use crate::http::body::BufIo;
 use crate::http::response;

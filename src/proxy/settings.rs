@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Args;
+use super::args::Args;
 use crate::config::{self, ConfigError};
 use crate::policy::{Cidr, Credentials, Policy, PortSet, Users};
 
