@@ -62,7 +62,8 @@ fn main() -> ExitCode {
     telemetry::init_tracing(cli.log_format);
     tunnelkit::allocator::keep_freed_memory();
     // A ws-client carries one tunnel, so one WebSocket: its tasks run faster kept on one thread than
-    // spread over cores (see tunnelkit::net::workers, which ws-server uses for the same reason).
+    // spread over cores (see tunnelkit::net::workers, which ws-server and the proxy use for the same
+    // reason).
     let mut builder = match cli.command {
         Command::WsClient(_) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),

@@ -204,6 +204,9 @@ fn example_configs_load() {
     let sticky = format!("{dir}/examples/sticky.toml");
     let s = Proc::start(&["sticky", "--config", &sticky, "--listen", "127.0.0.1:0"], 1);
     assert!(s.addr().ip().is_loopback());
+    let ws_server = format!("{dir}/examples/ws-server.toml");
+    let w = Proc::start(&["ws-server", "--config", &ws_server, "--listen", "127.0.0.1:0"], 1);
+    assert!(w.addr().ip().is_loopback());
 }
 
 /// `tunnelkit completions SHELL` prints a completion script.

@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{store, Ca};
+use super::root::Ca;
+use super::store;
 
 /// `tunnelkit ca`: the root certificate authority used for HTTPS interception.
 #[derive(Debug, Clone, clap::Args)]

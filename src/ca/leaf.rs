@@ -10,7 +10,7 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::{issuer_params, since_epoch, Ca, CaError};
+use super::root::{issuer_params, since_epoch, Ca, CaError};
 
 /// Browsers refuse server certificates valid longer than 398 days (Apple since 2020, then
 /// Chrome); 397 leaves a day for clock skew. The day of slack before now counts within it.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::Ca;
+use super::root::Ca;
 
 /// The certificate's file name.
 pub const CERT_FILE: &str = "ca.pem";

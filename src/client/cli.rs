@@ -10,7 +10,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use super::{env, ProxyDialer};
+use super::dialer::ProxyDialer;
+use super::env;
 use crate::net::{relay, socket, BoxStream, DialError, Target};
 use crate::shutdown::{self, Drain};
 

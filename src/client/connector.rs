@@ -15,7 +15,8 @@ use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 
-use super::{ProxyDialer, ProxyKind};
+use super::dialer::ProxyDialer;
+use super::proxy_url::ProxyKind;
 use crate::net::{socket, BoxStream, DialError, Host, Target};
 
 /// A connection made by [`ProxyConnector`].

@@ -19,7 +19,8 @@ use tokio::sync::Notify;
 use tower_service::Service;
 
 use super::connector::ProxyConnector;
-use super::ProxyDialer;
+use super::dialer::ProxyDialer;
+use super::proxy_url::ProxyKind;
 use crate::net::tls::tls_config;
 use crate::net::DialError;
 
@@ -319,9 +320,8 @@ impl ClientBuilder {
             }
             None => None,
         };
-        let absolute_form_for_http = proxy
-            .as_ref()
-            .is_some_and(|p| matches!(p.url().kind, super::ProxyKind::Http | super::ProxyKind::Https));
+        let absolute_form_for_http =
+            proxy.as_ref().is_some_and(|p| matches!(p.url().kind, ProxyKind::Http | ProxyKind::Https));
         let proxy_authorization = match proxy.as_ref().and_then(|p| p.proxy_authorization()) {
             Some(v) => Some(http::HeaderValue::from_str(&v)?),
             None => None,

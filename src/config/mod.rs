@@ -7,50 +7,17 @@
 //! and lets each flag that was given override the file. Errors name the file, the key and the fix.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+mod error;
 mod range;
 
-pub use range::{check_count, check_duration, count_in, duration_in, flag_and_key, show_size, size_in};
-
-/// A configuration problem, phrased for the person running the command.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read at all.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file named by `--config`.
-        path: PathBuf,
-        /// Why reading failed.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML, or a key is unknown or has the wrong type.
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file named by `--config`.
-        path: PathBuf,
-        /// The parser's message, which names the key and line.
-        message: String,
-    },
-    /// A value parsed but makes no sense (for example an empty backend list).
-    #[error("invalid setting `{key}`: {message}")]
-    Invalid {
-        /// The setting, as spelled in the file or as the flag name.
-        key: String,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
-}
-
-impl ConfigError {
-    /// A setting whose value is unusable: `key` is the file key or flag, `message` says how to fix it.
-    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid { key: key.into(), message: message.into() }
-    }
-}
+pub use error::ConfigError;
+pub use range::{
+    check_count, check_duration, count_in, duration_in, flag_and_key, parse_duration, show_size, size_in,
+};
 
 /// Reads a TOML file into `T`.
 ///
@@ -68,12 +35,6 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
     })
-}
-
-/// Parses a duration flag such as `500ms`, `2s`, `1m30s` (clap `value_parser`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 500ms, 2s or 1m30s"))
 }
 
 /// `url` with its password (if any) replaced by `***`, for messages and logs: the user
@@ -119,6 +80,8 @@ pub fn deserialize_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Opti
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[derive(Debug, serde::Deserialize)]

@@ -1,6 +1,6 @@
-//! Accepted ranges of durations, counts and sizes, checked at start so a value that would panic
-//! later (`--heartbeat 0s` → a zero timer period) or exhaust the machine (`--workers 100000`) stops
-//! the program with the flag's name, its config key and the range.
+//! How durations, counts and sizes are written (`1m30s`, `8M`), and their accepted ranges, checked at
+//! start so a value that would panic later (`--heartbeat 0s` → a zero timer period) or exhaust the
+//! machine (`--workers 100000`) stops the program with the flag's name, its config key and the range.
 //!
 //! Two entry points with one wording: clap value parsers (`duration_in`, `count_in`, `size_in`) for
 //! flags that have no config key, and `check_duration`/`check_count` for settings resolved from
@@ -8,7 +8,13 @@
 
 use std::time::Duration;
 
-use super::{parse_duration, ConfigError};
+use super::error::ConfigError;
+
+/// Parses a duration flag such as `500ms`, `2s`, `1m30s` (clap `value_parser`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 500ms, 2s or 1m30s"))
+}
 
 /// A clap value parser for a duration within `min..=max`.
 pub fn duration_in(min: Duration, max: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone {

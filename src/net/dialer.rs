@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{socket, Target};
+use super::socket;
+use super::target::Target;
 use crate::policy::{Denied, Policy, ResolveError};
 
 /// Any byte stream a dialer can return.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 
-use super::Target;
+use super::target::Target;
 
 /// One forward: listen on `bind`, connect each accepted connection to `target`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use super::inspect::flow::{CapturedBody, Flow, FlowKind, Header};
 use super::inspect::recorder::Recorder;
 use super::intercept::Interceptor;
 use super::pool::Pool;
-use super::Settings;
+use super::settings::Settings;
 use crate::client::ProxyDialer;
 use crate::http::body::BufIo;
 use crate::http::head::{RequestHead, ResponseHead};

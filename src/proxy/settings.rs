@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::args::Args;
 use super::inspect::settings::{recording, Recording, RecordingInput, BODY_MAX_LIMIT};
 use super::intercept::settings::{intercept_settings, parse_globs, InterceptInput};
 use super::intercept::InterceptSettings;
-use super::Args;
 use crate::config::{self, ConfigError};
 use crate::policy::{Cidr, Credentials, Policy, PortSet, Users};
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, StatusCode};
 
-use super::server::{live_sessions, State};
+use super::state::{live_sessions, State};
 
 /// Runs forever (the caller aborts it).
 pub async fn health_loop(state: Arc<State>) {

@@ -11,6 +11,7 @@
 //! - `bodies`: the body type, the balancer's own short answers, reading small bodies.
 //! - `server`: routing, handshake learning, session ends, WebSocket relaying.
 //! - `health`: health checks.
+//! - `state`: what the request handlers and the health loop share.
 
 mod args;
 pub mod backend;
@@ -22,6 +23,7 @@ mod health;
 mod listener;
 mod server;
 pub mod settings;
+mod state;
 pub mod store;
 pub mod upgrade_watch;
 

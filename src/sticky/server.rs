@@ -7,13 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
@@ -24,6 +22,7 @@ use super::connector::Connector;
 use super::engine::{self, EngineQuery};
 use super::headers;
 use super::settings::Settings;
+use super::state::{live_sessions, State};
 use super::store::SidStore;
 use super::upgrade_watch::UpgradeWatch;
 use crate::http::is_upgrade_request;
@@ -45,16 +44,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Time to connect to a backend.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What every request handler shares.
-pub(super) struct State {
-    pub(super) settings: Settings,
-    pub(super) backends: Backends,
-    pub(super) store: SidStore,
-    client: Client<Connector, Body>,
-    /// Health checks: no pooling, each probe bounded by `--check-timeout`.
-    pub(super) probe: Client<HttpConnector, Full<Bytes>>,
-}
 
 /// Runs the balancer with resolved settings until `shutdown` resolves.
 pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -228,15 +217,6 @@ async fn backend_forgot_session(resp: Response<Body>) -> (Response<Body>, bool) 
         Ok(Small::Larger(body)) => (Response::from_parts(parts, body), false),
         Err(_) => (full(StatusCode::BAD_GATEWAY, "text/plain", "backend failed\n"), false),
     }
-}
-
-/// Live sessions per backend: polling sessions (bindings) plus WebSocket-only sessions.
-pub(super) fn live_sessions(state: &State) -> Vec<usize> {
-    let mut counts = state.store.sessions_per_backend(state.backends.count());
-    for (n, (_, b)) in counts.iter_mut().zip(state.backends.iter()) {
-        *n += b.websocket_sessions();
-    }
-    counts
 }
 
 /// A new session: pick a backend, forward, learn the sid, bind it, and only then answer. A backend

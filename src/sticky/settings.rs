@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::args::Args;
 use super::backend::Balance;
-use super::Args;
 use crate::config::{self, ConfigError};
 use crate::net::Target;
 

@@ -1,4 +1,6 @@
-//! Command-line flags of `tunnelkit ws-server` and `tunnelkit ws-client`.
+//! Command-line flags of `tunnelkit ws-server` and `tunnelkit ws-client`. Every `ws-server` flag except
+//! `--config` has a key of the same name (snake_case) in its TOML file (`--token` is `tokens = [...]`);
+//! a flag given on the command line wins over the file (`server_settings`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,15 +13,36 @@ use crate::policy::{Cidr, PortSet};
 const MS: Duration = Duration::from_millis(1);
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// Accepted range of `--heartbeat` (a zero period would spin the link).
+pub(super) const HEARTBEAT: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(600));
+/// Accepted range of `--max-tunnels` and `--max-tunnels-per-token`.
+pub(super) const TUNNELS: (usize, usize) = (1, 1_000_000);
+/// Accepted range of `--max-streams` (stream ids are 32 bits, but a tunnel holding more than this is
+/// abuse).
+pub(super) const STREAMS: (u32, u32) = (1, 65_536);
+/// Accepted range of `--max-stream-memory`, in bytes.
+pub(super) const STREAM_MEMORY: (usize, usize) = (1 << 20, 1 << 30);
+/// Accepted range of `--max-listeners`.
+pub(super) const LISTENERS: (usize, usize) = (0, 1024);
+/// Accepted range of `--max-keep-broken` and `--shutdown-timeout` (zero: no hold, no wait).
+pub(super) const HOLD: (Duration, Duration) = (Duration::ZERO, DAY);
+/// Accepted range of `--workers` (0 = one per core).
+pub(super) const WORKERS: (usize, usize) = (0, 1024);
+/// The one protocol `--compat` speaks.
+pub(super) const COMPAT_PROTOCOLS: [&str; 1] = ["ws-stream-tunnel"];
+
 /// `tunnelkit ws-server`: accepts tunnels over WebSocket and dials their streams' targets.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServerArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// URL path of the WebSocket endpoint.
-    #[arg(long, default_value = "/tunnel")]
-    pub path: String,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// TOML configuration file; flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// URL path of the WebSocket endpoint [default: /tunnel].
+    #[arg(long)]
+    pub path: Option<String>,
     /// Accept clients presenting this token. Repeatable.
     #[arg(long, value_name = "T")]
     pub token: Vec<String>,
@@ -38,49 +61,51 @@ pub struct ServerArgs {
     /// Serve clients without a --token on a non-loopback --listen address, on purpose.
     #[arg(long)]
     pub open: bool,
-    /// Heartbeat period; a peer silent for twice this long is declared dead and its tunnel broken.
-    #[arg(long, value_name = "DUR", default_value = "10s",
-          value_parser = duration_in(100 * MS, Duration::from_secs(600)))]
-    pub heartbeat: Duration,
-    /// Tunnels alive at once (connected or held broken).
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = count_in(1, 1_000_000))]
-    pub max_tunnels: usize,
+    /// Heartbeat period; a peer silent for twice this long is declared dead and its tunnel broken
+    /// [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = duration_in(HEARTBEAT.0, HEARTBEAT.1))]
+    pub heartbeat: Option<Duration>,
+    /// Tunnels alive at once (connected or held broken) [default: 1024].
+    #[arg(long, value_name = "N", value_parser = count_in(TUNNELS.0, TUNNELS.1))]
+    pub max_tunnels: Option<usize>,
     /// Tunnels one token may hold at once (default: a quarter of --max-tunnels, at least 1).
-    #[arg(long, value_name = "N", value_parser = count_in(1, 1_000_000))]
+    #[arg(long, value_name = "N", value_parser = count_in(TUNNELS.0, TUNNELS.1))]
     pub max_tunnels_per_token: Option<usize>,
-    /// Streams open at once in one tunnel.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    pub max_streams: u32,
+    /// Streams open at once in one tunnel [default: 1024].
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(STREAMS.0 as i64..=STREAMS.1 as i64))]
+    pub max_streams: Option<u32>,
     /// Bytes one tunnel's streams may hold in each direction (received and not yet taken by their
-    /// targets; queued for the client), e.g. 4M.
-    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = size_in(1 << 20, 1 << 30))]
-    pub max_stream_memory: usize,
-    /// Remote listeners (`ws-client -R`) one tunnel may have (0: no remote forwards).
-    #[arg(long, value_name = "N", default_value_t = 16, value_parser = count_in(0, 1024))]
-    pub max_listeners: usize,
+    /// targets; queued for the client), e.g. 4M [default: 4M].
+    #[arg(long, value_name = "SIZE", value_parser = size_in(STREAM_MEMORY.0, STREAM_MEMORY.1))]
+    pub max_stream_memory: Option<usize>,
+    /// Remote listeners (`ws-client -R`) one tunnel may have (0: no remote forwards) [default: 16].
+    #[arg(long, value_name = "N", value_parser = count_in(LISTENERS.0, LISTENERS.1))]
+    pub max_listeners: Option<usize>,
     /// Let clients bind remote listeners (-R) on unspecified addresses (0.0.0.0, ::), reachable from
     /// every network the server is on.
     #[arg(long)]
     pub allow_public_listen: bool,
-    /// Longest time a broken tunnel is kept for resumption, whatever the client asks.
-    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = duration_in(Duration::ZERO, DAY))]
-    pub max_keep_broken: Duration,
+    /// Longest time a broken tunnel is kept for resumption, whatever the client asks [default: 5m].
+    #[arg(long, value_name = "DUR", value_parser = duration_in(HOLD.0, HOLD.1))]
+    pub max_keep_broken: Option<Duration>,
     /// Serve Prometheus metrics on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
-    /// Threads serving tunnels; each connection and its tunnel's streams stay on one (0 = one per core).
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = count_in(0, 1024))]
-    pub workers: usize,
+    /// Threads serving tunnels; each connection and its tunnel's streams stay on one (0 = one per core)
+    /// [default: 0].
+    #[arg(long, value_name = "N", value_parser = count_in(WORKERS.0, WORKERS.1))]
+    pub workers: Option<usize>,
     /// Speak another tunnel protocol instead of ours: `ws-stream-tunnel` (the Node seed, lossy resume).
-    #[arg(long, value_name = "PROTOCOL", value_parser = ["ws-stream-tunnel"])]
+    #[arg(long, value_name = "PROTOCOL", value_parser = COMPAT_PROTOCOLS)]
     pub compat: Option<String>,
     /// With --compat: where each stream opened by a compat client is connected.
     #[arg(long, value_name = "HOST:PORT", requires = "compat")]
     pub compat_target: Option<Target>,
     /// On SIGTERM/SIGINT, stop accepting and let open streams finish for this long (a second signal
-    /// stops at once).
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration_in(Duration::ZERO, DAY))]
-    pub shutdown_timeout: Duration,
+    /// stops at once) [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = duration_in(HOLD.0, HOLD.1))]
+    pub shutdown_timeout: Option<Duration>,
 }
 
 /// `tunnelkit ws-client`: opens a tunnel to a ws-server and forwards ports through it.

@@ -1,5 +1,5 @@
-//! `tunnelkit ws-server` and `tunnelkit ws-client`: flags → [`Server`] / [`TunnelClient`] and their
-//! entries, then the signal handling both share: the first SIGTERM/SIGINT stops accepting and lets open
+//! `tunnelkit ws-server` and `tunnelkit ws-client`: flags (and `ws-server`'s `--config` file, resolved in
+//! `server_settings`) → [`Server`] / [`TunnelClient`] and their entries, then the signal handling both share: the first SIGTERM/SIGINT stops accepting and lets open
 //! streams finish for up to `--shutdown-timeout`, a second one ends at once.
 
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use super::compat::CompatContext;
 use super::exposure;
 use super::params::{Limits, Mode};
 use super::server::{Server, ServerOptions};
+use super::server_settings::ServerSettings;
 use crate::client::ProxyDialer;
 use crate::net::workers::Workers;
 use crate::net::{Dialer, DirectDialer};
@@ -22,44 +23,50 @@ use crate::shutdown::{self, Drain};
 
 /// Runs `tunnelkit ws-server` until SIGINT/SIGTERM and the drain that follows.
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    exposure::check_server(&args)?;
+    let settings = ServerSettings::load(args)?;
+    exposure::check_server(&settings)?;
     // Tunnels carry any TCP service, so every port is open unless --connect-ports narrows it; the address
     // policy (no private or special-purpose ranges without --allow) is what keeps the server from being
     // an open door into its own network.
-    let ports = args.connect_ports.clone().unwrap_or_else(|| "1-65535".parse().expect("static"));
-    let policy = Policy::new().allow(args.allow.clone()).connect_ports(ports);
+    let ports = settings.connect_ports.clone().unwrap_or_else(|| "1-65535".parse().expect("static"));
+    let policy = Policy::new().allow(settings.allow.clone()).connect_ports(ports);
     let policy = Arc::new(policy);
     let dialer: Arc<dyn Dialer> = Arc::new(DirectDialer::new(policy.clone(), Duration::from_secs(10)));
     let mut opts = ServerOptions::new(dialer.clone(), policy);
-    opts.path = args.path.clone();
-    opts.tokens = args.token.clone();
+    opts.path = settings.path.clone();
+    opts.tokens = settings.tokens.clone();
     opts.limits = Limits {
-        max_tunnels: args.max_tunnels,
-        max_streams: args.max_streams,
-        heartbeat: args.heartbeat,
-        max_keep_broken: args.max_keep_broken,
-        max_tunnels_per_token: args.max_tunnels_per_token.unwrap_or((args.max_tunnels / 4).max(1)),
-        max_listeners: args.max_listeners,
-        allow_public_listen: args.allow_public_listen,
-        max_stream_memory: args.max_stream_memory,
+        max_tunnels: settings.max_tunnels,
+        max_streams: settings.max_streams,
+        heartbeat: settings.heartbeat,
+        max_keep_broken: settings.max_keep_broken,
+        max_tunnels_per_token: settings.max_tunnels_per_token,
+        max_listeners: settings.max_listeners,
+        allow_public_listen: settings.allow_public_listen,
+        max_stream_memory: settings.max_stream_memory,
         ..Limits::default()
     };
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+    if let Some((cert, key)) = &settings.tls {
         opts.tls = Some(Arc::new(crate::net::tls::server_config(cert, key)?));
     }
-    if args.compat.is_some() {
-        let mut ctx =
-            CompatContext::new(dialer, args.compat_target.clone(), args.max_keep_broken, args.max_tunnels);
+    if settings.compat.is_some() {
+        let mut ctx = CompatContext::new(
+            dialer,
+            settings.compat_target.clone(),
+            settings.max_keep_broken,
+            settings.max_tunnels,
+        );
         ctx.max_tunnels_per_token = opts.limits.max_tunnels_per_token;
         opts.compat = Some(Arc::new(ctx));
     }
-    opts.workers = Some(Workers::start(args.workers).context("--workers: cannot start the worker threads")?);
-    let metrics = match args.metrics {
+    opts.workers =
+        Some(Workers::start(settings.workers).context("--workers: cannot start the worker threads")?);
+    let metrics = match settings.metrics {
         Some(addr) => Some(crate::telemetry::serve_metrics(addr).await?),
         None => None,
     };
     let listener =
-        TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
+        TcpListener::bind(settings.listen).await.with_context(|| format!("--listen {}", settings.listen))?;
     crate::telemetry::announce(&format!("listening on {}", listener.local_addr()?));
     if let Some(addr) = metrics {
         crate::telemetry::announce(&format!("metrics listening on {addr}"));
@@ -67,7 +74,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let drain = Drain::new();
     tokio::spawn(Server::new(opts).serve(listener, drain.clone()));
     shutdown::signal().await;
-    drain_for(&drain, args.shutdown_timeout, "tunnel connections").await;
+    drain_for(&drain, settings.shutdown_timeout, "tunnel connections").await;
     Ok(())
 }
 

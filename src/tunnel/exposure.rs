@@ -9,8 +9,9 @@
 
 use std::net::SocketAddr;
 
-use super::args::{ClientArgs, ServerArgs};
+use super::args::ClientArgs;
 use super::listen_limits::fd_limit;
+use super::server_settings::ServerSettings;
 
 /// Descriptors one worker's runtime holds (its epoll instance and waker), with room to spare.
 const FDS_PER_WORKER: u64 = 4;
@@ -19,16 +20,16 @@ const FDS_RESERVED: u64 = 64;
 
 /// Refuses a `ws-server` configuration that would serve anyone by accident, or could not start its
 /// workers within the descriptor limit.
-pub fn check_server(args: &ServerArgs) -> anyhow::Result<()> {
-    if args.token.is_empty() && !args.open && !args.listen.ip().is_loopback() {
+pub fn check_server(settings: &ServerSettings) -> anyhow::Result<()> {
+    if settings.tokens.is_empty() && !settings.open && !settings.listen.ip().is_loopback() {
         anyhow::bail!(
             "--listen {}: this address is reachable from other machines and no --token is configured; \
              add --token T, listen on 127.0.0.1, or pass --open to run an open tunnel server on purpose",
-            args.listen
+            settings.listen
         );
     }
     if let Some(limit) = fd_limit() {
-        let workers = args.workers as u64;
+        let workers = settings.workers as u64;
         if workers * FDS_PER_WORKER + FDS_RESERVED > limit {
             anyhow::bail!(
                 "--workers {workers}: each worker needs about {FDS_PER_WORKER} file descriptors and the limit \
@@ -63,6 +64,7 @@ pub fn warn_client(args: &ClientArgs) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunnel::args::ServerArgs;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -73,7 +75,7 @@ mod tests {
 
     fn server(args: &[&str]) -> anyhow::Result<()> {
         let cli = Cli::try_parse_from(std::iter::once("ws-server").chain(args.iter().copied()))?;
-        check_server(&cli.server)
+        check_server(&ServerSettings::load(cli.server)?)
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   `client/` also holds the client's keeper (the one place a client tunnel's life is decided) and the
 //!   `ws-client` entries (`-L`, `-R`, `--socks`); `token`: the server's bearer-token checks.
 //! - `service`: what `ws-server` does with streams (dial under policy, `-R` listeners, closing tunnels
-//!   on shutdown); `cli`: flags → library, and the signal handling of both commands.
+//!   on shutdown); `server_settings`: `ws-server`'s defaults, `--config` file and flags resolved;
+//!   `cli`: flags → library, and the signal handling of both commands.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -43,10 +44,10 @@ mod listen_limits;
 pub mod params;
 pub mod replay;
 mod server;
+mod server_settings;
 mod service;
 mod session;
 mod stream;
-mod tls_words;
 mod token;
 pub mod wire;
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::Keeper;
+use super::keeper::Keeper;
 use crate::net::{BoxStream, DialError, DialFuture, Dialer, Purpose, Target};
 
 /// Opens streams through the client's tunnel (the shared one, or one per connection in single mode).

@@ -12,10 +12,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{keeper, ConnectError, TunnelClient};
+use super::builder::TunnelClient;
+use super::error::ConnectError;
 use crate::net::{socket, BoxStream};
 use crate::tunnel::frame::{stamp, Frame};
-use crate::tunnel::handle::Tunnel;
 use crate::tunnel::id::ResumeSecret;
 use crate::tunnel::link;
 use crate::tunnel::params::LinkParams;
@@ -45,7 +45,10 @@ async fn websocket(client: &TunnelClient) -> Result<WebSocketStream<BoxStream>, 
             Ok(tls) => Box::new(tls),
             // A certificate we do not trust will not fix itself: say so at once instead of retrying.
             Err(e) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
-                return Err(ConnectError::Untrusted(crate::tunnel::tls_words::explain(&e.to_string())));
+                return Err(ConnectError::Untrusted(crate::net::tls_words::explain(
+                    &e.to_string(),
+                    "give the CA that issued it with --ca",
+                )));
             }
             Err(e) => return Err(anyhow::anyhow!("TLS handshake with the server: {e}").into()),
         },
@@ -68,8 +71,15 @@ async fn websocket(client: &TunnelClient) -> Result<WebSocketStream<BoxStream>, 
     }
 }
 
-/// `HELLO` → `WELCOME`: creates a tunnel, starts its link and its keeper, and hands out the handle.
-pub(super) async fn create(client: &TunnelClient) -> Result<Tunnel, ConnectError> {
+/// A tunnel the server has just created: its session, carried by a running link, and the secret that
+/// resumes it. The keeper takes it from here.
+pub(super) struct Created {
+    pub(super) session: Arc<Session>,
+    pub(super) secret: ResumeSecret,
+}
+
+/// `HELLO` → `WELCOME`: creates a tunnel and starts its link.
+pub(super) async fn create(client: &TunnelClient) -> Result<Created, ConnectError> {
     let mut ws = websocket(client).await?;
     let hello = Message::Hello { mode: client.mode, keep_broken: client.keep_broken }.encode(0);
     ws.send(WsMessage::Binary(hello.freeze())).await.context("sending HELLO")?;
@@ -97,8 +107,7 @@ pub(super) async fn create(client: &TunnelClient) -> Result<Tunnel, ConnectError
     let session = Session::new(id, Role::Client, params, None);
     let Attached { gen, cancel, .. } = session.attach(0).expect("a new session has not ended");
     tokio::spawn(link::run(session.clone(), ws, gen, cancel));
-    tokio::spawn(keeper::keep(client.clone(), session.clone(), secret));
-    Ok(Tunnel::new(session))
+    Ok(Created { session, secret })
 }
 
 /// One resume attempt: new connection, `RESUME`, wait for `RESUMED`, hand over to the link.

@@ -1,5 +1,7 @@
 //! The one place a client tunnel's life is decided.
 //!
+//! - [`TunnelClient::connect`] creates a tunnel (`handshake`) and hands it to [`keep`]; the handshake
+//!   only does the exchanges, so the dependency runs from here to it and not back.
 //! - [`keep`] watches one tunnel: after a break it resumes with jittered backoff until the hold time the
 //!   server granted runs out (then the tunnel has expired), a refusal ends it at once, and an idle tunnel
 //!   (no stream, no traffic for `--idle-timeout`) is closed in order.
@@ -12,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use super::{handshake, ConnectError, RemoteForwards, TunnelClient};
+use super::builder::TunnelClient;
+use super::error::ConnectError;
+use super::handshake::{self, Created};
+use super::remote_forwards::RemoteForwards;
 use crate::shutdown::Drain;
 use crate::tunnel::backoff::Backoff;
 use crate::tunnel::handle::Tunnel;
@@ -28,9 +33,23 @@ const CREATE_ATTEMPTS: u32 = 8;
 /// How long the `-R` forwards wait before trying again after the shared tunnel could not be created.
 const REMOTE_RETRY: Duration = Duration::from_secs(5);
 
+impl TunnelClient {
+    /// Creates a new tunnel, once (no retry), and keeps it alive (resuming after breaks) until it ends.
+    pub async fn connect(&self) -> Result<Tunnel, ConnectError> {
+        let create = async {
+            let Created { session, secret } = handshake::create(self).await?;
+            tokio::spawn(keep(self.clone(), session.clone(), secret));
+            Ok(Tunnel::new(session))
+        };
+        tokio::time::timeout(self.connect_timeout, create)
+            .await
+            .map_err(|_| ConnectError::TimedOut { url: self.url.to_string(), after: self.connect_timeout })?
+    }
+}
+
 /// Keeps one client tunnel: resumes after breaks within the hold time, ends it when that runs out, and
 /// closes it when idle.
-pub(super) async fn keep(client: TunnelClient, session: Arc<Session>, secret: ResumeSecret) {
+async fn keep(client: TunnelClient, session: Arc<Session>, secret: ResumeSecret) {
     let mut status = session.status();
     let tunnel = Tunnel::new(session.clone());
     // Checking a quarter of the idle limit at a time closes an idle tunnel within 125 % of the limit.

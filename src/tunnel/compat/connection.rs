@@ -18,10 +18,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::codec;
+use super::context::CompatContext;
 use super::control::{self, Control, CreateRequest, ErrorCode};
 use super::tunnel::Tunnel;
 use super::writer::{self, ConnHandle, WriterCmd};
-use super::CompatContext;
 
 /// A connection with no inbound message (pings included) for this long is dropped, as the seed's
 /// server does (its client pings after 15 s of silence).
@@ -178,14 +178,15 @@ impl Connection {
         let cap = u64::try_from(self.ctx.max_keep_broken.as_millis()).unwrap_or(u64::MAX);
         let held = control::keep_broken_ms(&request).min(cap);
         let tunnel = Tunnel::open(
-            &self.ctx,
+            &self.ctx.registry,
+            self.ctx.destination(),
             mode,
             Duration::from_millis(held),
             self.me.clone(),
             self.principal.clone(),
         );
         self.send_text(control::created(&request, &tunnel.id, held)).await;
-        let _ = self.me.cmds.send(WriterCmd::Bind(tunnel.clone())).await;
+        let _ = self.me.cmds.send(WriterCmd::Bind(tunnel.outbox())).await;
         self.tunnel = Some(tunnel);
     }
 
@@ -209,7 +210,7 @@ impl Connection {
         }
         tracing::debug!(conn = self.me.id, tunnel = %tunnel.id, "compat tunnel resumed");
         self.send_text(control::resumed(&tunnel.id)).await;
-        let _ = self.me.cmds.send(WriterCmd::Bind(tunnel.clone())).await;
+        let _ = self.me.cmds.send(WriterCmd::Bind(tunnel.outbox())).await;
         self.tunnel = Some(tunnel);
     }
 

@@ -6,71 +6,33 @@
 //! - [`codec`]: the binary frame and the credit number;
 //! - [`control`]: the JSON control messages and the seed's error codes;
 //! - [`credit`]: per-stream flow control;
-//! - [`registry`]: tunnels by id, and the ids themselves;
-//! - [`tunnel`]: one tunnel (stream table, frame queue, broken-tunnel hold);
-//! - [`stream`]: one stream's relay to the target;
-//! - [`connection`] and [`writer`]: one WebSocket connection.
+//! - `context`: [`CompatContext`], what the server gives every compat connection;
+//! - `registry`: tunnels by id, and the ids themselves;
+//! - `tunnel`: one tunnel (stream table, broken-tunnel hold); `outbox`: its frame queue;
+//! - `stream`: one stream's relay to the target;
+//! - `connection` and `writer`: one WebSocket connection.
+//!
+//! Dependencies run one way: `connection` → `context` → `tunnel` → `stream`, `registry`, `outbox`,
+//! `writer`. The relay (`stream`) and the registry reach a tunnel through small traits the tunnel
+//! implements, and the writer drains the tunnel's `Outbox`, so none of them depends on `tunnel`.
 
 pub mod codec;
 mod connection;
+mod context;
 pub mod control;
 pub mod credit;
+mod outbox;
 mod registry;
 mod stream;
 mod tunnel;
 mod writer;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::net::{Dialer, Target};
-use registry::Registry;
-
-/// What a compat tunnel needs from the server, shared by all its connections.
-pub struct CompatContext {
-    /// Dials stream targets under the server's policy.
-    pub dialer: Arc<dyn Dialer>,
-    /// Where every stream opened by a seed client is connected (`--compat-target`).
-    pub target: Option<Target>,
-    /// Cap on how long a broken tunnel is held for `use` (`--max-keep-broken`), whatever the client's
-    /// `keepBrokenTunnel` asks (the seed has no cap).
-    pub max_keep_broken: Duration,
-    /// Cap on compat tunnels alive at once, connected or held (`--max-tunnels`); a `create` beyond it
-    /// is answered with a `close` (the seed has no cap, and no error code for this).
-    pub max_tunnels: usize,
-    /// With tokens, cap on one token's compat tunnels (`--max-tunnels-per-token`; by default a quarter
-    /// of `max_tunnels`, at least 1), so one token cannot lock the others out.
-    pub max_tunnels_per_token: usize,
-    registry: Arc<Registry>,
-}
-
-impl CompatContext {
-    /// The context for one server.
-    pub fn new(
-        dialer: Arc<dyn Dialer>,
-        target: Option<Target>,
-        max_keep_broken: Duration,
-        max_tunnels: usize,
-    ) -> CompatContext {
-        let max_tunnels_per_token = (max_tunnels / 4).max(1);
-        CompatContext {
-            dialer,
-            target,
-            max_keep_broken,
-            max_tunnels,
-            max_tunnels_per_token,
-            registry: Arc::default(),
-        }
-    }
-
-    /// How many tunnels exist (bound or broken and held).
-    pub fn tunnel_count(&self) -> usize {
-        self.registry.len()
-    }
-}
+pub use context::CompatContext;
 
 /// Serves one seed-protocol WebSocket until it closes. The tunnel it creates or resumes outlives it
 /// if the connection breaks (for the agreed hold time).

@@ -6,7 +6,11 @@
 //! EOF is reported with a `close` frame. A failed dial is answered `started` then `error` with the
 //! reason, which a seed client surfaces as its stream's error (an `error` to the `start` itself would
 //! make it retry with new sids ten times and report only "Up to retry limit").
+//!
+//! The relay reaches its tunnel through [`StreamOwner`], which the compat `Tunnel` implements: the
+//! tunnel spawns relays and keeps their [`StreamSlot`]s, and this file needs nothing else of it.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +22,7 @@ use tokio::task::AbortHandle;
 
 use super::codec::{self, FrameType};
 use super::credit::{Credit, Window};
-use super::tunnel::Tunnel;
-use crate::net::Purpose;
+use crate::net::{BoxStream, Dialer, Purpose, Target};
 
 /// Largest data frame we send (the seed's receiver takes any size).
 const CHUNK: u64 = 64 << 10;
@@ -29,6 +32,39 @@ const CHUNK: u64 = 64 << 10;
 const LINGER: Duration = Duration::from_secs(5);
 
 const NO_TARGET: &str = "No --compat-target is configured on this server";
+
+/// Where every stream of a compat tunnel is connected: `--compat-target`, through the server's dialer
+/// and so under its policy.
+#[derive(Clone)]
+pub struct Destination {
+    /// The server's dialer.
+    pub dialer: Arc<dyn Dialer>,
+    /// `--compat-target`, if configured.
+    pub target: Option<Target>,
+}
+
+impl Destination {
+    /// Connects a new stream; the error is the message the client gets.
+    async fn dial(&self) -> Result<BoxStream, String> {
+        match &self.target {
+            None => Err(NO_TARGET.to_owned()),
+            Some(target) => self.dialer.dial(target, Purpose::Tunnel).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// What a stream's relay needs from the tunnel it belongs to.
+pub trait StreamOwner: Send + Sync + 'static {
+    /// The tunnel's id, for logs.
+    fn id(&self) -> &str;
+    /// Where its streams are connected.
+    fn destination(&self) -> &Destination;
+    /// Queues a frame for the client; waits while the tunnel's queue is full.
+    fn send(&self, frame: Bytes) -> impl Future<Output = ()> + Send;
+    /// Removes the stream `shared` from the tunnel's table if it is still there (not replaced, closed
+    /// or reset meanwhile). True if it was: only then may the relay still report on it.
+    fn remove_stream(&self, shared: &Arc<StreamShared>) -> bool;
+}
 
 /// What the tunnel and the relay task share about one stream.
 pub struct StreamShared {
@@ -80,7 +116,7 @@ impl StreamSlot {
 }
 
 /// Starts the relay task for a new stream `sid` of `tunnel`.
-pub fn spawn(tunnel: Arc<Tunnel>, sid: u32) -> StreamSlot {
+pub fn spawn<T: StreamOwner>(tunnel: Arc<T>, sid: u32) -> StreamSlot {
     let shared = Arc::new(StreamShared {
         sid,
         started: AtomicBool::new(false),
@@ -99,16 +135,16 @@ enum End {
     Failed(String),
 }
 
-async fn run(tunnel: Arc<Tunnel>, shared: Arc<StreamShared>, mut uplink: mpsc::UnboundedReceiver<Bytes>) {
+async fn run<T: StreamOwner>(
+    tunnel: Arc<T>,
+    shared: Arc<StreamShared>,
+    mut uplink: mpsc::UnboundedReceiver<Bytes>,
+) {
     let sid = shared.sid;
-    let dialled = match tunnel.dial_target() {
-        (_, None) => Err(NO_TARGET.to_owned()),
-        (dialer, Some(target)) => dialer.dial(target, Purpose::Tunnel).await.map_err(|e| e.to_string()),
-    };
-    let conn = match dialled {
+    let conn = match tunnel.destination().dial().await {
         Ok(conn) => conn,
         Err(msg) => {
-            tracing::debug!(tunnel = %tunnel.id, sid, "compat stream refused: {msg}");
+            tracing::debug!(tunnel = %tunnel.id(), sid, "compat stream refused: {msg}");
             if tunnel.remove_stream(&shared) {
                 tunnel.send(codec::encode(FrameType::Started, sid, &[])).await;
                 tunnel.send(codec::encode(FrameType::Error, sid, msg.as_bytes())).await;
@@ -122,11 +158,11 @@ async fn run(tunnel: Arc<Tunnel>, shared: Arc<StreamShared>, mut uplink: mpsc::U
 
     let (mut rd, mut wr) = tokio::io::split(conn);
     let end = tokio::select! {
-        r = uplink_loop(&tunnel, &shared, &mut uplink, &mut wr) => match r {
+        r = uplink_loop(&*tunnel, &shared, &mut uplink, &mut wr) => match r {
             Ok(()) => End::ClientClosed,
             Err(e) => End::Failed(e),
         },
-        r = downlink_loop(&tunnel, &shared, &mut rd) => match r {
+        r = downlink_loop(&*tunnel, &shared, &mut rd) => match r {
             Ok(()) => End::TargetEof,
             Err(e) => End::Failed(e),
         },
@@ -148,7 +184,7 @@ async fn run(tunnel: Arc<Tunnel>, shared: Arc<StreamShared>, mut uplink: mpsc::U
             let _ = wr.shutdown().await;
         }
         End::Failed(msg) => {
-            tracing::debug!(tunnel = %tunnel.id, sid, "compat stream failed: {msg}");
+            tracing::debug!(tunnel = %tunnel.id(), sid, "compat stream failed: {msg}");
             if tunnel.remove_stream(&shared) {
                 // As the seed reports a local stream error: the message, then a close.
                 tunnel.send(codec::encode(FrameType::Error, sid, msg.as_bytes())).await;
@@ -160,8 +196,8 @@ async fn run(tunnel: Arc<Tunnel>, shared: Arc<StreamShared>, mut uplink: mpsc::U
 
 /// Client → target. Ends `Ok` when the client closed the stream (its slot was dropped) and everything it
 /// sent was written.
-async fn uplink_loop<W: AsyncWrite + Unpin>(
-    tunnel: &Tunnel,
+async fn uplink_loop<T: StreamOwner, W: AsyncWrite + Unpin>(
+    tunnel: &T,
     shared: &StreamShared,
     uplink: &mut mpsc::UnboundedReceiver<Bytes>,
     wr: &mut W,
@@ -180,8 +216,8 @@ async fn uplink_loop<W: AsyncWrite + Unpin>(
 }
 
 /// Target → client, never beyond the client's credit. Ends `Ok` at the target's EOF.
-async fn downlink_loop<R: AsyncRead + Unpin>(
-    tunnel: &Tunnel,
+async fn downlink_loop<T: StreamOwner, R: AsyncRead + Unpin>(
+    tunnel: &T,
     shared: &StreamShared,
     rd: &mut R,
 ) -> Result<(), String> {

@@ -1,5 +1,5 @@
-//! One compat tunnel: its streams, its outbound frame queue, the connection it is bound to, and what
-//! happens when that connection breaks (held for the agreed time, then destroyed).
+//! One compat tunnel: its streams, its outbound frame queue (an `Outbox`), the connection it is bound
+//! to, and what happens when that connection breaks (held for the agreed time, then destroyed).
 //!
 //! Frame handling mirrors the seed's `subStreamTunnel.receive`, including its error messages, with
 //! these deliberate differences: a `start` for a live sid replaces that stream silently (the seed
@@ -11,18 +11,15 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, OwnedMutexGuard};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, Frame, FrameType};
 use super::control::{self, Mode};
-use super::registry::{new_tunnel_id, Registry};
-use super::stream::{self, StreamSlot};
+use super::outbox::Outbox;
+use super::registry::{new_tunnel_id, Registered, Registry};
+use super::stream::{self, Destination, StreamOwner, StreamShared, StreamSlot};
 use super::writer::{ConnHandle, WriterCmd};
-use super::CompatContext;
-use crate::net::{Dialer, Target};
 
 /// Most streams one `subStream` tunnel may have open (the seed has no limit; each stream may buffer up
 /// to ~1.4 × 5 MiB for a slow target). A `start` beyond it gets the seed's "cannot create" answer.
@@ -40,13 +37,9 @@ pub struct Tunnel {
     /// The bearer token that created it (`--token`); only the same token may `use` it.
     pub principal: Option<String>,
     hold: Duration,
-    dialer: Arc<dyn Dialer>,
-    target: Option<Target>,
-    registry: Weak<Registry>,
-    out_tx: mpsc::Sender<Message>,
-    out_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Message>>>,
-    retry: Mutex<Option<Message>>,
-    closed: CancellationToken,
+    destination: Destination,
+    registry: Weak<Registry<Tunnel>>,
+    outbox: Arc<Outbox>,
     state: Mutex<State>,
 }
 
@@ -58,28 +51,25 @@ struct State {
 }
 
 impl Tunnel {
-    /// Creates a tunnel bound to `conn` and registers it. `hold` is how long it survives a broken
-    /// connection (the client's `keepBrokenTunnel`, already capped by the server).
+    /// Creates a tunnel bound to `conn` whose streams go to `destination`, and registers it in
+    /// `registry`. `hold` is how long it survives a broken connection (the client's
+    /// `keepBrokenTunnel`, already capped by the server).
     pub fn open(
-        ctx: &CompatContext,
+        registry: &Arc<Registry<Tunnel>>,
+        destination: Destination,
         mode: Mode,
         hold: Duration,
         conn: ConnHandle,
         principal: Option<String>,
     ) -> Arc<Tunnel> {
-        let (out_tx, out_rx) = mpsc::channel(QUEUE_FRAMES);
         let tunnel = Arc::new(Tunnel {
             id: new_tunnel_id(),
             mode,
             principal,
             hold,
-            dialer: ctx.dialer.clone(),
-            target: ctx.target.clone(),
-            registry: Arc::downgrade(&ctx.registry),
-            out_tx,
-            out_rx: Arc::new(tokio::sync::Mutex::new(out_rx)),
-            retry: Mutex::new(None),
-            closed: CancellationToken::new(),
+            destination,
+            registry: Arc::downgrade(registry),
+            outbox: Arc::new(Outbox::new(QUEUE_FRAMES)),
             state: Mutex::new(State {
                 closed: false,
                 streams: HashMap::new(),
@@ -87,7 +77,7 @@ impl Tunnel {
                 hold_timer: None,
             }),
         });
-        ctx.registry.insert(tunnel.clone());
+        registry.insert(tunnel.clone());
         tracing::debug!(tunnel = %tunnel.id, ?mode, ?hold, "compat tunnel open");
         tunnel
     }
@@ -156,7 +146,7 @@ impl Tunnel {
             st.closed = true;
             (std::mem::take(&mut st.streams), st.binding.take(), st.hold_timer.take())
         };
-        self.closed.cancel();
+        self.outbox.close();
         for slot in streams.into_values() {
             slot.abort();
         }
@@ -172,51 +162,15 @@ impl Tunnel {
         tracing::debug!(tunnel = %self.id, reason = reason.unwrap_or(""), "compat tunnel closed");
     }
 
-    /// Resolves once the tunnel is closed.
-    pub async fn closed(&self) {
-        self.closed.cancelled().await
-    }
-
     /// Queues a frame for whichever connection is (or will be) bound. Waits while the queue is full;
     /// returns at once if the tunnel is closed.
     pub async fn send(&self, frame: Bytes) {
-        tokio::select! {
-            _ = self.out_tx.send(Message::Binary(frame)) => {}
-            _ = self.closed.cancelled() => {}
-        }
+        self.outbox.send(Message::Binary(frame)).await
     }
 
     /// The frame queue, for the writer of the bound connection.
-    pub async fn lock_queue(&self) -> OwnedMutexGuard<mpsc::Receiver<Message>> {
-        self.out_rx.clone().lock_owned().await
-    }
-
-    /// A frame whose send failed, to be sent first on the next connection (as the seed retries it).
-    pub fn take_retry(&self) -> Option<Message> {
-        self.retry.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    /// Keeps a frame whose send failed for [`Tunnel::take_retry`].
-    pub fn set_retry(&self, msg: Message) {
-        *self.retry.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
-    }
-
-    /// What streams dial: the server's dialer and `--compat-target`.
-    pub fn dial_target(&self) -> (&dyn Dialer, Option<&Target>) {
-        (&*self.dialer, self.target.as_ref())
-    }
-
-    /// Removes the stream `shared` from the table if it is still there (not replaced, closed or reset
-    /// meanwhile). True if it was.
-    pub fn remove_stream(&self, shared: &Arc<stream::StreamShared>) -> bool {
-        let mut st = self.lock();
-        match st.streams.get(&shared.sid) {
-            Some(slot) if Arc::ptr_eq(&slot.shared, shared) => {
-                st.streams.remove(&shared.sid);
-                true
-            }
-            _ => false,
-        }
+    pub fn outbox(&self) -> Arc<Outbox> {
+        self.outbox.clone()
     }
 
     /// Handles one frame from the client.
@@ -309,6 +263,41 @@ impl Tunnel {
                 slot.close_by_client();
                 Some((FrameType::Closed, String::new()))
             }
+        }
+    }
+}
+
+impl Registered for Tunnel {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
+    }
+}
+
+impl StreamOwner for Tunnel {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn destination(&self) -> &Destination {
+        &self.destination
+    }
+
+    fn send(&self, frame: Bytes) -> impl std::future::Future<Output = ()> + Send {
+        Tunnel::send(self, frame)
+    }
+
+    fn remove_stream(&self, shared: &Arc<StreamShared>) -> bool {
+        let mut st = self.lock();
+        match st.streams.get(&shared.sid) {
+            Some(slot) if Arc::ptr_eq(&slot.shared, shared) => {
+                st.streams.remove(&shared.sid);
+                true
+            }
+            _ => false,
         }
     }
 }

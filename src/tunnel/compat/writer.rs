@@ -1,7 +1,6 @@
 //! The one writer of a compat WebSocket connection. It sends the connection's own control answers and,
-//! while a tunnel is bound to the connection, drains that tunnel's frame queue. The queue belongs to the
-//! tunnel, not the connection: frames queued while the tunnel is broken wait there and go out on the
-//! next connection that binds it (the seed's behaviour; frames already handed to a dead socket are lost).
+//! while a tunnel is bound to the connection, drains that tunnel's [`Outbox`] (which belongs to the
+//! tunnel, not the connection: see `outbox`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::tunnel::Tunnel;
+use super::outbox::Outbox;
 
 /// A peer that has not taken a message for this long is dead (the seed client itself gives up after
 /// 21 s without traffic).
@@ -23,7 +22,7 @@ pub enum WriterCmd {
     /// Send a message on this connection (control answers; never queued behind tunnel frames).
     Send(Message),
     /// From now on also drain this tunnel's frame queue.
-    Bind(Arc<Tunnel>),
+    Bind(Arc<Outbox>),
     /// Close the WebSocket with this code and reason, and stop.
     Close(CloseFrame),
 }
@@ -44,7 +43,7 @@ pub async fn run<S>(mut sink: S, mut cmds: mpsc::Receiver<WriterCmd>, stop: Canc
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
-    let mut bound: Option<Arc<Tunnel>> = None;
+    let mut bound: Option<Arc<Outbox>> = None;
     let mut queue: Option<OwnedMutexGuard<mpsc::Receiver<Message>>> = None;
     loop {
         let tunnel = bound.clone();
@@ -112,14 +111,14 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
 }
 
-async fn closed(tunnel: &Option<Arc<Tunnel>>) {
+async fn closed(tunnel: &Option<Arc<Outbox>>) {
     match tunnel {
         Some(t) => t.closed().await,
         None => std::future::pending().await,
     }
 }
 
-async fn lock_queue(tunnel: &Option<Arc<Tunnel>>) -> OwnedMutexGuard<mpsc::Receiver<Message>> {
+async fn lock_queue(tunnel: &Option<Arc<Outbox>>) -> OwnedMutexGuard<mpsc::Receiver<Message>> {
     match tunnel {
         Some(t) => t.lock_queue().await,
         None => std::future::pending().await,

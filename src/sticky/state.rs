@@ -1,0 +1,35 @@
+//! [`State`]: what every request handler and the health loop share (settings, backends, the sid
+//! store, the two hyper clients), and [`live_sessions`], the per-backend session count both the
+//! balancing of new sessions and the session gauges read. Its own file so that `server` (routing) and
+//! `health` (checks) each depend on it and not on each other.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
+use super::backend::Backends;
+use super::bodies::Body;
+use super::connector::Connector;
+use super::settings::Settings;
+use super::store::SidStore;
+
+/// What every request handler shares.
+pub(super) struct State {
+    pub(super) settings: Settings,
+    pub(super) backends: Backends,
+    pub(super) store: SidStore,
+    /// Requests to backends: pooled, over [`Connector`]'s sockets.
+    pub(super) client: Client<Connector, Body>,
+    /// Health checks: no pooling, each probe bounded by `--check-timeout`.
+    pub(super) probe: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// Live sessions per backend: polling sessions (bindings) plus WebSocket-only sessions.
+pub(super) fn live_sessions(state: &State) -> Vec<usize> {
+    let mut counts = state.store.sessions_per_backend(state.backends.count());
+    for (n, (_, b)) in counts.iter_mut().zip(state.backends.iter()) {
+        *n += b.websocket_sessions();
+    }
+    counts
+}
