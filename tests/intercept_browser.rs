@@ -3,8 +3,9 @@
 //! through the intercepting proxy, then opens the inspector, whose live list must show that flow.
 //! A screenshot of the inspector is saved in the test's temp dir (its path is printed).
 //!
-//! One-shot Chromium runs (`--dump-dom`, `--screenshot`) rather than a DevTools session: each run is
-//! a process with a hard time limit, so the test cannot hang on a browser that misbehaves.
+//! Driven over WebDriver (Debian's `chromium-driver`): the inspector keeps an event stream open,
+//! which one-shot `--dump-dom` runs wait on forever, while WebDriver can poll the DOM for the row.
+//! Every command is bounded by curl's time limit, so a browser that misbehaves fails, never hangs.
 
 mod support;
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use support::{loopback_proxy, Proc};
+use support::Proc;
 use tokio::net::TcpListener;
 
 const PAGE: &str = "<!doctype html><title>origin page</title><h1 id=marker>served over intercepted TLS</h1>";
@@ -55,46 +56,54 @@ fn certutil(home: &Path, args: &[&str]) {
     assert!(out.status.success(), "certutil {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// One headless Chromium run with `home` as HOME (its NSS database), through `proxy` if given,
-/// killed after 60 s. Returns stdout.
-fn chromium(home: &Path, proxy: Option<&str>, args: &[&str]) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new("chromium");
-    cmd.env("HOME", home)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()));
-    if let Some(p) = proxy {
-        // Chromium never proxies loopback unless told to.
-        cmd.arg(format!("--proxy-server={p}")).arg("--proxy-bypass-list=<-loopback>");
+/// chromedriver on a loopback port with `home` as HOME (so Chromium reads that NSS database),
+/// killed on drop.
+struct Driver {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    cmd.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    for k in support::PROXY_VARS {
-        cmd.env_remove(k);
-    }
-    let mut child = cmd.spawn().expect("chromium is installed (run ./test.sh)");
-    let started = std::time::Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
+}
+
+impl Driver {
+    fn start(home: &Path) -> Driver {
+        let port = support::reserve_port();
+        let mut cmd = Command::new("chromedriver");
+        cmd.arg(format!("--port={port}")).env("HOME", home).stdout(std::process::Stdio::null());
+        cmd.stderr(std::process::Stdio::null());
+        for k in support::PROXY_VARS {
+            cmd.env_remove(k);
         }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("chromium {args:?} did not finish in 60 s");
+        let child = cmd.spawn().expect("chromedriver is installed (chromium-driver; run ./test.sh)");
+        let driver = Driver { child, port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return driver;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        panic!("chromedriver did not listen on {port}");
     }
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+
+    /// One WebDriver command (bounded by curl's 20 s); returns the answer's `value`.
+    async fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let mut args = vec!["-X", method, "-H", "Content-Type: application/json", "--noproxy", "*"];
+        let data = body.map(|b| b.to_string());
+        if let Some(d) = &data {
+            args.extend_from_slice(&["-d", d]);
+        }
+        args.push(&url);
+        let (ok, out, err) = support::curl(&args).await;
+        assert!(ok, "WebDriver {method} {path}: {err}");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        v["value"].clone()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +122,23 @@ async fn chromium_loads_a_page_through_interception_and_the_inspector_lists_it()
         "--inspect",
         "127.0.0.1:0",
     ];
-    let p: Proc = loopback_proxy(&args);
+    // Chromium's own background requests (Google hosts on ports 80 and 443) must not make the proxy
+    // resolve names off this machine: only the origin's port may be CONNECTed to, and absolute-form
+    // requests only reach unprivileged ports (the inspector's). Ports are checked before any lookup.
+    let origin_port = port.to_string();
+    let mut all = vec![
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow",
+        "127.0.0.0/8",
+        "--connect-ports",
+        &origin_port,
+        "--http-ports",
+        "1024-65535",
+    ];
+    all.extend_from_slice(&args);
+    let p = Proc::start(&all, 2);
     let inspector = p.addr_of("inspector");
     let home = dir.path().join("home");
     std::fs::create_dir_all(home.join(".pki/nssdb")).unwrap();
@@ -123,28 +148,62 @@ async fn chromium_loads_a_page_through_interception_and_the_inspector_lists_it()
 
     let url = format!("https://localhost:{port}/page");
     let proxy = format!("http://{}", p.addr());
-    let dom = chromium(&home, Some(&proxy), &["--virtual-time-budget=3000", "--dump-dom", &url]);
-    assert!(dom.contains("served over intercepted TLS"), "the page came through the proxy: {dom}");
-
-    // The inspector (not proxied: it is on loopback) renders its list with JavaScript.
-    let page = format!("http://{inspector}/");
-    let dom = chromium(&home, None, &["--timeout=4000", "--dump-dom", &page]);
-    assert!(dom.contains(&format!("data-url=\"{url}\"")), "the inspector lists the flow: {dom}");
-    let shot = dir.path().join("inspector.png");
-    chromium(
-        &home,
-        None,
-        &[
-            "--virtual-time-budget=5000",
-            "--window-size=1280,800",
-            &format!("--screenshot={}", shot.display()),
-            &page,
-        ],
+    let driver = Driver::start(&home);
+    let profile = tempfile::tempdir().unwrap();
+    let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+    "binary": "/usr/bin/chromium",
+    "args": [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", "--window-size=1280,800",
+        format!("--user-data-dir={}", profile.path().display()),
+        // Chromium never proxies loopback unless told to: the page and the inspector both go
+        // through the proxy.
+        format!("--proxy-server={proxy}"), "--proxy-bypass-list=<-loopback>",
+    ]}}}});
+    let session = driver.call("POST", "/session", Some(caps)).await;
+    let id = session["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {session}")).to_owned();
+    driver.call("POST", &format!("/session/{id}/url"), Some(serde_json::json!({ "url": url }))).await;
+    let source = driver.call("GET", &format!("/session/{id}/source"), None).await;
+    assert!(
+        source.as_str().unwrap().contains("served over intercepted TLS"),
+        "the page came through: {source}"
     );
-    assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false), "screenshot written");
+
+    driver
+        .call(
+            "POST",
+            &format!("/session/{id}/url"),
+            Some(serde_json::json!({ "url": format!("http://{inspector}/") })),
+        )
+        .await;
+    let selector = format!("tr.flow[data-url=\"{url}\"]");
+    let mut found = false;
+    for _ in 0..100 {
+        let rows = driver
+            .call(
+                "POST",
+                &format!("/session/{id}/elements"),
+                Some(serde_json::json!({"using": "css selector", "value": selector})),
+            )
+            .await;
+        if rows.as_array().is_some_and(|r| !r.is_empty()) {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let source = driver.call("GET", &format!("/session/{id}/source"), None).await;
+    assert!(found, "the inspector lists the intercepted flow: {source}");
+    let png = driver.call("GET", &format!("/session/{id}/screenshot"), None).await;
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+    let shot = dir.path().join("inspector.png");
+    std::fs::write(&shot, &png).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     println!("inspector screenshot: {}", shot.display());
-    // Keep it for a person to look at when the test is run by hand.
     if let Ok(keep) = std::env::var("TUNNELKIT_KEEP_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }
+    driver.call("DELETE", &format!("/session/{id}"), None).await;
 }
