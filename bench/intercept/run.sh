@@ -29,7 +29,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # Origin: nginx over TLS with a self-signed P-256 certificate for *.bench.test, serving 1 KiB.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench.test \
-  -addext "subjectAltName=DNS:bench.test,DNS:*.bench.test" -keyout "$work/origin.key" -out "$work/origin.pem" 2>/dev/null
+  -addext "subjectAltName=DNS:bench.test,DNS:*.bench.test" -addext "basicConstraints=critical,CA:FALSE" -keyout "$work/origin.key" -out "$work/origin.pem" 2>/dev/null
 ORIGIN=$(port); mkdir -p "$work/www"; head -c 1024 /dev/zero | tr '\0' x > "$work/www/1k"
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
