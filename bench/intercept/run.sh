@@ -20,7 +20,7 @@ done
 if [ "${#need[@]}" -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; fi
 cargo build --release --quiet --bin tunnelkit --example bench_intercept
 TK=target/release/tunnelkit; BI=target/release/examples/bench_intercept
-work=$(mktemp -d); pids=()
+work=$(mktemp -d); chmod 755 "$work"; pids=()  # nginx workers (not root) must read www/
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
