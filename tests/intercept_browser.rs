@@ -11,7 +11,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,10 +23,7 @@ const PAGE: &str = "<!doctype html><title>origin page</title><h1 id=marker>serve
 
 /// An HTTPS origin for `localhost` (its CA written to `dir/origin-ca.pem`) serving [`PAGE`].
 async fn origin(dir: &Path) -> u16 {
-    let ca = tunnelkit::ca::Ca::generate().unwrap();
-    std::fs::write(dir.join("origin-ca.pem"), ca.cert_pem()).unwrap();
-    let cfg = ca.issue("localhost").unwrap().server_config(&[b"http/1.1"]).unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let acceptor = support::tls_origin::own_ca_acceptor(&dir.join("origin-ca.pem"));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {

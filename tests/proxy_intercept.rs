@@ -23,11 +23,8 @@ struct TlsOrigin {
 
 impl TlsOrigin {
     async fn start() -> TlsOrigin {
-        let ca = tunnelkit::ca::Ca::generate().unwrap();
-        let leaf = ca.issue("localhost").unwrap();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("origin-ca.pem"), ca.cert_pem()).unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(leaf.server_config(&[b"http/1.1"]).unwrap()));
+        let acceptor = support::tls_origin::own_ca_acceptor(&dir.path().join("origin-ca.pem"));
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         tokio::spawn(async move {
@@ -345,11 +342,8 @@ async fn the_flows_log_has_one_line_per_flow_with_headers_and_bodies() {
 
 /// A `wss://` echo origin for `localhost` with a CA of its own (returned as a PEM file path).
 async fn wss_echo_origin(dir: &Path) -> (u16, PathBuf) {
-    let ca = tunnelkit::ca::Ca::generate().unwrap();
-    let leaf = ca.issue("localhost").unwrap();
     let ca_path = dir.join("ws-origin-ca.pem");
-    std::fs::write(&ca_path, ca.cert_pem()).unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(leaf.server_config(&[b"http/1.1"]).unwrap()));
+    let acceptor = support::tls_origin::own_ca_acceptor(&ca_path);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {

@@ -63,3 +63,12 @@ impl HttpsOrigin {
         self.connections.load(Ordering::SeqCst)
     }
 }
+
+/// A TLS acceptor for `localhost` whose certificate comes from a new CA of its own (tunnelkit's
+/// `Ca`), that CA written to `ca_path` for the proxy's `--upstream-ca`.
+pub fn own_ca_acceptor(ca_path: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    let ca = tunnelkit::ca::Ca::generate().unwrap();
+    std::fs::write(ca_path, ca.cert_pem()).unwrap();
+    let cfg = ca.issue("localhost").unwrap().server_config(&[b"http/1.1"]).unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+}
