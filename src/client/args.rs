@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::duration_in;
+use crate::config::{count_in, duration_in};
 use crate::net::{ForwardSpec, Target};
 
 /// `tunnelkit connect`: stdin/stdout to HOST:PORT through a proxy (usable as ssh ProxyCommand).
@@ -32,6 +32,14 @@ pub struct ForwardArgs {
     /// Keep this many tunnels per forward open ahead of time.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub prewarm: usize,
+    /// Pipes for splicing forwarded connections (2 file descriptors each); connections beyond them
+    /// copy.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = count_in(0, 1_000_000))]
+    pub max_pipes: usize,
+    /// Copy forwarded bytes through user space instead of splicing them (`splice(2)`).
+    #[arg(long, env = "TUNNELKIT_NO_SPLICE")]
+    pub no_splice: bool,
     /// On SIGTERM/SIGINT, stop accepting and let open connections finish for this long; a second
     /// signal ends at once.
     #[arg(long, value_name = "DUR", default_value = "30s",

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 
 use super::dialer::ProxyDialer;
 use super::env;
-use crate::net::{relay, socket, BoxStream, DialError, Target};
+use crate::net::relay::Relay;
+use crate::net::{socket, BoxStream, DialError, PipePool, Target};
 use crate::shutdown::{self, Drain};
 
 use super::args::{ConnectArgs, ForwardArgs};
@@ -46,13 +47,14 @@ pub async fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
     let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
     // When the remote side ends, so do we (stdout closes with the process), as `nc` does: ssh waits
     // for its ProxyCommand's stdout to close. Our stdin's EOF only half-closes the other way.
-    relay::Relay::new(&mut stdio, &mut stream, None).end_with_b().await.context("relay")?;
+    Relay::new(&mut stdio, &mut stream, None).end_with_b().await.context("relay")?;
     Ok(())
 }
 
 /// Runs `tunnelkit forward` until SIGTERM/SIGINT.
 pub async fn run_forward(args: ForwardArgs) -> anyhow::Result<()> {
     let drain = Drain::new();
+    let pipes = (!args.no_splice && args.max_pipes > 0).then(|| PipePool::new(args.max_pipes, None));
     for spec in &args.local {
         let listener = TcpListener::bind(spec.bind)
             .await
@@ -78,6 +80,7 @@ pub async fn run_forward(args: ForwardArgs) -> anyhow::Result<()> {
             .then(|| prewarm(proxy.clone(), spec.target.clone(), args.prewarm, drain.clone()));
         let target = spec.target.clone();
         let d = drain.clone();
+        let pipes = pipes.clone();
         drain.spawn(async move {
             let mut spare = spare;
             loop {
@@ -88,6 +91,7 @@ pub async fn run_forward(args: ForwardArgs) -> anyhow::Result<()> {
                 let ready = spare.as_mut().and_then(take_live);
                 let proxy = proxy.clone();
                 let target = target.clone();
+                let pipes = pipes.clone();
                 d.spawn(async move {
                     let upstream = match ready {
                         Some(s) => Ok(s),
@@ -96,7 +100,7 @@ pub async fn run_forward(args: ForwardArgs) -> anyhow::Result<()> {
                     match upstream {
                         Ok(mut up) => {
                             let mut client = client;
-                            let _ = relay(&mut client, &mut up, None).await;
+                            let _ = Relay::new(&mut client, &mut up, None).splice(pipes.as_ref()).await;
                         }
                         Err(e) => tracing::warn!(%peer, "forward to {target} failed: {e}"),
                     }

@@ -20,8 +20,16 @@ use super::target::Target;
 use crate::policy::{Denied, Policy, ResolveError};
 
 /// Any byte stream a dialer can return.
-pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// The concrete stream, so the relay can see a plain TCP socket behind a [`BoxStream`] and
+    /// splice it (`net::splice::SpliceEnd`).
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
 
 /// An owned, type-erased stream.
 pub type BoxStream = Box<dyn Stream>;

@@ -4,8 +4,10 @@
 //! - [`Dialer`]: "give me a stream to host:port". [`DirectDialer`] applies the [`crate::policy::Policy`]
 //!   and dials the very address that passed it; the `client` module provides dialers that go through
 //!   an upstream proxy, and the `tunnel` module one that goes through a tunnel.
-//! - [`relay`]: the one bidirectional copy, with pooled buffers, half-close and an idle timeout.
+//! - [`relay`]: the one bidirectional copy, with pooled buffers, splicing between plain sockets,
+//!   half-close and an idle timeout.
 //! - [`socks`]: the SOCKS5 server, over any dialer.
+//! - [`splice`]: the bounded pipe pool and `splice(2)` steps the relay uses between plain sockets.
 //! - [`socket`]: socket options (TCP_NODELAY, keepalive).
 //! - [`tls`]: server-side TLS configs from PEM files, client configs with extra roots.
 //! - [`tls_words`]: certificate failures in words, with the flag that fixes them.
@@ -20,6 +22,7 @@ mod prefixed;
 pub mod relay;
 pub mod socket;
 pub mod socks;
+pub mod splice;
 mod target;
 pub mod tls;
 pub mod tls_words;
@@ -32,5 +35,6 @@ pub use dialer::{
 pub use forward_spec::ForwardSpec;
 pub use prefixed::Prefixed;
 pub use relay::{relay, RelayStats};
+pub use splice::{PipePool, SpliceEnd};
 pub use target::{canonical_ip, Host, HostError, Target};
 pub use write_deadline::{write_all_within, WriteDeadline};

@@ -22,6 +22,11 @@ impl<S> Prefixed<S> {
         Prefixed { inner, prefix }
     }
 
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     /// The bytes not yet read from the prefix.
     pub fn prefix(&self) -> &[u8] {
         &self.prefix

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::net::relay::Relay;
+use crate::net::splice::PipePool;
 use crate::net::{socket, write_all_within, DialError, Dialer, Host, Purpose, Target};
 use crate::policy::{Credentials, Users};
 use crate::shutdown::Drain;
@@ -29,6 +30,8 @@ pub struct SocksServer {
     idle_timeout: Option<Duration>,
     /// Shared with the HTTP listener when given: one `--max-connections` for both.
     limit: Option<Arc<Semaphore>>,
+    /// Pipes for splicing tunnels; `None` copies.
+    pipes: Option<PipePool>,
 }
 
 /// Why a handshake ended without a tunnel.
@@ -52,7 +55,14 @@ impl SocksServer {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(300)),
             limit: None,
+            pipes: None,
         }
+    }
+
+    /// Splices tunnels whose destination is a plain socket, with pipes from `pipes`.
+    pub fn splice(mut self, pipes: Option<PipePool>) -> Self {
+        self.pipes = pipes;
+        self
     }
 
     /// Counts connections against `limit` (taken from accept to close); beyond it new connections
@@ -139,7 +149,7 @@ impl SocksServer {
         }
         metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "socks5").increment(1);
         metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
-        let mut relay = Relay::new(&mut tcp, &mut upstream, self.idle_timeout);
+        let mut relay = Relay::new(&mut tcp, &mut upstream, self.idle_timeout).splice(self.pipes.as_ref());
         let result = (&mut relay).await;
         let stats = result.as_ref().map(|s| *s).unwrap_or_else(|_| relay.stats());
         metrics::gauge!("tunnelkit_proxy_tunnels_active").decrement(1.0);

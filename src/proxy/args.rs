@@ -117,6 +117,13 @@ pub struct Args {
     /// Threads serving client connections; each connection stays on one (0 = one per core) [default: 0].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Pipes for splicing tunnels between plain sockets, 2 file descriptors each; tunnels beyond
+    /// them copy [default: max-connections / 4].
+    #[arg(long, value_name = "N")]
+    pub max_pipes: Option<usize>,
+    /// Copy tunnel bytes through user space instead of splicing them (`splice(2)`).
+    #[arg(long, env = "TUNNELKIT_NO_SPLICE")]
+    pub no_splice: bool,
     /// On SIGTERM/SIGINT, let running requests and tunnels finish for this long [default: 30s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::net::Prefixed;
+use crate::net::{Prefixed, SpliceEnd};
 
 /// A client connection's byte stream.
 #[derive(Debug)]
@@ -27,6 +27,15 @@ pub(super) enum ClientStream {
     /// HTTPS decrypted by the proxy, over the connection that sent the CONNECT (whose bytes read
     /// past the CONNECT head come first).
     Intercepted(Box<TlsStream<Prefixed<ClientStream>>>),
+}
+
+impl SpliceEnd for ClientStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            ClientStream::Plain(s) => Some(s),
+            ClientStream::Tls(_) | ClientStream::Intercepted(_) => None,
+        }
+    }
 }
 
 impl AsyncRead for ClientStream {

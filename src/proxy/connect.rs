@@ -35,7 +35,8 @@ pub(super) async fn handle(ex: &Exchange<'_>, client: &mut ClientConn, head: &Re
     }
     metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "connect").increment(1);
     metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
-    let mut relay = Relay::new(&mut client.io, &mut upstream, Some(ex.shared.settings.tunnel_idle_timeout));
+    let idle = Some(ex.shared.settings.tunnel_idle_timeout);
+    let mut relay = Relay::new(&mut client.io, &mut upstream, idle).splice(ex.shared.pipes.as_ref());
     let result = (&mut relay).await;
     let stats = match &result {
         Ok(s) => *s,

@@ -19,7 +19,7 @@ use crate::client::ProxyDialer;
 use crate::http::body::BufIo;
 use crate::http::head::{RequestHead, ResponseHead};
 use crate::http::response;
-use crate::net::{write_all_within, BoxStream, DialError, Dialer, Target};
+use crate::net::{write_all_within, BoxStream, DialError, Dialer, PipePool, Target};
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::AccessLog;
 
@@ -40,6 +40,8 @@ pub(super) struct Shared {
     pub interceptor: Option<Interceptor>,
     /// Set with `--inspect`, `--flows-log` or `--har`.
     pub recorder: Option<Recorder>,
+    /// Pipes for splicing tunnels (`--max-pipes`); `None` with `--no-splice`.
+    pub pipes: Option<PipePool>,
 }
 
 /// A client connection: the stream (plain or TLS) with its read buffer.

@@ -127,14 +127,17 @@ pub(super) async fn finish_upgrade(
     metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
     let tunnel_idle = Some(shared.settings.tunnel_idle_timeout);
     let stats = match ex.capture() {
-        None => relay_both(&mut client.io, &mut up.io, tunnel_idle).await,
+        None => {
+            to_the_end(Relay::new(&mut client.io, &mut up.io, tunnel_idle).splice(shared.pipes.as_ref()))
+                .await
+        }
         Some(capture) => {
             let (cap, messages) = (capture.cap(), Messages::default());
             let mut c = WsTap::new(&mut client.io, Direction::Up, ex.started, cap, messages.clone());
             let mut u = WsTap::new(&mut up.io, Direction::Down, ex.started, cap, messages.clone());
             c.saw(&early_up);
             u.saw(&early_down);
-            let stats = relay_both(&mut c, &mut u, tunnel_idle).await;
+            let stats = to_the_end(Relay::new(&mut c, &mut u, tunnel_idle)).await;
             ex.note(|f| f.websocket = std::mem::take(&mut *messages.lock().expect("ws messages lock")));
             stats
         }
@@ -145,12 +148,11 @@ pub(super) async fn finish_upgrade(
 }
 
 /// The relay to its end; what it moved even when it ended with an error.
-async fn relay_both<A, B>(a: &mut A, b: &mut B, idle: Option<std::time::Duration>) -> RelayStats
+async fn to_the_end<A, B>(mut relay: Relay<'_, A, B>) -> RelayStats
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let mut relay = Relay::new(a, b, idle);
     let result = (&mut relay).await;
     result.unwrap_or_else(|_| relay.stats())
 }

@@ -25,7 +25,7 @@ use crate::http::head::{self, HeadError, RequestHead};
 use crate::http::response;
 use crate::net::socks::SocksServer;
 use crate::net::workers::Workers;
-use crate::net::{socket, write_all_within, Dialer, DirectDialer, GatedDialer};
+use crate::net::{socket, write_all_within, Dialer, DirectDialer, GatedDialer, PipePool};
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::AccessLog;
 
@@ -94,6 +94,7 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         None => (Arc::new(direct), None),
     };
     let users = Arc::new(settings.users.clone());
+    let settings_pipes = settings.max_pipes;
     let drain = Drain::new();
     let shared = Arc::new(Shared {
         pool: Pool::new(settings.upstream_idle_timeout),
@@ -105,6 +106,7 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         tls,
         interceptor,
         recorder,
+        pipes: (settings_pipes > 0).then(|| PipePool::new(settings_pipes, None)),
     });
 
     // One budget for both listeners: SOCKS connections count against --max-connections too.
@@ -127,7 +129,8 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         let socks = SocksServer::new(dialer, users, access_log)
             .handshake_timeout(shared.settings.header_timeout)
             .idle_timeout(Some(shared.settings.tunnel_idle_timeout))
-            .connection_limit(limit.clone());
+            .connection_limit(limit.clone())
+            .splice(shared.pipes.clone());
         let d = drain.clone();
         drain.spawn(Arc::new(socks).serve(l, d));
     }

@@ -50,6 +50,8 @@ struct File {
     #[serde(default, with = "humantime_serde")]
     tunnel_idle_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    max_pipes: Option<usize>,
+    no_splice: Option<bool>,
     workers: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     shutdown_timeout: Option<Duration>,
@@ -109,6 +111,8 @@ pub struct Settings {
     pub tunnel_idle_timeout: Duration,
     /// Connection cap.
     pub max_connections: usize,
+    /// Pipes for splicing CONNECT, SOCKS and upgrade tunnels (0: copy only, `--no-splice`).
+    pub max_pipes: usize,
     /// Threads serving client connections, each connection on one (0 = one per core).
     pub workers: usize,
     /// Drain deadline.
@@ -126,6 +130,16 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// Private key.
     pub key: PathBuf,
+}
+
+/// `--max-pipes`, zero with `--no-splice`; by default a quarter of the connections, as HAProxy's
+/// `maxpipes` (a tunnel moving bytes both ways at once is rarer than one waiting).
+fn max_pipes(no_splice: bool, asked: Option<usize>, max_connections: usize) -> Result<usize, ConfigError> {
+    if no_splice {
+        return Ok(0);
+    }
+    let n = asked.unwrap_or((max_connections / 4).max(1));
+    config::check_count("max_pipes", n, 0, 1_000_000)
 }
 
 /// Both or neither: a certificate without its key (or the reverse) is a half-done setup, not a
@@ -259,6 +273,8 @@ impl Settings {
         }
         let tls = tls_files(args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key))?;
         let max_connections = args.max_connections.or(file.max_connections).unwrap_or(10_000);
+        let no_splice = args.no_splice || file.no_splice == Some(true);
+        let max_pipes = max_pipes(no_splice, args.max_pipes.or(file.max_pipes), max_connections)?;
         let duration = |key: &str, flag: Option<Duration>, file: Option<Duration>, default: u64, max: u64| {
             let value = flag.or(file).unwrap_or(Duration::from_secs(default));
             config::check_duration(key, value, Duration::from_millis(100), Duration::from_secs(max))
@@ -300,6 +316,7 @@ impl Settings {
                 7 * DAY,
             )?,
             max_connections: config::check_count("max_connections", max_connections, 1, 1_000_000)?,
+            max_pipes,
             workers: crate::net::workers::check_count(args.workers.or(file.workers).unwrap_or(0))?,
             // Zero is allowed: stop at once without waiting for open connections.
             shutdown_timeout: config::check_duration(

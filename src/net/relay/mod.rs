@@ -1,10 +1,15 @@
 //! The one bidirectional copy used by every tunnel in tunnelkit (CONNECT, SOCKS, WebSocket upgrades,
 //! port forwards, tunnel streams).
 //!
-//! Three properties matter more than in `tokio::io::copy_bidirectional`:
+//! Four properties matter more than in `tokio::io::copy_bidirectional`:
 //! - **Idle connections hold no buffer.** A 64 KiB buffer is taken from a per-thread pool only for
 //!   the duration of one read that returns data and the writes that follow, and returned when a read
 //!   would block. Ten thousand idle tunnels cost sockets and tasks, not 1.3 GB of buffers.
+//! - **Plain sockets are spliced.** Given a [`PipePool`] ([`Relay::splice`]), a direction whose two
+//!   ends are kernel TCP sockets moves bytes with `splice(2)` through a pipe lent for as long as
+//!   bytes flow (`net::splice`); without a free pipe, or with TLS or a tunnel stream on either
+//!   end, it copies through the buffer. A direction switches strategy only when it holds no bytes,
+//!   so order is kept.
 //! - **Half-close is preserved.** EOF on one side shuts down the write half of the other; the
 //!   opposite direction keeps flowing until it ends too.
 //! - **An idle timeout** covers both directions together: the relay ends when no byte moved either
@@ -18,7 +23,10 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+
+use super::splice::{Lease, PipePool, SpliceEnd};
 
 /// Size of one relay buffer: large enough for loopback line rate, small enough to pool.
 pub const BUF_SIZE: usize = 64 * 1024;
@@ -75,6 +83,14 @@ pub struct Relay<'a, A: ?Sized, B: ?Sized> {
     sleep: Option<Pin<Box<Sleep>>>,
     last_activity: Instant,
     end_with_b: bool,
+    splice: Option<Splice<A, B>>,
+}
+
+/// How a spliced relay finds the sockets behind its ends, and where it borrows pipes.
+struct Splice<A: ?Sized, B: ?Sized> {
+    pipes: PipePool,
+    tcp_a: for<'x> fn(&'x A) -> Option<&'x TcpStream>,
+    tcp_b: for<'x> fn(&'x B) -> Option<&'x TcpStream>,
 }
 
 impl<'a, A, B> Relay<'a, A, B>
@@ -94,7 +110,23 @@ where
             sleep: idle.map(|d| Box::pin(tokio::time::sleep_until(now + d))),
             last_activity: now,
             end_with_b: false,
+            splice: None,
         }
+    }
+
+    /// Splices each direction whose two ends are plain TCP sockets, with pipes from `pipes`
+    /// (`None`: copy only, as with `--no-splice`).
+    pub fn splice(mut self, pipes: Option<&PipePool>) -> Self
+    where
+        A: SpliceEnd,
+        B: SpliceEnd,
+    {
+        self.splice = pipes.filter(|p| p.max() > 0).map(|pipes| Splice {
+            pipes: pipes.clone(),
+            tcp_a: <A as SpliceEnd>::tcp,
+            tcp_b: <B as SpliceEnd>::tcp,
+        });
+        self
     }
 
     /// Ends the relay as soon as `b` has closed and everything it sent reached `a` (whose write half
@@ -121,8 +153,16 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let before = this.ab.total + this.ba.total;
-        let ab = this.ab.poll_copy(cx, &mut *this.a, &mut *this.b)?;
-        let ba = this.ba.poll_copy(cx, &mut *this.b, &mut *this.a)?;
+        let (ab, ba) = match &this.splice {
+            None => (
+                this.ab.poll_copy(cx, &mut *this.a, &mut *this.b, None)?,
+                this.ba.poll_copy(cx, &mut *this.b, &mut *this.a, None)?,
+            ),
+            Some(s) => (
+                this.ab.poll_copy(cx, &mut *this.a, &mut *this.b, Some((&s.pipes, s.tcp_a, s.tcp_b)))?,
+                this.ba.poll_copy(cx, &mut *this.b, &mut *this.a, Some((&s.pipes, s.tcp_b, s.tcp_a)))?,
+            ),
+        };
         if ba.is_ready() && (ab.is_ready() || this.end_with_b) {
             return Poll::Ready(Ok(this.stats()));
         }
@@ -145,12 +185,18 @@ where
     }
 }
 
-/// One direction of the relay.
+/// Where a spliced direction borrows pipes and finds its reader's and writer's sockets.
+type SpliceWith<'p, R, W> =
+    (&'p PipePool, for<'x> fn(&'x R) -> Option<&'x TcpStream>, for<'x> fn(&'x W) -> Option<&'x TcpStream>);
+
+/// One direction of the relay. It holds bytes in at most one place at a time: the buffer
+/// (`pos..cap`) or the pipe.
 #[derive(Default)]
 struct Half {
     buf: Option<Box<[u8]>>,
     pos: usize,
     cap: usize,
+    pipe: Option<Lease>,
     total: u64,
     read_done: bool,
     need_flush: bool,
@@ -163,6 +209,7 @@ impl Half {
         cx: &mut Context<'_>,
         reader: &mut R,
         writer: &mut W,
+        splice: Option<SpliceWith<'_, R, W>>,
     ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin + ?Sized,
@@ -172,6 +219,15 @@ impl Half {
             return Poll::Ready(Ok(()));
         }
         loop {
+            // Spliced bytes first: the pipe is non-empty only between a fill and its drain.
+            if self.pipe.as_ref().is_some_and(|p| p.len() > 0) {
+                let (_, _, tcp_w) = splice.expect("a pipe implies splicing");
+                let Some(to) = tcp_w(writer) else {
+                    return Poll::Ready(Err(io::Error::other("spliced writer is no longer a socket")));
+                };
+                ready!(self.drain_pipe(cx, to))?;
+                continue;
+            }
             // Drain what we hold before reading more.
             while self.pos < self.cap {
                 let buf = self.buf.as_ref().expect("data implies a buffer");
@@ -190,6 +246,7 @@ impl Half {
             self.cap = 0;
 
             if self.read_done {
+                self.pipe = None;
                 if self.need_flush {
                     ready!(Pin::new(&mut *writer).poll_flush(cx))?;
                     self.need_flush = false;
@@ -197,6 +254,26 @@ impl Half {
                 ready!(Pin::new(&mut *writer).poll_shutdown(cx))?;
                 self.done = true;
                 return Poll::Ready(Ok(()));
+            }
+
+            if let Some((pipes, tcp_r, tcp_w)) = splice {
+                if let (Some(from), Some(_)) = (tcp_r(reader), tcp_w(writer)) {
+                    match self.fill_pipe(cx, from, pipes) {
+                        Poll::Ready(Some(result)) => {
+                            result?;
+                            continue;
+                        }
+                        Poll::Pending => {
+                            if self.need_flush {
+                                ready!(Pin::new(&mut *writer).poll_flush(cx))?;
+                                self.need_flush = false;
+                            }
+                            return Poll::Pending;
+                        }
+                        // No pipe to be had: this read is a copy.
+                        Poll::Ready(None) => {}
+                    }
+                }
             }
 
             let mut buf = take_buf();
@@ -229,56 +306,60 @@ impl Half {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
-
-    #[tokio::test]
-    async fn copies_both_ways_with_half_close() {
-        let (mut a_far, mut a) = duplex(1024);
-        let (mut b, mut b_far) = duplex(1024);
-        let task = tokio::spawn(async move { relay(&mut a, &mut b, None).await.unwrap() });
-        let data: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
-        let d2 = data.clone();
-        let w = tokio::spawn(async move {
-            a_far.write_all(&d2).await.unwrap();
-            a_far.shutdown().await.unwrap();
-            // The other direction still flows after our half-close.
-            let mut back = Vec::new();
-            a_far.read_to_end(&mut back).await.unwrap();
-            back
-        });
-        let mut got = Vec::new();
-        b_far.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, data);
-        b_far.write_all(b"reply").await.unwrap();
-        b_far.shutdown().await.unwrap();
-        assert_eq!(w.await.unwrap(), b"reply");
-        let stats = task.await.unwrap();
-        assert_eq!(stats.a_to_b, 200_000);
-        assert_eq!(stats.b_to_a, 5);
+impl Half {
+    /// Waits until `from` has bytes (giving the pipe back meanwhile: an idle direction holds
+    /// none), then splices them into a pipe. `Ready(None)`: no pipe could be lent, copy instead.
+    fn fill_pipe(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &TcpStream,
+        pipes: &PipePool,
+    ) -> Poll<Option<io::Result<()>>> {
+        loop {
+            match from.poll_read_ready(cx) {
+                Poll::Pending => {
+                    self.pipe = None;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Ok(())) => {}
+            }
+            let lease = match self.pipe.as_mut() {
+                Some(lease) => lease,
+                None => match pipes.take() {
+                    Some(lease) => self.pipe.insert(lease),
+                    None => return Poll::Ready(None),
+                },
+            };
+            match lease.fill_from(from) {
+                Ok(0) => {
+                    self.read_done = true;
+                    return Poll::Ready(Some(Ok(())));
+                }
+                Ok(_) => return Poll::Ready(Some(Ok(()))),
+                // Readiness was stale; it is cleared, so the next poll registers for the next bytes.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
     }
 
-    #[tokio::test]
-    async fn end_with_b_returns_when_b_closes_while_a_stays_open() {
-        let (mut a_far, mut a) = duplex(1024);
-        let (mut b, mut b_far) = duplex(1024);
-        b_far.write_all(b"bye").await.unwrap();
-        drop(b_far);
-        // `a` never closes: the relay still ends, and `a` got everything plus EOF.
-        let stats = Relay::new(&mut a, &mut b, None).end_with_b().await.unwrap();
-        assert_eq!(stats.b_to_a, 3);
-        let mut got = Vec::new();
-        a_far.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"bye");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn idle_timeout_ends_relay() {
-        let (_a_far, mut a) = duplex(1024);
-        let (mut b, _b_far) = duplex(1024);
-        let stats = relay(&mut a, &mut b, Some(Duration::from_secs(5))).await.unwrap();
-        assert!(stats.idle_timeout);
+    /// Splices the pipe's bytes into `to` until it is empty.
+    fn drain_pipe(&mut self, cx: &mut Context<'_>, to: &TcpStream) -> Poll<io::Result<()>> {
+        let lease = self.pipe.as_mut().expect("draining needs a pipe");
+        while lease.len() > 0 {
+            ready!(to.poll_write_ready(cx))?;
+            match lease.drain_to(to) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.total += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The lease still holds bytes: dropping it with the relay closes the pipe.
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests;
