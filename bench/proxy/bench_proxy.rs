@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! bench_proxy sink ADDR                                   # TCP server that discards what it reads
-//! bench_proxy throughput TARGET SECONDS [PROXY]           # push bytes to TARGET (via CONNECT if PROXY)
+//! bench_proxy throughput TARGET SECONDS [PROXY]           # push bytes to TARGET (via PROXY if given)
 //! bench_proxy idle TARGET COUNT PROXY                     # open COUNT CONNECT tunnels and hold them
 //! ```
+//! PROXY is `HOST:PORT` (an HTTP proxy: CONNECT) or `socks5://HOST:PORT`.
 //! `throughput` prints `Gbit/s`; `idle` prints `ready` once every tunnel is established, then waits
 //! for stdin to close.
 
@@ -16,6 +17,13 @@ use tokio::net::{TcpListener, TcpStream};
 async fn connect(target: &str, proxy: Option<&str>) -> Result<TcpStream, String> {
     match proxy {
         None => TcpStream::connect(target).await.map_err(|e| format!("connect {target}: {e}")),
+        Some(p) if p.starts_with("socks5://") => {
+            let addr = &p["socks5://".len()..];
+            let s = tokio_socks::tcp::Socks5Stream::connect(addr, target)
+                .await
+                .map_err(|e| format!("SOCKS5 via {addr}: {e}"))?;
+            Ok(s.into_inner())
+        }
         Some(p) => {
             let mut s = TcpStream::connect(p).await.map_err(|e| format!("connect proxy: {e}"))?;
             s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Forward-proxy benchmark: tunnelkit vs a direct connection, Squid and tinyproxy, in one run.
-# Not a test. Usage: bench/proxy/run.sh [SECONDS_PER_RUN]   (default 10)
+# Forward-proxy benchmark: tunnelkit vs a direct connection, Squid, tinyproxy and (SOCKS5)
+# microsocks, in one run. Every cell is the median of ROUNDS rounds; each round measures the paths in
+# a rotated order, so a slow moment of the shared machine does not always hit the same path.
+# Not a test. Usage: bench/proxy/run.sh [SECONDS_PER_RUN (default 10)] [ROUNDS (default 3)]
 # Writes bench/results/proxy-<date>.md and prints the same table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS="${1:-10}"
+ROUNDS="${2:-3}"
 # 9000: the sandbox caps open files at 20000 per process and a tunnel costs the proxy two.
 TUNNELS="${TUNNELS:-9000}"
 need=()
-for t in wrk:wrk iperf3:iperf3 squid:squid tinyproxy:tinyproxy nginx:nginx; do
+for t in wrk:wrk squid:squid tinyproxy:tinyproxy nginx:nginx microsocks:microsocks; do
   command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t##*:}")
 done
 if [ "${#need[@]}" -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
@@ -32,7 +35,11 @@ CONF
 nginx -c "$work/nginx.conf" & pids+=($!)
 SINK=$(port); $BP sink 127.0.0.1:$SINK >/dev/null & pids+=($!)
 
-TKP=$(port); $TK proxy --listen 127.0.0.1:$TKP --allow 127.0.0.0/8 --connect-ports 1-65535 --tunnel-idle-timeout 10m 2>/dev/null & TKPID=$!; pids+=($TKPID)
+TKP=$(port); TKS=$(port)
+$TK proxy --listen 127.0.0.1:$TKP --socks 127.0.0.1:$TKS --allow 127.0.0.0/8 --connect-ports 1-65535 --tunnel-idle-timeout 10m 2>/dev/null & TKPID=$!; pids+=($TKPID)
+# The same proxy with the buffered copy only (--no-splice): what splice(2) buys.
+TKC=$(port); $TK proxy --listen 127.0.0.1:$TKC --no-splice --allow 127.0.0.0/8 --connect-ports 1-65535 2>/dev/null & pids+=($!)
+MSP=$(port); microsocks -i 127.0.0.1 -p $MSP >/dev/null 2>&1 & pids+=($!)
 SQP=$(port)
 cat > "$work/squid.conf" <<CONF
 http_port 127.0.0.1:$SQP
@@ -61,7 +68,7 @@ LogLevel Critical
 PidFile "$work/tinyproxy.pid"
 CONF
 tinyproxy -d -c "$work/tinyproxy.conf" 2>/dev/null & TPPID=$!; pids+=($TPPID)
-for p in $ORIGIN $SINK $TKP $SQP $TPP; do wait_port "$p"; done
+for p in $ORIGIN $SINK $TKP $TKS $TKC $SQP $TPP $MSP; do wait_port "$p"; done
 
 cat > "$work/abs.lua" <<LUA
 wrk.path = "http://127.0.0.1:$ORIGIN/1k"
@@ -78,17 +85,41 @@ run_wrk() { # $1 = url base; $2 = optional lua
 }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-echo "measuring GET 1 KiB (wrk -c100 -t2 -d${SECS}s)..." >&2
-read -r d_rps d_p99 < <(run_wrk "http://127.0.0.1:$ORIGIN/1k")
-read -r t_rps t_p99 < <(run_wrk "http://127.0.0.1:$TKP" "$work/abs.lua")
-read -r s_rps s_p99 < <(run_wrk "http://127.0.0.1:$SQP" "$work/abs.lua")
-read -r y_rps y_p99 < <(run_wrk "http://127.0.0.1:$TPP" "$work/abs.lua")
+# median VALUES...: the middle value (the lower middle for an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+# rotate N ITEMS...: ITEMS starting at index N mod count.
+rotate() { local n=$1; shift; local a=("$@"); local k=$(( n % ${#a[@]} )); echo "${a[@]:k}" "${a[@]:0:k}"; }
 
-echo "measuring CONNECT throughput (${SECS}s each)..." >&2
-d_tp=$($BP throughput 127.0.0.1:$SINK "$SECS")
-t_tp=$($BP throughput 127.0.0.1:$SINK "$SECS" 127.0.0.1:$TKP)
-s_tp=$($BP throughput 127.0.0.1:$SINK "$SECS" 127.0.0.1:$SQP || echo 0)
-y_tp=$($BP throughput 127.0.0.1:$SINK "$SECS" 127.0.0.1:$TPP || echo 0)
+declare -A rps p99 tp
+get_paths=(direct tunnelkit squid tinyproxy)
+connect_paths=(direct tunnelkit tunnelkit_copy squid tinyproxy tunnelkit_socks microsocks)
+get_base() { case $1 in direct) echo "http://127.0.0.1:$ORIGIN/1k";; tunnelkit) echo "http://127.0.0.1:$TKP";;
+  squid) echo "http://127.0.0.1:$SQP";; tinyproxy) echo "http://127.0.0.1:$TPP";; esac; }
+via() { case $1 in direct) echo "";; tunnelkit) echo "127.0.0.1:$TKP";; tunnelkit_copy) echo "127.0.0.1:$TKC";;
+  squid) echo "127.0.0.1:$SQP";; tinyproxy) echo "127.0.0.1:$TPP";; tunnelkit_socks) echo "socks5://127.0.0.1:$TKS";;
+  microsocks) echo "socks5://127.0.0.1:$MSP";; esac; }
+for round in $(seq "$ROUNDS"); do
+  echo "round $round/$ROUNDS: GET 1 KiB (wrk -c100 -t2 -d${SECS}s)..." >&2
+  for path in $(rotate "$round" "${get_paths[@]}"); do
+    if [ "$path" = direct ]; then read -r r l < <(run_wrk "$(get_base direct)")
+    else read -r r l < <(run_wrk "$(get_base "$path")" "$work/abs.lua"); fi
+    rps[$path]+="$r "; p99[$path]+="$l "
+  done
+  echo "round $round/$ROUNDS: CONNECT/SOCKS5 throughput (${SECS}s each)..." >&2
+  for path in $(rotate "$round" "${connect_paths[@]}"); do
+    # shellcheck disable=SC2046
+    t=$($BP throughput 127.0.0.1:$SINK "$SECS" $(via "$path") || echo 0)
+    tp[$path]+="$t "
+  done
+done
+# p99 strings carry units (ms/us): keep the one of the median round by sorting on the number.
+med() { median ${1}; }
+for path in "${get_paths[@]}"; do rps[$path]=$(med "${rps[$path]}"); p99[$path]=$(printf '%s\n' ${p99[$path]} | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'); done
+for path in "${connect_paths[@]}"; do tp[$path]=$(med "${tp[$path]}"); done
+d_rps=${rps[direct]}; t_rps=${rps[tunnelkit]}; s_rps=${rps[squid]}; y_rps=${rps[tinyproxy]}
+d_p99=${p99[direct]}; t_p99=${p99[tunnelkit]}; s_p99=${p99[squid]}; y_p99=${p99[tinyproxy]}
+d_tp=${tp[direct]}; t_tp=${tp[tunnelkit]}; c_tp=${tp[tunnelkit_copy]}; s_tp=${tp[squid]}; y_tp=${tp[tinyproxy]}
+k_tp=${tp[tunnelkit_socks]}; m_tp=${tp[microsocks]}
 
 idle_rss() { # $1 pid, $2 proxy port -> KiB per tunnel
   local before after
@@ -120,6 +151,7 @@ out="bench/results/proxy-$date_tag.md"
   echo "Versions: $($TK --version), $(squid -v | head -1), $(tinyproxy -v 2>&1 | head -1), $(nginx -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)."
   echo
   echo "All on 127.0.0.1; each proxy with default-like settings, no caching, no logging. Origin: nginx, 1 KiB file."
+  echo "Each cell: median of $ROUNDS rounds, paths in rotated order per round."
   echo
   echo "## 1 KiB GETs, absolute-form (\`wrk -t2 -c100 -d${SECS}s --latency\`)"
   echo
@@ -130,14 +162,19 @@ out="bench/results/proxy-$date_tag.md"
   echo "| squid | $s_rps | $s_p99 | $(ratio "$s_rps" "$d_rps") | $(ratio "$t_rps" "$s_rps")x |"
   echo "| tinyproxy | $y_rps | $y_p99 | $(ratio "$y_rps" "$d_rps") | $(ratio "$t_rps" "$y_rps")x |"
   echo
-  echo "## CONNECT bulk throughput (one stream, ${SECS}s, \`bench_proxy throughput\`)"
+  echo "## CONNECT and SOCKS5 bulk throughput (one stream, ${SECS}s, \`bench_proxy throughput\`)"
   echo
   echo "| path | Gbit/s | vs direct |"
   echo "|---|---|---|"
   echo "| direct | $d_tp | 1.00 |"
-  echo "| tunnelkit | $t_tp | $(ratio "$t_tp" "$d_tp") |"
-  echo "| squid | $s_tp | $(ratio "$s_tp" "$d_tp") |"
-  echo "| tinyproxy | $y_tp | $(ratio "$y_tp" "$d_tp") |"
+  echo "| tunnelkit CONNECT (splice) | $t_tp | $(ratio "$t_tp" "$d_tp") |"
+  echo "| tunnelkit CONNECT --no-splice | $c_tp | $(ratio "$c_tp" "$d_tp") |"
+  echo "| squid CONNECT | $s_tp | $(ratio "$s_tp" "$d_tp") |"
+  echo "| tinyproxy CONNECT | $y_tp | $(ratio "$y_tp" "$d_tp") |"
+  echo "| tunnelkit SOCKS5 (splice) | $k_tp | $(ratio "$k_tp" "$d_tp") |"
+  echo "| microsocks SOCKS5 | $m_tp | $(ratio "$m_tp" "$d_tp") |"
+  echo
+  echo "splice vs copy: $(ratio "$t_tp" "$c_tp")x."
   echo
   echo "## Memory per idle CONNECT tunnel ($TUNNELS tunnels, VmRSS delta / tunnels)"
   echo
@@ -147,7 +184,7 @@ out="bench/results/proxy-$date_tag.md"
   echo "| squid | $s_rss |"
   echo "| tinyproxy | $y_rss |"
   echo
-  echo "Goals (issue 2): GETs >= 0.60x direct and >= 1.5x Squid; CONNECT >= 0.90x direct; <= 16 KiB per idle tunnel."
+  echo "Goals (issue 12): GETs >= 0.70x direct; CONNECT >= 0.90x direct; <= 4 KiB per idle tunnel."
   echo
-  echo "Commands: \`bench/proxy/run.sh $SECS\` (TUNNELS=$TUNNELS)."
+  echo "Commands: \`bench/proxy/run.sh $SECS $ROUNDS\` (TUNNELS=$TUNNELS)."
 } | tee "$out"

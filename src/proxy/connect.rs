@@ -33,6 +33,9 @@ pub(super) async fn handle(ex: &Exchange<'_>, client: &mut ClientConn, head: &Re
     if !pipelined.is_empty() && write_all_within(&mut upstream, &pipelined, idle).await.is_err() {
         return Next::Close;
     }
+    // The head's read buffer (16 KiB reserved, a page of it touched) must not live as long as the
+    // tunnel: an idle tunnel would hold it for nothing.
+    let pipelined = pipelined.len() as u64;
     metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "connect").increment(1);
     metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
     let idle = Some(ex.shared.settings.tunnel_idle_timeout);
@@ -43,7 +46,7 @@ pub(super) async fn handle(ex: &Exchange<'_>, client: &mut ClientConn, head: &Re
         Err(_) => relay.stats(),
     };
     metrics::gauge!("tunnelkit_proxy_tunnels_active").decrement(1.0);
-    let up = stats.a_to_b + pipelined.len() as u64;
+    let up = stats.a_to_b + pipelined;
     metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "up").increment(up);
     metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "down").increment(stats.b_to_a);
     let note = match &result {

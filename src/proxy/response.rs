@@ -119,6 +119,8 @@ pub(super) async fn finish_upgrade(
     if write_all_within(&mut client.io, &out, idle).await.is_err() {
         return Next::Close;
     }
+    // Read buffers are not kept for the tunnel's life (only a recording tap needs what they held).
+    drop(out);
     let early_up = std::mem::take(&mut client.buf);
     if !early_up.is_empty() && write_all_within(&mut up.io, &early_up, idle).await.is_err() {
         return Next::Close;
@@ -128,6 +130,7 @@ pub(super) async fn finish_upgrade(
     let tunnel_idle = Some(shared.settings.tunnel_idle_timeout);
     let stats = match ex.capture() {
         None => {
+            drop((early_up, early_down));
             to_the_end(Relay::new(&mut client.io, &mut up.io, tunnel_idle).splice(shared.pipes.as_ref()))
                 .await
         }
