@@ -221,7 +221,8 @@ async fn raw_handshake(url: &str) -> (String, String) {
 async fn poll(url: &str, sid: &str) -> (String, String, Duration) {
     let started = Instant::now();
     let (_, out, _) =
-        curl(&["-s", "-w", "\n%{http_code}", &format!("{url}/socket.io/?EIO=4&transport=polling&sid={sid}")]).await;
+        curl(&["-s", "-w", "\n%{http_code}", &format!("{url}/socket.io/?EIO=4&transport=polling&sid={sid}")])
+            .await;
     let text = String::from_utf8_lossy(&out).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap();
     (status.to_owned(), body.to_owned(), started.elapsed())
@@ -292,7 +293,11 @@ async fn a_stopped_backends_tags_get_the_400_at_once() {
         }
     }
     let sid = on_a.expect("round robin reaches A");
-    assert_eq!(poll(&u2, &sid).await.0, "200");
+    // The Socket.IO CONNECT, through the other balancer, then the poll that gets its answer.
+    let connect = format!("{u2}/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let (ok, out, _) = curl(&["-s", "-X", "POST", "-d", "40", &connect]).await;
+    assert!(ok && out == b"ok", "{}", String::from_utf8_lossy(&out));
+    assert_eq!(poll(&u1, &sid).await.0, "200");
     drop(a);
     // Both balancers' health checks see A gone within a few periods; from then on A's sessions get
     // the 400 without any attempt to reach A.
@@ -342,13 +347,19 @@ async fn bad_route_settings_are_refused_at_start() {
     }
     // The config file keys work as the flags do.
     let toml = dir.path().join("sticky.toml");
-    std::fs::write(&toml, format!("backends = [\"127.0.0.1:1\"]\nroute_by = \"tag\"\nroute_key = \"{short}\"\n"))
-        .unwrap();
+    std::fs::write(
+        &toml,
+        format!("backends = [\"127.0.0.1:1\"]\nroute_by = \"tag\"\nroute_key = \"{short}\"\n"),
+    )
+    .unwrap();
     let (status, stderr) =
         run_to_exit(&["sticky", "--config", toml.to_str().unwrap()], &[], Duration::from_secs(10)).await;
     assert!(!status.unwrap().success() && stderr.contains("route_key"), "{stderr}");
-    std::fs::write(&toml, format!("backends = [\"127.0.0.1:1\"]\nroute_by = \"tag\"\nroute_key = \"{good}\"\n"))
-        .unwrap();
+    std::fs::write(
+        &toml,
+        format!("backends = [\"127.0.0.1:1\"]\nroute_by = \"tag\"\nroute_key = \"{good}\"\n"),
+    )
+    .unwrap();
     let s = Proc::start(&["sticky", "--config", toml.to_str().unwrap(), "--listen", "127.0.0.1:0"], 1);
     assert!(s.addr().ip().is_loopback());
 }

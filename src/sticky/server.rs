@@ -70,7 +70,9 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         None => SidStore::new(settings.key_expiry),
     };
     let tags = match &settings.route_by {
-        RouteBy::Tag(key) => Some(SidTagger::new(key, &settings.backends).map_err(|e| anyhow::anyhow!("--backend: {e}"))?),
+        RouteBy::Tag(key) => {
+            Some(SidTagger::new(key, &settings.backends).map_err(|e| anyhow::anyhow!("--backend: {e}"))?)
+        }
         RouteBy::Store => None,
     };
     let listener = TcpListener::bind(settings.listen)

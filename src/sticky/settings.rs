@@ -197,7 +197,11 @@ const MAX_CONNECTIONS: usize = 1_000_000;
 
 /// `--route-by` with its key: `tag` needs a readable `--route-key` of at least [`MIN_KEY_BYTES`]
 /// and excludes `--redis` (a store nobody would read); a key without `tag` is a mistake too.
-fn route_by(mode: Option<String>, key: Option<PathBuf>, redis: &Option<String>) -> Result<RouteBy, ConfigError> {
+fn route_by(
+    mode: Option<String>,
+    key: Option<PathBuf>,
+    redis: &Option<String>,
+) -> Result<RouteBy, ConfigError> {
     let flag = config::flag_and_key("route_key");
     match mode.as_deref().unwrap_or("store") {
         "store" => match key {
@@ -331,7 +335,8 @@ mod tests {
             assert!(e.contains("--route-key (config key route_key)"), "{e}");
             assert!(e.contains(want) && e.contains("head -c 32 /dev/urandom"), "{e}");
         }
-        let e = error(Args { route_key: good.clone(), redis: Some("redis://127.0.0.1:6379".into()), ..tag() });
+        let e =
+            error(Args { route_key: good.clone(), redis: Some("redis://127.0.0.1:6379".into()), ..tag() });
         assert!(e.contains("--route-by") && e.contains("drop --redis"), "{e}");
         let e = error(Args { route_key: good, ..args() });
         assert!(e.contains("--route-by tag"), "{e}");

@@ -40,8 +40,10 @@ pub fn tag_handshake(content_type: &str, body: &[u8], suffix: &str) -> Option<Ve
         let payload = String::from_utf8(tag_text(literal.as_bytes(), suffix)?).ok()?;
         // As engine.io does: JSON, with the two line separators JavaScript rejects in a literal
         // escaped.
-        let encoded =
-            serde_json::to_string(&payload).ok()?.replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029");
+        let encoded = serde_json::to_string(&payload)
+            .ok()?
+            .replace('\u{2028}', "\\u2028")
+            .replace('\u{2029}', "\\u2029");
         let mut out = body[..start].to_vec();
         out.extend_from_slice(encoded.as_bytes());
         out.extend_from_slice(&body[end..]);
@@ -182,7 +184,8 @@ mod tests {
 
     #[test]
     fn v4_handshake() {
-        let body = b"0{\"sid\":\"lv_VI97HAXpY6yYWAAAC\",\"upgrades\":[\"websocket\"],\"pingInterval\":25000}\x1e40";
+        let body =
+            b"0{\"sid\":\"lv_VI97HAXpY6yYWAAAC\",\"upgrades\":[\"websocket\"],\"pingInterval\":25000}\x1e40";
         let out = tag_handshake("text/plain; charset=UTF-8", body, SUFFIX).unwrap();
         let want = format!(
             "0{{\"sid\":\"lv_VI97HAXpY6yYWAAAC{SUFFIX}\",\"upgrades\":[\"websocket\"],\"pingInterval\":25000}}\x1e40"
@@ -210,7 +213,10 @@ mod tests {
         let (len, rest) = out.split_once(':').unwrap();
         assert_eq!(len.parse::<usize>().unwrap(), open.len() + SUFFIX.len());
         assert!(rest.ends_with("2:40"));
-        assert_eq!(learn_sid("text/plain", out.as_bytes()).unwrap().sid, format!("lv_VI97HAXpY6yYWAAAC{SUFFIX}"));
+        assert_eq!(
+            learn_sid("text/plain", out.as_bytes()).unwrap().sid,
+            format!("lv_VI97HAXpY6yYWAAAC{SUFFIX}")
+        );
         // Lengths in UTF-16 units: an astral character counts two, a 2-byte one counts one.
         let open = "0{\"sid\":\"\u{1F600}é\"}";
         let units = open.encode_utf16().count();

@@ -74,7 +74,13 @@ fn unknown(sid: &str, peer: SocketAddr, kind: &'static str) {
 /// The handshake answer the client gets for session `sid` on backend `b`: with tag routing, the
 /// body with `sid.TAG` in place of `sid`; `None` if that body cannot be rewritten (the client could
 /// not route with the backend's bare sid, so it must not get it).
-pub(super) fn hand_out(state: &State, b: BackendId, sid: &str, content_type: &str, body: Bytes) -> Option<Bytes> {
+pub(super) fn hand_out(
+    state: &State,
+    b: BackendId,
+    sid: &str,
+    content_type: &str,
+    body: Bytes,
+) -> Option<Bytes> {
     let Some(tags) = &state.tags else { return Some(body) };
     let tagged = tags.encode(sid, b);
     sid_rewrite::tag_handshake(content_type, &body, &tagged[sid.len()..]).map(Bytes::from)

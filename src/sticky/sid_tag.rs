@@ -123,7 +123,7 @@ impl SidTagger {
         let name = self.names[backend.index()];
         let mut raw = [0u8; BACKEND_BYTES + MAC_BYTES];
         raw[..BACKEND_BYTES].copy_from_slice(&name);
-        raw[BACKEND_BYTES..].copy_from_slice(&self.mac(&name, sid)[..MAC_BYTES]);
+        raw[BACKEND_BYTES..].copy_from_slice(&self.mac(&name, sid).as_ref()[..MAC_BYTES]);
         let mut out = String::with_capacity(sid.len() + 1 + TAG_CHARS);
         out.push_str(sid);
         out.push('.');
@@ -145,7 +145,7 @@ impl SidTagger {
         }
         let name: [u8; BACKEND_BYTES] = raw[..BACKEND_BYTES].try_into().expect("fixed size");
         let expected = self.mac(&name, sid);
-        if !constant_time_eq(&expected[..MAC_BYTES], &raw[BACKEND_BYTES..]) {
+        if !constant_time_eq(&expected.as_ref()[..MAC_BYTES], &raw[BACKEND_BYTES..]) {
             return Err(Untag::Forged);
         }
         let index = self.names.iter().position(|n| *n == name).ok_or(Untag::UnknownBackend)?;
@@ -196,7 +196,9 @@ mod tests {
             let b = BackendId::at(i % 3);
             let tagged = t.encode(sid, b);
             assert_eq!(tagged.len(), sid.len() + 1 + TAG_CHARS);
-            assert!(tagged[sid.len() + 1..].bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+            assert!(tagged[sid.len() + 1..]
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
             assert_eq!(t.decode(&tagged), Ok((*sid, b)));
         }
     }
