@@ -157,6 +157,11 @@ async fn two_balancers_without_a_store_keep_each_session_on_its_backend() {
         if transports.starts_with("polling") {
             let id = open["id"].as_str().unwrap();
             assert_eq!(id.rsplit_once('.').map(|(_, t)| t.len()), Some(TAG_CHARS), "tagged sid: {id}");
+            // The handshake went to one balancer, the next request (and so on) to the other.
+            for s in [&s1, &s2] {
+                let n = open["hits"][s.addr().to_string()].as_u64().unwrap_or(0);
+                assert!(n >= 1, "{transports} v2={v2}: balancer {} unused while opening: {open}", s.addr());
+            }
         }
         let r = c.echo(20).await;
         assert_eq!(r["transport"], want, "{transports} v2={v2}: {r}");

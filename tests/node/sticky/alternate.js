@@ -5,7 +5,7 @@
 // builds (Transport#createUri in engine.io-client 6, Polling/WS#uri in 3.x), so the client itself is
 // unmodified. Commands (one per line), each answered by one JSON line on stdout:
 //   hosts H:P,H:P   balancers to alternate between from now on     -> {"hosts":N}
-//   open            opens the session (and waits for the upgrade)    -> {"id":"...","transport":"..."}
+//   open            opens the session (and waits for the upgrade)    -> {"id":"...","transport":"...","hits":{...}}
 //   echo N          N acknowledged 'echo' events, one after another  -> {"acks":N,"backends":[...],
 //                   "hits":{"H:P":requests,...},"transport":"...","id":"...","disconnects":D}
 //   exit
@@ -53,7 +53,7 @@ function open() {
     socket.on('connect_error', (e) => fail(`connect_error: ${e && e.message}`));
     socket.on('disconnect', () => { disconnects++; });
     socket.on('connect', () => {
-      const done = () => { clearTimeout(timer); resolve({ id: engine().id, transport: engine().transport.name }); };
+      const done = () => { clearTimeout(timer); resolve({ id: engine().id, transport: engine().transport.name, hits }); };
       if (upgrade && engine().transport.name !== 'websocket') engine().once('upgrade', done);
       else done();
     });
