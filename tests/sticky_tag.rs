@@ -288,7 +288,11 @@ async fn a_stopped_backends_tags_get_the_400_at_once() {
     let flags = ["--balance", "round-robin", "--check-interval", "100ms", "--check-timeout", "100ms"];
     let s1 = tag_balancer(&[&a, &b], &key, &flags);
     let s2 = tag_balancer(&[&a, &b], &key, &flags);
+    // A third balancer whose health check will not run again during the test: it learns that A is
+    // gone from the refused connection itself.
+    let s3 = tag_balancer(&[&a, &b], &key, &["--check-interval", "1h"]);
     let (u1, u2) = (format!("http://{}", s1.addr()), format!("http://{}", s2.addr()));
+    let u3 = format!("http://{}", s3.addr());
     let mut on_a = None;
     for _ in 0..4 {
         let (sid, backend) = raw_handshake(&u1).await;
@@ -303,9 +307,18 @@ async fn a_stopped_backends_tags_get_the_400_at_once() {
     let (ok, out, _) = curl(&["-s", "-X", "POST", "-d", "40", &connect]).await;
     assert!(ok && out == b"ok", "{}", String::from_utf8_lossy(&out));
     assert_eq!(poll(&u1, &sid).await.0, "200");
+    // s3 has a pooled connection to A too.
+    let (ok, out, _) = curl(&["-s", "-X", "POST", "-d", "3", &connect.replace(&u2, &u3)]).await;
+    assert!(ok && out == b"ok", "{}", String::from_utf8_lossy(&out));
     drop(a);
-    // Both balancers' health checks see A gone within a few periods; from then on A's sessions get
-    // the 400 without any attempt to reach A.
+    // Without a health check: the refused connection answers at once, and marks A down.
+    for _ in 0..2 {
+        let (status, body, took) = poll(&u3, &sid).await;
+        assert_eq!((status.as_str(), body.as_str()), ("400", SESSION_UNKNOWN));
+        assert!(took < Duration::from_millis(500), "answered in {took:?}");
+    }
+    // Both other balancers' health checks see A gone within a few periods; from then on A's
+    // sessions get the 400 without any attempt to reach A.
     tokio::time::sleep(Duration::from_millis(600)).await;
     for url in [&u1, &u2] {
         let (status, body, took) = poll(url, &sid).await;

@@ -362,6 +362,7 @@ async fn learn(state: &State, b: BackendId, resp: Response<Incoming>) -> Respons
             let Some(bytes) = sid_route::hand_out(state, b, &open.sid, ct, bytes) else {
                 metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "sid_not_tagged")
                     .increment(1);
+                tracing::warn!(backend = %backend.addr, "could not put the sid tag into a handshake answer");
                 return full(StatusCode::BAD_GATEWAY, "text/plain", "handshake answer could not be tagged\n");
             };
             // Bind before the client sees the sid: its very next request must find the binding.
@@ -370,16 +371,18 @@ async fn learn(state: &State, b: BackendId, resp: Response<Incoming>) -> Respons
             tracing::debug!(sid = %open.sid, backend = %backend.addr, "bound");
             bytes
         }
-        None if state.tags.is_some() => {
-            // The client could not route with a sid it never got tagged.
-            metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "sid_not_learned")
-                .increment(1);
-            return full(StatusCode::BAD_GATEWAY, "text/plain", "handshake answer without a readable sid\n");
-        }
         None => {
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "sid_not_learned")
                 .increment(1);
             tracing::warn!(backend = %backend.addr, "could not read a sid from a handshake answer");
+            if state.tags.is_some() {
+                // A client given an untagged sid could not route any request of the session.
+                return full(
+                    StatusCode::BAD_GATEWAY,
+                    "text/plain",
+                    "handshake answer without a readable sid\n",
+                );
+            }
             bytes
         }
     };
