@@ -381,3 +381,41 @@ async fn bad_route_settings_are_refused_at_start() {
     let s = Proc::start(&["sticky", "--config", toml.to_str().unwrap(), "--listen", "127.0.0.1:0"], 1);
     assert!(s.addr().ip().is_loopback());
 }
+
+/// Engine.IO v3 handshakes (text with its recomputed length prefix, and JSONP) from a real server
+/// carry a tagged sid that routes through another balancer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_text_and_jsonp_handshakes_carry_routable_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "key", &[0x66; 32]);
+    let a = Backend::start("A");
+    let (s1, s2) = (tag_balancer(&[&a], &key, &[]), tag_balancer(&[&a], &key, &[]));
+    for query in ["EIO=3&transport=polling", "EIO=3&transport=polling&b64=1", "EIO=3&transport=polling&j=0"] {
+        let (ok, out, err) = curl(&[&format!("http://{}/socket.io/?{query}", s1.addr())]).await;
+        assert!(ok, "{err}");
+        let text = String::from_utf8(out).unwrap();
+        let payload = match text.strip_prefix("___eio[0](") {
+            Some(js) => serde_json::from_str::<String>(js.strip_suffix(");").unwrap()).unwrap(),
+            None => text.clone(),
+        };
+        // `len:packet`, with len the packet's length in UTF-16 units, tag included.
+        let (len, rest) = payload.split_once(':').unwrap();
+        let open: String = rest.chars().take(len.parse().unwrap()).collect();
+        assert!(open.starts_with("0{") && open.ends_with('}'), "{query}: {payload}");
+        let sid = serde_json::from_str::<serde_json::Value>(&open[1..]).unwrap()["sid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(sid.rsplit_once('.').unwrap().1.len(), TAG_CHARS, "{query}: {sid}");
+        let (ok, out, _) = curl(&[
+            "-s",
+            "-X",
+            "POST",
+            "-d",
+            "1:2",
+            &format!("http://{}/socket.io/?EIO=3&transport=polling&sid={sid}", s2.addr()),
+        ])
+        .await;
+        assert!(ok && out == b"ok", "{query}: {}", String::from_utf8_lossy(&out));
+    }
+}
