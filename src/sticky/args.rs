@@ -23,6 +23,15 @@ pub struct Args {
     /// PEM file of the CA that signed the Redis server's certificate (for a rediss:// URL).
     #[arg(long, value_name = "PEM")]
     pub redis_ca: Option<PathBuf>,
+    /// How a session's requests find its backend: `store` (the sid map, in memory or in --redis)
+    /// or `tag` (the sid handed to the client carries a signed backend tag: no store, any number of
+    /// balancers; needs --route-key) [default: store].
+    #[arg(long, value_name = "MODE", value_parser = ["store", "tag"])]
+    pub route_by: Option<String>,
+    /// File holding the key that signs sid tags (--route-by tag): at least 16 bytes, the same file
+    /// on every balancer. Make one with `head -c 32 /dev/urandom > FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub route_key: Option<PathBuf>,
     /// Engine.IO path [default: /socket.io/].
     #[arg(long, value_name = "PATH")]
     pub path: Option<String>,

@@ -3,6 +3,9 @@
 //!
 //! - [`engine`]: what the balancer parses of Engine.IO (paths, query, the sid in a handshake).
 //! - [`store`]: the sid -> backend map with lazily refreshed expiry.
+//! - [`sid_tag`]: stateless routing (`--route-by tag`): `SID.TAG`, the TAG naming the backend, signed.
+//! - `sid_rewrite`: the tag put into handshake bodies and cut from request queries.
+//! - `sid_route`: how a known session's request finds its backend, by the store or by the tag.
 //! - [`backend`]: backends, health, and balancing of new sessions.
 //! - [`upgrade_watch`]: spotting, in a relayed WebSocket, the moment a polling session moves onto it.
 //! - `listener`: client connections (`--max-connections`, `--header-timeout`).
@@ -23,6 +26,9 @@ mod health;
 mod listener;
 mod server;
 pub mod settings;
+mod sid_rewrite;
+mod sid_route;
+pub mod sid_tag;
 mod state;
 pub mod store;
 pub mod upgrade_watch;

@@ -21,7 +21,9 @@ use super::bodies::{empty, full, full_body, read_small, session_unknown, Body, S
 use super::connector::Connector;
 use super::engine::{self, EngineQuery};
 use super::headers;
-use super::settings::Settings;
+use super::settings::{RouteBy, Settings};
+use super::sid_route;
+use super::sid_tag::SidTagger;
 use super::state::{live_sessions, State};
 use super::store::SidStore;
 use super::upgrade_watch::UpgradeWatch;
@@ -67,6 +69,12 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         }
         None => SidStore::new(settings.key_expiry),
     };
+    let tags = match &settings.route_by {
+        RouteBy::Tag(key) => {
+            Some(SidTagger::new(key, &settings.backends).map_err(|e| anyhow::anyhow!("--backend: {e}"))?)
+        }
+        RouteBy::Store => None,
+    };
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", settings.listen))?;
@@ -80,6 +88,7 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     let state = Arc::new(State {
         backends: Backends::new(settings.backends.clone(), settings.balance),
         store,
+        tags,
         settings,
         client,
         probe,
@@ -128,22 +137,13 @@ async fn route(state: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
 /// end of the WebSocket the session moved onto.
 async fn by_sid(
     state: &Arc<State>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     sid: String,
     q: &EngineQuery,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let b = match state.store.get(&sid).await {
-        Some(b) if state.backends.get(b).is_healthy() => b,
-        other => {
-            if other.is_some() {
-                state.store.remove(&sid).await;
-            }
-            metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "session_unknown")
-                .increment(1);
-            tracing::debug!(%peer, %sid, "unknown sid or backend down: 400 Session ID unknown");
-            return session_unknown();
-        }
+    let Some((b, sid)) = sid_route::backend_of(state, &mut req, sid, peer).await else {
+        return session_unknown();
     };
     tracing::debug!(%peer, %sid, backend = %state.backends.get(b).addr, "route by sid");
     let (req, closing) = if req.method() == Method::POST {
@@ -357,19 +357,35 @@ async fn learn(state: &State, b: BackendId, resp: Response<Incoming>) -> Respons
     };
     let ct = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let backend = &state.backends.get(b);
-    match engine::learn_sid(ct, &bytes) {
+    let bytes = match engine::learn_sid(ct, &bytes) {
         Some(open) => {
+            let Some(bytes) = sid_route::hand_out(state, b, &open.sid, ct, bytes) else {
+                metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "sid_not_tagged")
+                    .increment(1);
+                tracing::warn!(backend = %backend.addr, "could not put the sid tag into a handshake answer");
+                return full(StatusCode::BAD_GATEWAY, "text/plain", "handshake answer could not be tagged\n");
+            };
             // Bind before the client sees the sid: its very next request must find the binding.
             state.store.put(&open.sid, b).await;
             backend.sessions_total.increment(1);
             tracing::debug!(sid = %open.sid, backend = %backend.addr, "bound");
+            bytes
         }
         None => {
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "sid_not_learned")
                 .increment(1);
             tracing::warn!(backend = %backend.addr, "could not read a sid from a handshake answer");
+            if state.tags.is_some() {
+                // A client given an untagged sid could not route any request of the session.
+                return full(
+                    StatusCode::BAD_GATEWAY,
+                    "text/plain",
+                    "handshake answer without a readable sid\n",
+                );
+            }
+            bytes
         }
-    }
+    };
     parts.headers.remove(CONTENT_LENGTH);
     Response::from_parts(parts, full_body(bytes))
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::args::Args;
 use super::backend::Balance;
+use super::sid_tag::{KeyFileError, RouteKey, MIN_KEY_BYTES};
 use crate::config::{self, ConfigError};
 use crate::net::Target;
 
@@ -21,6 +22,8 @@ struct File {
     backends: Vec<String>,
     redis: Option<String>,
     redis_ca: Option<PathBuf>,
+    route_by: Option<String>,
+    route_key: Option<PathBuf>,
     path: Option<String>,
     #[serde(default, with = "humantime_serde")]
     check_interval: Option<Duration>,
@@ -42,6 +45,15 @@ struct File {
     metrics: Option<SocketAddr>,
 }
 
+/// How a request of a known session finds its backend (`--route-by`).
+#[derive(Debug, Clone)]
+pub enum RouteBy {
+    /// The sid -> backend map (in memory, or shared in Redis).
+    Store,
+    /// The backend is named in a signed tag appended to the sid ([`super::sid_tag`]).
+    Tag(RouteKey),
+}
+
 /// Resolved settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -53,6 +65,8 @@ pub struct Settings {
     pub redis: Option<String>,
     /// PEM bundle the Redis server's certificate must chain to (`rediss://` only).
     pub redis_ca: Option<PathBuf>,
+    /// How a session's requests find its backend.
+    pub route_by: RouteBy,
     /// Engine.IO path prefix.
     pub path: String,
     /// Health-check interval.
@@ -115,6 +129,7 @@ impl Settings {
         if let Some(url) = &redis {
             check_redis_scheme(url)?;
         }
+        let route_by = route_by(args.route_by.or(file.route_by), args.route_key.or(file.route_key), &redis)?;
         let pick = |flag: Option<Duration>, file: Option<Duration>, default: u64| {
             flag.or(file).unwrap_or(Duration::from_secs(default))
         };
@@ -148,6 +163,7 @@ impl Settings {
             backends,
             redis,
             redis_ca,
+            route_by,
             path,
             check_interval,
             check_timeout,
@@ -178,6 +194,56 @@ const EXPIRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_sec
 
 /// Most `--max-connections`: far above what one process can hold open.
 const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// `--route-by` with its key: `tag` needs a readable `--route-key` of at least [`MIN_KEY_BYTES`]
+/// and excludes `--redis` (a store nobody would read); a key without `tag` is a mistake too.
+fn route_by(
+    mode: Option<String>,
+    key: Option<PathBuf>,
+    redis: &Option<String>,
+) -> Result<RouteBy, ConfigError> {
+    let flag = config::flag_and_key("route_key");
+    match mode.as_deref().unwrap_or("store") {
+        "store" => match key {
+            None => Ok(RouteBy::Store),
+            Some(_) => Err(ConfigError::invalid(
+                flag,
+                "a route key is only used with --route-by tag (config key route_by = \"tag\"); add that, or drop the key",
+            )),
+        },
+        "tag" => {
+            if redis.is_some() {
+                return Err(ConfigError::invalid(
+                    config::flag_and_key("route_by"),
+                    "`tag` routes without a store, so --redis would never be read; drop --redis (config key redis), \
+                     or use --route-by store to share sessions through Redis",
+                ));
+            }
+            let make = "make one with `head -c 32 /dev/urandom > FILE` and give every balancer a copy";
+            let Some(path) = key else {
+                return Err(ConfigError::invalid(
+                    flag,
+                    format!("--route-by tag needs a key file: pass --route-key FILE (config key route_key); {make}"),
+                ));
+            };
+            let shown = path.display();
+            RouteKey::load(&path).map(RouteBy::Tag).map_err(|e| {
+                let why = match e {
+                    KeyFileError::Unreadable(e) => format!("cannot read {shown}: {e}"),
+                    KeyFileError::Empty => format!("{shown} is empty"),
+                    KeyFileError::TooShort(n) => {
+                        format!("{shown} holds {n} bytes; a key needs at least {MIN_KEY_BYTES}")
+                    }
+                };
+                ConfigError::invalid(flag, format!("{why}; {make}"))
+            })
+        }
+        other => Err(ConfigError::invalid(
+            config::flag_and_key("route_by"),
+            format!("`{other}` is not a routing mode; use store or tag"),
+        )),
+    }
+}
 
 /// Only Redis URLs are accepted by `--redis`: `redis://` or `rediss://` (TLS). The URL is shown
 /// with its password hidden.
@@ -244,6 +310,36 @@ mod tests {
         }
         let e = error(Args { check_interval: Some(zero), ..args() });
         assert!(e.contains("10ms") && e.contains("1h") && e.contains("check_interval"), "{e}");
+    }
+
+    #[test]
+    fn route_by_tag_needs_a_good_key_and_no_redis() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            Some(p)
+        };
+        let tag = || Args { route_by: Some("tag".into()), ..args() };
+        assert!(matches!(Settings::load(args()).unwrap().route_by, RouteBy::Store));
+        let good = file("good", &[7; 32]);
+        let s = Settings::load(Args { route_key: good.clone(), ..tag() }).unwrap();
+        assert!(matches!(s.route_by, RouteBy::Tag(_)));
+        for (key, want) in [
+            (None, "--route-key FILE"),
+            (file("empty", b""), "is empty"),
+            (file("short", &[1; 15]), "holds 15 bytes; a key needs at least 16"),
+            (Some(dir.path().join("missing")), "cannot read"),
+        ] {
+            let e = error(Args { route_key: key, ..tag() });
+            assert!(e.contains("--route-key (config key route_key)"), "{e}");
+            assert!(e.contains(want) && e.contains("head -c 32 /dev/urandom"), "{e}");
+        }
+        let e =
+            error(Args { route_key: good.clone(), redis: Some("redis://127.0.0.1:6379".into()), ..tag() });
+        assert!(e.contains("--route-by") && e.contains("drop --redis"), "{e}");
+        let e = error(Args { route_key: good, ..args() });
+        assert!(e.contains("--route-by tag"), "{e}");
     }
 
     #[test]

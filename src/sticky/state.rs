@@ -12,6 +12,7 @@ use super::backend::Backends;
 use super::bodies::Body;
 use super::connector::Connector;
 use super::settings::Settings;
+use super::sid_tag::SidTagger;
 use super::store::SidStore;
 
 /// What every request handler shares.
@@ -19,6 +20,8 @@ pub(super) struct State {
     pub(super) settings: Settings,
     pub(super) backends: Backends,
     pub(super) store: SidStore,
+    /// Present with `--route-by tag`: the sid tags route, the store only counts sessions.
+    pub(super) tags: Option<SidTagger>,
     /// Requests to backends: pooled, over [`Connector`]'s sockets.
     pub(super) client: Client<Connector, Body>,
     /// Health checks: no pooling, each probe bounded by `--check-timeout`.
