@@ -26,6 +26,7 @@ use base64::Engine as _;
 use ring::{digest, hmac};
 
 use super::backend::BackendId;
+use crate::policy::auth::constant_time_eq;
 
 /// Bytes naming the backend in a tag.
 const BACKEND_BYTES: usize = 6;
@@ -169,12 +170,6 @@ fn backend_name(addr: &str) -> [u8; BACKEND_BYTES] {
     ctx.update(b"tunnelkit-sticky-backend/1\0");
     ctx.update(addr.trim().to_ascii_lowercase().as_bytes());
     ctx.finish().as_ref()[..BACKEND_BYTES].try_into().expect("fixed size")
-}
-
-/// Compares MACs in time independent of where they differ, so response times do not guide a
-/// forger byte by byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
