@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::{count_in, duration_in};
+use crate::config::{count_in, duration_in, size_in};
 use crate::net::{ForwardSpec, Target};
 
 /// `tunnelkit connect`: stdin/stdout to HOST:PORT through a proxy (usable as ssh ProxyCommand).
@@ -37,6 +37,9 @@ pub struct ForwardArgs {
     #[arg(long, value_name = "N", default_value_t = 256,
           value_parser = count_in(0, 1_000_000))]
     pub max_pipes: usize,
+    /// Size asked of the kernel for each splice pipe.
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = size_in(4096, 1 << 30))]
+    pub pipe_size: usize,
     /// Copy forwarded bytes through user space instead of splicing them (`splice(2)`).
     #[arg(long, env = "TUNNELKIT_NO_SPLICE")]
     pub no_splice: bool,

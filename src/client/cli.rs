@@ -54,7 +54,8 @@ pub async fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
 /// Runs `tunnelkit forward` until SIGTERM/SIGINT.
 pub async fn run_forward(args: ForwardArgs) -> anyhow::Result<()> {
     let drain = Drain::new();
-    let pipes = (!args.no_splice && args.max_pipes > 0).then(|| PipePool::new(args.max_pipes, None));
+    let pipes =
+        (!args.no_splice && args.max_pipes > 0).then(|| PipePool::new(args.max_pipes, Some(args.pipe_size)));
     for spec in &args.local {
         let listener = TcpListener::bind(spec.bind)
             .await

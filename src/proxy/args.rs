@@ -121,6 +121,9 @@ pub struct Args {
     /// them copy [default: max-connections / 4].
     #[arg(long, value_name = "N")]
     pub max_pipes: Option<usize>,
+    /// Size asked of the kernel for each splice pipe (at most /proc/sys/fs/pipe-max-size) [default: 1M].
+    #[arg(long, value_name = "SIZE", value_parser = size_in(4096, 1 << 30))]
+    pub pipe_size: Option<usize>,
     /// Copy tunnel bytes through user space instead of splicing them (`splice(2)`).
     #[arg(long, env = "TUNNELKIT_NO_SPLICE")]
     pub no_splice: bool,

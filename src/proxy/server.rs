@@ -94,7 +94,7 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         None => (Arc::new(direct), None),
     };
     let users = Arc::new(settings.users.clone());
-    let settings_pipes = settings.max_pipes;
+    let (settings_pipes, pipe_size) = (settings.max_pipes, settings.pipe_size);
     let drain = Drain::new();
     let shared = Arc::new(Shared {
         pool: Pool::new(settings.upstream_idle_timeout),
@@ -106,7 +106,7 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         tls,
         interceptor,
         recorder,
-        pipes: (settings_pipes > 0).then(|| PipePool::new(settings_pipes, None)),
+        pipes: (settings_pipes > 0).then(|| PipePool::new(settings_pipes, Some(pipe_size))),
     });
 
     // One budget for both listeners: SOCKS connections count against --max-connections too.

@@ -51,6 +51,7 @@ struct File {
     tunnel_idle_timeout: Option<Duration>,
     max_connections: Option<usize>,
     max_pipes: Option<usize>,
+    pipe_size: Option<String>,
     no_splice: Option<bool>,
     workers: Option<usize>,
     #[serde(default, with = "humantime_serde")]
@@ -113,6 +114,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Pipes for splicing CONNECT, SOCKS and upgrade tunnels (0: copy only, `--no-splice`).
     pub max_pipes: usize,
+    /// Size asked for each pipe.
+    pub pipe_size: usize,
     /// Threads serving client connections, each connection on one (0 = one per core).
     pub workers: usize,
     /// Drain deadline.
@@ -317,6 +320,13 @@ impl Settings {
             )?,
             max_connections: config::check_count("max_connections", max_connections, 1, 1_000_000)?,
             max_pipes,
+            pipe_size: match (args.pipe_size, &file.pipe_size) {
+                (Some(n), _) => n,
+                (None, Some(v)) => {
+                    config::size_in(4096, 1 << 30)(v).map_err(|e| ConfigError::invalid("pipe_size", e))?
+                }
+                (None, None) => crate::net::splice::DEFAULT_PIPE_SIZE,
+            },
             workers: crate::net::workers::check_count(args.workers.or(file.workers).unwrap_or(0))?,
             // Zero is allowed: stop at once without waiting for open connections.
             shutdown_timeout: config::check_duration(
