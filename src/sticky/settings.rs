@@ -385,4 +385,53 @@ mod tests {
             assert!(Settings::load(Args { redis: Some(url.into()), ..args() }).is_ok(), "{url}");
         }
     }
+
+    #[test]
+    fn sentinel_and_cluster_stores() {
+        let sentinel = "redis+sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/mymaster";
+        assert!(Settings::load(Args { redis: Some(sentinel.into()), ..args() }).is_ok());
+        let e = error(Args { redis: Some("redis+sentinel://:pw@127.0.0.1:26379".into()), ..args() });
+        assert!(e.contains("--redis") && e.contains("no master name") && e.contains("/MASTERNAME"), "{e}");
+        assert!(!e.contains(":pw@"), "{e}");
+        let cluster = vec!["redis://127.0.0.1:7000".to_owned(), "redis://127.0.0.1:7001".into()];
+        let s = Settings::load(Args { redis_cluster: cluster.clone(), ..args() }).unwrap();
+        assert_eq!((s.redis, s.redis_cluster), (None, cluster.clone()));
+        let both =
+            Args { redis: Some("redis://127.0.0.1:6379".into()), redis_cluster: cluster.clone(), ..args() };
+        let e = error(both);
+        assert!(e.contains("--redis-cluster") && e.contains("keep one"), "{e}");
+        let e = error(Args { redis_cluster: vec!["http://127.0.0.1:7000".into()], ..args() });
+        assert!(e.contains("--redis-cluster") && e.contains("redis://"), "{e}");
+        let e = error(Args { route_by: Some("tag".into()), redis_cluster: cluster.clone(), ..args() });
+        assert!(e.contains("drop --redis or --redis-cluster"), "{e}");
+        // A CA goes with TLS nodes only; Sentinel URLs are plain TCP.
+        let ca = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let tls = vec!["rediss://127.0.0.1:7000".to_owned()];
+        assert!(Settings::load(Args { redis_cluster: tls, redis_ca: ca.clone(), ..args() }).is_ok());
+        for bad in
+            [Args { redis_cluster: cluster, ..args() }, Args { redis: Some(sentinel.into()), ..args() }]
+        {
+            let e = error(Args { redis_ca: ca.clone(), ..bad });
+            assert!(e.contains("redis-ca") && e.contains("rediss://"), "{e}");
+        }
+    }
+
+    #[test]
+    fn redis_cluster_in_the_file_is_a_list_or_a_comma_string_and_the_flag_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = vec!["redis://a:1".to_owned(), "redis://b:2".into()];
+        for text in [
+            r#"redis_cluster = ["redis://a:1", "redis://b:2"]"#,
+            r#"redis_cluster = "redis://a:1, redis://b:2""#,
+        ] {
+            let path = dir.path().join("sticky.toml");
+            std::fs::write(&path, text).unwrap();
+            let s = Settings::load(Args { config: Some(path.clone()), ..args() }).unwrap();
+            assert_eq!(s.redis_cluster, want, "{text}");
+            let flag = vec!["redis://c:3".to_owned()];
+            let s =
+                Settings::load(Args { config: Some(path), redis_cluster: flag.clone(), ..args() }).unwrap();
+            assert_eq!(s.redis_cluster, flag);
+        }
+    }
 }
