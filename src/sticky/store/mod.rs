@@ -15,7 +15,7 @@
 //!
 //! A Redis outage is logged once; sessions known locally keep working, new ones are still assigned
 //! and cached, and when Redis answers again every cached binding is written back. A failover is
-//! such an outage, a short one: [`redis_conn`] finds the new master (Sentinel) or the promoted
+//! such an outage, a short one: `redis_conn` finds the new master (Sentinel) or the promoted
 //! replica (Cluster), and the write-back restores the bindings made while the old master was gone
 //! or that it had not yet replicated.
 
