@@ -367,9 +367,19 @@ async fn cluster_node_failure_keeps_sessions_routing() {
     let mut nodes = BTreeMap::new();
     for _ in 0..6 {
         let port = support::reserve_port();
+        // The cluster bus port is named too: its default, port + 10000, is not reserved.
+        let bus = support::reserve_port().to_string();
         let conf = dir.path().join(format!("nodes-{port}.conf")).display().to_string();
-        let cluster =
-            ["--cluster-enabled", "yes", "--cluster-config-file", &conf, "--cluster-node-timeout", "1000"];
+        let cluster = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &conf,
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-port",
+            &bus,
+        ];
         nodes.insert(port, Redis::node(port, dir.path(), &cluster).await);
     }
     let ports: Vec<u16> = nodes.keys().copied().collect();
