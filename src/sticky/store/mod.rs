@@ -3,10 +3,10 @@
 //! Always a local map (the cache that keeps steady-state requests off the network); with `--redis`
 //! or `--redis-cluster`, also Redis under `<key-prefix><sid>` with the key expiry, so several
 //! balancers agree. One key per session, so a cluster spreads sessions over its shards and no
-//! command spans two keys. Bindings
-//! are refreshed lazily, only when less than half the expiry remains, so a live session never
-//! expires and steady-state requests rewrite nothing. Redis keeps the backend's address, not an
-//! index, so balancers listing backends in different orders still agree.
+//! command spans two keys. Bindings are refreshed lazily, only when less than half the expiry
+//! remains, so a live session never expires and steady-state requests rewrite nothing. Redis keeps
+//! the backend's address, not an index, so balancers listing backends in different orders still
+//! agree.
 //!
 //! A session that ends is not forgotten at once: its binding stays, no longer counted, for a short
 //! grace period ([`SidStore::end`]), so requests the client sent together with its close packet

@@ -229,3 +229,27 @@ impl Query for redis::Pipeline {
         self.query_async(conn).boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_of_a_lost_master_drop_the_connection() {
+        let io = |kind| RedisError::from(std::io::Error::new(kind, "x"));
+        let server = |kind| RedisError::from((ErrorKind::Server(kind), "x"));
+        for e in [
+            io(std::io::ErrorKind::ConnectionReset),
+            io(std::io::ErrorKind::ConnectionRefused),
+            io(std::io::ErrorKind::UnexpectedEof),
+            timed_out("x"),
+            server(ServerErrorKind::ReadOnly),
+            server(ServerErrorKind::MasterDown),
+        ] {
+            assert!(lost_master(&e), "{e:?}");
+        }
+        for e in [server(ServerErrorKind::ResponseError), server(ServerErrorKind::NoScript)] {
+            assert!(!lost_master(&e), "{e:?}");
+        }
+    }
+}
