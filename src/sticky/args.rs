@@ -17,13 +17,18 @@ pub struct Args {
     /// A Socket.IO backend HOST:PORT. Repeatable.
     #[arg(long, value_name = "HOST:PORT")]
     pub backend: Vec<String>,
-    /// Keep the sid map in Redis (redis:// or rediss://) so several balancers agree.
+    /// Keep the sid map in Redis so several balancers agree: one node (redis:// or rediss://), or
+    /// the master a set of sentinels names (redis+sentinel://[user:pw@]host:port[,host:port…]/MASTERNAME).
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
-    /// PEM file of the CA that signed the Redis server's certificate (for a rediss:// URL).
+    /// Keep the sid map in a Redis Cluster instead: a few of its nodes, comma-separated
+    /// (redis://host:port,redis://host:port; rediss:// for TLS).
+    #[arg(long, value_name = "URL[,URL…]", value_delimiter = ',')]
+    pub redis_cluster: Vec<String>,
+    /// PEM file of the CA that signed the Redis servers' certificates (for rediss:// URLs).
     #[arg(long, value_name = "PEM")]
     pub redis_ca: Option<PathBuf>,
-    /// How a session's requests find its backend: `store` (the sid map, in memory or in --redis)
+    /// How a session's requests find its backend: `store` (the sid map, in memory or in Redis)
     /// or `tag` (the sid handed to the client carries a signed backend tag: no store, any number of
     /// balancers; needs --route-key) [default: store].
     #[arg(long, value_name = "MODE", value_parser = ["store", "tag"])]

@@ -50,24 +50,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs the balancer with resolved settings until `shutdown` resolves.
 pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Redis first: a wrong --redis is reported as such even when the listener could not bind.
-    let store = match &settings.redis {
-        Some(url) => {
-            let ca = match &settings.redis_ca {
-                Some(path) => Some(
-                    std::fs::read(path).map_err(|e| anyhow::anyhow!("--redis-ca {}: {e}", path.display()))?,
-                ),
-                None => None,
-            };
-            SidStore::with_redis(
-                settings.key_expiry,
-                url,
-                ca,
-                &settings.key_prefix,
-                settings.backends.clone(),
-            )
-            .await?
+    let ca = match &settings.redis_ca {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| anyhow::anyhow!("--redis-ca {}: {e}", path.display()))?)
         }
-        None => SidStore::new(settings.key_expiry),
+        None => None,
+    };
+    let (expiry, prefix, backends) = (settings.key_expiry, &settings.key_prefix, settings.backends.clone());
+    let store = match &settings.redis {
+        Some(url) => SidStore::with_redis(expiry, url, ca, prefix, backends).await?,
+        None if !settings.redis_cluster.is_empty() => {
+            SidStore::with_redis_cluster(expiry, &settings.redis_cluster, ca, prefix, backends).await?
+        }
+        None => SidStore::new(expiry),
     };
     let tags = match &settings.route_by {
         RouteBy::Tag(key) => {

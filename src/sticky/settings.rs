@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::args::Args;
 use super::backend::Balance;
+use super::redis_url::{self, RedisUrl};
 use super::sid_tag::{KeyFileError, RouteKey, MIN_KEY_BYTES};
 use crate::config::{self, ConfigError};
 use crate::net::Target;
@@ -21,6 +22,7 @@ struct File {
     #[serde(default)]
     backends: Vec<String>,
     redis: Option<String>,
+    redis_cluster: Option<Urls>,
     redis_ca: Option<PathBuf>,
     route_by: Option<String>,
     route_key: Option<PathBuf>,
@@ -45,6 +47,24 @@ struct File {
     metrics: Option<SocketAddr>,
 }
 
+/// `redis_cluster` in the file: a list of node URLs, or one string of them comma-separated as on the
+/// command line.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Urls {
+    List(Vec<String>),
+    Joined(String),
+}
+
+impl Urls {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Urls::List(v) => v,
+            Urls::Joined(s) => s.split(',').map(str::to_owned).collect(),
+        }
+    }
+}
+
 /// How a request of a known session finds its backend (`--route-by`).
 #[derive(Debug, Clone)]
 pub enum RouteBy {
@@ -61,9 +81,12 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Backends as `host:port`.
     pub backends: Vec<String>,
-    /// Redis URL for a shared sid map.
+    /// Redis URL for a shared sid map: one node, or a master found through Sentinel
+    /// ([`super::redis_url::RedisUrl`]).
     pub redis: Option<String>,
-    /// PEM bundle the Redis server's certificate must chain to (`rediss://` only).
+    /// Seed nodes of a Redis Cluster for a shared sid map (empty: none). Never set with `redis`.
+    pub redis_cluster: Vec<String>,
+    /// PEM bundle the Redis servers' certificates must chain to (`rediss://` only).
     pub redis_ca: Option<PathBuf>,
     /// How a session's requests find its backend.
     pub route_by: RouteBy,
@@ -118,18 +141,19 @@ impl Settings {
         if !path.starts_with('/') {
             return Err(ConfigError::invalid("path", format!("`{path}` must start with /")));
         }
-        let redis = args.redis.or(file.redis);
+        let (redis, redis_cluster) =
+            redis_store(args.redis.or(file.redis), args.redis_cluster, file.redis_cluster)?;
         let redis_ca = args.redis_ca.or(file.redis_ca);
-        if redis_ca.is_some() && !redis.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
+        let tls = |u: &String| u.starts_with("rediss://");
+        if redis_ca.is_some() && !(redis.iter().any(tls) || redis_cluster.iter().any(tls)) {
             return Err(ConfigError::invalid(
                 "redis-ca",
-                "a CA for Redis needs a TLS Redis URL: pass --redis rediss://[:password@]host:port/",
+                "a CA for Redis needs TLS Redis URLs: pass --redis rediss://[:password@]host:port/ \
+                 or --redis-cluster rediss://host:port,rediss://host:port (Sentinel URLs are plain TCP)",
             ));
         }
-        if let Some(url) = &redis {
-            check_redis_scheme(url)?;
-        }
-        let route_by = route_by(args.route_by.or(file.route_by), args.route_key.or(file.route_key), &redis)?;
+        let shared = redis.is_some() || !redis_cluster.is_empty();
+        let route_by = route_by(args.route_by.or(file.route_by), args.route_key.or(file.route_key), shared)?;
         let pick = |flag: Option<Duration>, file: Option<Duration>, default: u64| {
             flag.or(file).unwrap_or(Duration::from_secs(default))
         };
@@ -162,6 +186,7 @@ impl Settings {
             listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:4000".parse().expect("static")),
             backends,
             redis,
+            redis_cluster,
             redis_ca,
             route_by,
             path,
@@ -196,12 +221,9 @@ const EXPIRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_sec
 const MAX_CONNECTIONS: usize = 1_000_000;
 
 /// `--route-by` with its key: `tag` needs a readable `--route-key` of at least [`MIN_KEY_BYTES`]
-/// and excludes `--redis` (a store nobody would read); a key without `tag` is a mistake too.
-fn route_by(
-    mode: Option<String>,
-    key: Option<PathBuf>,
-    redis: &Option<String>,
-) -> Result<RouteBy, ConfigError> {
+/// and excludes a Redis store (`shared`: one nobody would read); a key without `tag` is a mistake
+/// too.
+fn route_by(mode: Option<String>, key: Option<PathBuf>, shared: bool) -> Result<RouteBy, ConfigError> {
     let flag = config::flag_and_key("route_key");
     match mode.as_deref().unwrap_or("store") {
         "store" => match key {
@@ -212,11 +234,12 @@ fn route_by(
             )),
         },
         "tag" => {
-            if redis.is_some() {
+            if shared {
                 return Err(ConfigError::invalid(
                     config::flag_and_key("route_by"),
-                    "`tag` routes without a store, so --redis would never be read; drop --redis (config key redis), \
-                     or use --route-by store to share sessions through Redis",
+                    "`tag` routes without a store, so Redis would never be read; drop --redis or \
+                     --redis-cluster (config keys redis, redis_cluster), or use --route-by store to share \
+                     sessions through Redis",
                 ));
             }
             let make = "make one with `head -c 32 /dev/urandom > FILE` and give every balancer a copy";
@@ -245,25 +268,34 @@ fn route_by(
     }
 }
 
-/// Only Redis URLs are accepted by `--redis`: `redis://` or `rediss://` (TLS). The URL is shown
-/// with its password hidden.
-fn check_redis_scheme(url: &str) -> Result<(), ConfigError> {
-    let scheme = url.split_once("://").map(|(s, _)| s);
-    if matches!(scheme, Some("redis" | "rediss")) {
-        return Ok(());
-    }
-    let shown = crate::config::redact_password(url);
-    let what = match scheme {
-        Some(s) => format!("the scheme `{s}://`"),
-        None => "no scheme".to_owned(),
+/// The Redis store: `--redis` (one node, or a master found through Sentinel) or `--redis-cluster`
+/// (seed nodes), each URL checked here so a typo is reported before anything starts. The two name
+/// different stores, so both at once is refused. URLs are shown with their password hidden.
+fn redis_store(
+    redis: Option<String>,
+    cluster_flag: Vec<String>,
+    cluster_file: Option<Urls>,
+) -> Result<(Option<String>, Vec<String>), ConfigError> {
+    let cluster = if cluster_flag.is_empty() {
+        cluster_file.map(Urls::into_vec).unwrap_or_default()
+    } else {
+        cluster_flag
     };
-    Err(ConfigError::invalid(
-        "redis",
-        format!(
-            "`{shown}` has {what}; --redis (config key redis) takes redis://[:password@]host:port[/db], \
-             or rediss://[:password@]host:port[/db] for TLS"
-        ),
-    ))
+    let cluster: Vec<String> = cluster.iter().map(|u| u.trim().to_owned()).collect();
+    if redis.is_some() && !cluster.is_empty() {
+        return Err(ConfigError::invalid(
+            config::flag_and_key("redis_cluster"),
+            "--redis (config key redis) is given too, and the two name different stores; keep one: \
+             --redis for one node or a Sentinel-managed master, --redis-cluster for a Redis Cluster",
+        ));
+    }
+    if let Some(url) = &redis {
+        RedisUrl::parse(url).map_err(|e| ConfigError::invalid(config::flag_and_key("redis"), e))?;
+    }
+    if !cluster.is_empty() {
+        redis_url::check_cluster(&cluster).map_err(|e| ConfigError::invalid("redis_cluster", e))?;
+    }
+    Ok((redis, cluster))
 }
 
 #[cfg(test)]
@@ -351,6 +383,55 @@ mod tests {
         }
         for url in ["redis://127.0.0.1:6379", "rediss://:pw@h:1/"] {
             assert!(Settings::load(Args { redis: Some(url.into()), ..args() }).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn sentinel_and_cluster_stores() {
+        let sentinel = "redis+sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/mymaster";
+        assert!(Settings::load(Args { redis: Some(sentinel.into()), ..args() }).is_ok());
+        let e = error(Args { redis: Some("redis+sentinel://:pw@127.0.0.1:26379".into()), ..args() });
+        assert!(e.contains("--redis") && e.contains("no master name") && e.contains("/MASTERNAME"), "{e}");
+        assert!(!e.contains(":pw@"), "{e}");
+        let cluster = vec!["redis://127.0.0.1:7000".to_owned(), "redis://127.0.0.1:7001".into()];
+        let s = Settings::load(Args { redis_cluster: cluster.clone(), ..args() }).unwrap();
+        assert_eq!((s.redis, s.redis_cluster), (None, cluster.clone()));
+        let both =
+            Args { redis: Some("redis://127.0.0.1:6379".into()), redis_cluster: cluster.clone(), ..args() };
+        let e = error(both);
+        assert!(e.contains("--redis-cluster") && e.contains("keep one"), "{e}");
+        let e = error(Args { redis_cluster: vec!["http://127.0.0.1:7000".into()], ..args() });
+        assert!(e.contains("--redis-cluster") && e.contains("redis://"), "{e}");
+        let e = error(Args { route_by: Some("tag".into()), redis_cluster: cluster.clone(), ..args() });
+        assert!(e.contains("drop --redis or --redis-cluster"), "{e}");
+        // A CA goes with TLS nodes only; Sentinel URLs are plain TCP.
+        let ca = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let tls = vec!["rediss://127.0.0.1:7000".to_owned()];
+        assert!(Settings::load(Args { redis_cluster: tls, redis_ca: ca.clone(), ..args() }).is_ok());
+        for bad in
+            [Args { redis_cluster: cluster, ..args() }, Args { redis: Some(sentinel.into()), ..args() }]
+        {
+            let e = error(Args { redis_ca: ca.clone(), ..bad });
+            assert!(e.contains("redis-ca") && e.contains("rediss://"), "{e}");
+        }
+    }
+
+    #[test]
+    fn redis_cluster_in_the_file_is_a_list_or_a_comma_string_and_the_flag_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = vec!["redis://a:1".to_owned(), "redis://b:2".into()];
+        for text in [
+            r#"redis_cluster = ["redis://a:1", "redis://b:2"]"#,
+            r#"redis_cluster = "redis://a:1, redis://b:2""#,
+        ] {
+            let path = dir.path().join("sticky.toml");
+            std::fs::write(&path, text).unwrap();
+            let s = Settings::load(Args { config: Some(path.clone()), ..args() }).unwrap();
+            assert_eq!(s.redis_cluster, want, "{text}");
+            let flag = vec!["redis://c:3".to_owned()];
+            let s =
+                Settings::load(Args { config: Some(path), redis_cluster: flag.clone(), ..args() }).unwrap();
+            assert_eq!(s.redis_cluster, flag);
         }
     }
 }

@@ -1,10 +1,12 @@
 //! `SidStore`: where sid -> backend bindings live.
 //!
-//! Always a local map (the cache that keeps steady-state requests off the network); with `--redis`,
-//! also Redis under `<key-prefix><sid>` with the key expiry, so several balancers agree. Bindings
-//! are refreshed lazily, only when less than half the expiry remains, so a live session never
-//! expires and steady-state requests rewrite nothing. Redis keeps the backend's address, not an
-//! index, so balancers listing backends in different orders still agree.
+//! Always a local map (the cache that keeps steady-state requests off the network); with `--redis`
+//! or `--redis-cluster`, also Redis under `<key-prefix><sid>` with the key expiry, so several
+//! balancers agree. One key per session, so a cluster spreads sessions over its shards and no
+//! command spans two keys. Bindings are refreshed lazily, only when less than half the expiry
+//! remains, so a live session never expires and steady-state requests rewrite nothing. Redis keeps
+//! the backend's address, not an index, so balancers listing backends in different orders still
+//! agree.
 //!
 //! A session that ends is not forgotten at once: its binding stays, no longer counted, for a short
 //! grace period ([`SidStore::end`]), so requests the client sent together with its close packet
@@ -12,7 +14,13 @@
 //! answering them "Session ID unknown" itself.
 //!
 //! A Redis outage is logged once; sessions known locally keep working, new ones are still assigned
-//! and cached, and when Redis answers again every cached binding is written back.
+//! and cached, and when Redis answers again every cached binding is written back. A failover is
+//! such an outage, a short one: `redis_conn` finds the new master (Sentinel) or the promoted
+//! replica (Cluster), and the write-back restores the bindings made while the old master was gone
+//! or that it had not yet replicated.
+
+mod redis_conn;
+mod sentinel;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -20,12 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
-
+use self::redis_conn::RedisConn;
 use super::backend::BackendId;
-
-/// Bound on every Redis command, so an unresponsive Redis never stalls a request for long.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The sid -> backend map.
 pub struct SidStore {
@@ -131,7 +135,7 @@ impl Entries {
 
 /// The shared half of the store.
 struct RedisMap {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     /// Backend addresses, to translate between indexes and what Redis holds.
     backends: Vec<String>,
@@ -144,9 +148,10 @@ impl SidStore {
         SidStore { entries: Mutex::new(Entries::default()), expiry, redis: None }
     }
 
-    /// A store backed by Redis at `url` (`redis://[:password@]host:port[/db]`, or `rediss://` for
-    /// TLS). `ca` is a PEM bundle the Redis server's certificate must chain to (instead of the
-    /// bundled web roots), for a private CA.
+    /// A store backed by Redis at `url` (`redis://[:password@]host:port[/db]`, `rediss://` for
+    /// TLS, or `redis+sentinel://[user:password@]host:port[,host:port…]/MASTERNAME` for the master a
+    /// set of sentinels names). `ca` is a PEM bundle the Redis server's certificate must chain to
+    /// (instead of the bundled web roots), for a private CA.
     pub async fn with_redis(
         expiry: Duration,
         url: &str,
@@ -154,32 +159,27 @@ impl SidStore {
         prefix: &str,
         backends: Vec<String>,
     ) -> anyhow::Result<Self> {
-        // Never echo the password in errors or logs.
-        let shown = crate::config::redact_password(url);
-        let client = match ca {
-            None => redis::Client::open(url),
-            Some(pem) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates { client_tls: None, root_cert: Some(pem) },
-            ),
-        }
-        .map_err(|e| anyhow::anyhow!("--redis {shown}: {e}"))?;
-        let url = shown;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn =
-            tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new_with_config(client, config))
-                .await
-                .map_err(|_| anyhow::anyhow!("--redis {url}: no answer within 5s"))?
-                .map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
-        Ok(SidStore {
+        Ok(Self::shared(expiry, RedisConn::open(url, ca).await?, prefix, backends))
+    }
+
+    /// A store backed by the Redis Cluster that `urls` (`redis://` or `rediss://` nodes) belong to;
+    /// `ca` as in [`SidStore::with_redis`].
+    pub async fn with_redis_cluster(
+        expiry: Duration,
+        urls: &[String],
+        ca: Option<Vec<u8>>,
+        prefix: &str,
+        backends: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self::shared(expiry, RedisConn::open_cluster(urls, ca).await?, prefix, backends))
+    }
+
+    fn shared(expiry: Duration, conn: RedisConn, prefix: &str, backends: Vec<String>) -> Self {
+        SidStore {
             entries: Mutex::new(Entries::default()),
             expiry,
             redis: Some(RedisMap { conn, prefix: prefix.to_owned(), backends, down: AtomicBool::new(false) }),
-        })
+        }
     }
 
     /// Binds `sid` to `backend`; with Redis, returns once Redis has it (or failed).
@@ -290,35 +290,44 @@ impl SidStore {
     }
 
     /// Checks Redis (called from the health loop) so an outage's end is noticed without traffic.
+    /// In a cluster the `PING` goes to every master, so it is what ends an outage there.
     pub async fn check_redis(&self) {
         if let Some(r) = &self.redis {
-            self.run::<String>(r, redis::cmd("PING")).await;
+            if self.run::<()>(r, redis::cmd("PING")).await.is_some() {
+                self.recovered(r).await;
+            }
         }
     }
 
     /// Runs one command, tracking outages: logged once, and on recovery every cached binding is
     /// written back with its remaining lifetime.
-    async fn run<T: redis::FromRedisValue>(&self, r: &RedisMap, cmd: redis::Cmd) -> Option<T> {
+    async fn run<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        r: &RedisMap,
+        cmd: redis::Cmd,
+    ) -> Option<T> {
         let started = Instant::now();
-        let mut conn = r.conn.clone();
-        let result = tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut conn)).await;
+        let result = r.conn.query::<T>(&cmd).await;
         metrics::histogram!("tunnelkit_sticky_redis_seconds").record(started.elapsed().as_secs_f64());
         match result {
-            Ok(Ok(v)) => {
-                if r.down.swap(false, Ordering::Relaxed) {
-                    tracing::warn!("Redis is reachable again; writing back cached bindings");
-                    self.resync(r).await;
+            Ok(v) => {
+                if r.conn.one_master() {
+                    self.recovered(r).await;
                 }
                 Some(v)
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 self.outage(r, &e.to_string());
                 None
             }
-            Err(_) => {
-                self.outage(r, "timed out");
-                None
-            }
+        }
+    }
+
+    /// Redis answers: if it was down, every cached binding is written back.
+    async fn recovered(&self, r: &RedisMap) {
+        if r.down.swap(false, Ordering::Relaxed) {
+            tracing::warn!("Redis is reachable again; writing back cached bindings");
+            self.resync(r).await;
         }
     }
 
@@ -340,18 +349,17 @@ impl SidStore {
             .filter(|(_, b)| (b.pinned && !b.ended) || b.until > now)
             .map(|(sid, b)| (sid.to_string(), b.backend, if b.pinned { self.expiry } else { b.until - now }))
             .collect();
-        let mut pipe = redis::pipe();
-        for (sid, b, left) in &live {
-            pipe.cmd("SET")
-                .arg(format!("{}{sid}", r.prefix))
-                .arg(&r.backends[b.index()])
-                .arg("PX")
-                .arg(left.as_millis().max(1) as u64)
-                .ignore();
-        }
-        let mut conn = r.conn.clone();
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        let items: Vec<(String, &str, u64)> = live
+            .iter()
+            .map(|(sid, b, left)| {
+                (format!("{}{sid}", r.prefix), r.backends[b.index()].as_str(), left.as_millis().max(1) as u64)
+            })
+            .collect();
+        if let Err(e) = r.conn.set_all(&items).await {
+            // Still (or again) down, or in a cluster a shard still failing over: the next success
+            // writes everything back again, so nothing made meanwhile is lost.
             tracing::warn!("writing back cached bindings to Redis failed: {e}");
+            r.down.store(true, Ordering::Relaxed);
         }
     }
 }
