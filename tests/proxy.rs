@@ -31,14 +31,16 @@ fn status(resp: &str) -> u16 {
 #[tokio::test]
 async fn absolute_form_get_and_keep_alive_pool() {
     let origin = Origin::start().await;
-    let p = proxy(LOOPBACK);
+    // One worker: each worker keeps its own pooled connections (they are registered with its
+    // reactor), so only connections served by the same worker share them.
+    let p = proxy(&[LOOPBACK, &["--workers", "1"]].concat());
     let (ok, body, err) =
         curl(&["-x", &proxy_url(&p), &origin.url("/1k"), &origin.url("/1k"), &origin.url("/1k")]).await;
     assert!(ok, "{err}");
     assert_eq!(body.len(), 3 * 1024);
     // Three requests on one client connection reuse one pooled upstream connection.
     assert_eq!(origin.connection_count(), 1);
-    // A second client connection also reuses the pooled upstream connection.
+    // A second client connection (on the same worker) also reuses the pooled upstream connection.
     let (ok, body, _) = curl(&["-x", &proxy_url(&p), &origin.url("/1k")]).await;
     assert!(ok && body.len() == 1024);
     assert_eq!(origin.connection_count(), 1);

@@ -41,7 +41,7 @@ pub struct ForwardArgs {
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = size_in(4096, 1 << 30))]
     pub pipe_size: usize,
     /// Copy forwarded bytes through user space instead of splicing them (`splice(2)`).
-    #[arg(long, env = "TUNNELKIT_NO_SPLICE")]
+    #[arg(long, env = "TUNNELKIT_NO_SPLICE", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_splice: bool,
     /// On SIGTERM/SIGINT, stop accepting and let open connections finish for this long; a second
     /// signal ends at once.

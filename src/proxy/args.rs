@@ -125,7 +125,7 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", value_parser = size_in(4096, 1 << 30))]
     pub pipe_size: Option<usize>,
     /// Copy tunnel bytes through user space instead of splicing them (`splice(2)`).
-    #[arg(long, env = "TUNNELKIT_NO_SPLICE")]
+    #[arg(long, env = "TUNNELKIT_NO_SPLICE", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_splice: bool,
     /// On SIGTERM/SIGINT, let running requests and tunnels finish for this long [default: 30s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
