@@ -41,9 +41,12 @@ pub enum PoolKey {
     Tls(Target, Option<String>),
 }
 
+/// The thread that put a connection back, and where the connection leads.
+type Slot = (ThreadId, PoolKey);
+
 /// Idle upstream connections.
 pub struct Pool {
-    idle: Mutex<HashMap<(ThreadId, PoolKey), Vec<(UpConn, Instant)>>>,
+    idle: Mutex<HashMap<Slot, Vec<(UpConn, Instant)>>>,
     idle_timeout: Duration,
     max_per_key: usize,
 }
