@@ -7,46 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::socketio::{node_dir, Backend};
 use support::{curl, Proc};
-
-fn node_dir() -> PathBuf {
-    support::node_dir("sticky", "socket.io")
-}
-
-/// A Socket.IO backend process, killed on drop.
-struct Backend {
-    child: Child,
-    port: u16,
-}
-
-impl Backend {
-    fn start(name: &str, port: u16) -> Backend {
-        use std::io::{BufRead, BufReader};
-        let mut child = Command::new("node")
-            .current_dir(node_dir())
-            .args(["backend.js", name, &port.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node is installed");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port =
-            line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("backend prints its port");
-        Backend { child, port }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[derive(Debug)]
 struct ClientRun {
@@ -94,7 +56,7 @@ fn sticky(backends: &[&Backend], extra: &[&str]) -> Proc {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_transport_and_protocol_version_sticks_to_one_backend() {
-    let (a, b, c) = (Backend::start("A", 0), Backend::start("B", 0), Backend::start("C", 0));
+    let (a, b, c) = (Backend::start("A"), Backend::start("B"), Backend::start("C"));
     let s = sticky(&[&a, &b, &c], &[]);
     let url = format!("http://{}", s.addr());
     let mut seen = std::collections::BTreeSet::new();
@@ -120,7 +82,7 @@ async fn every_transport_and_protocol_version_sticks_to_one_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sessions_spread_and_stay_sticky() {
-    let (a, b) = (Backend::start("A", 0), Backend::start("B", 0));
+    let (a, b) = (Backend::start("A"), Backend::start("B"));
     let s = sticky(&[&a, &b], &["--balance", "least-sessions"]);
     let url = format!("http://{}", s.addr());
     let runs = futures_util::future::join_all((0..6).map(|_| client(&url, "polling", 40, false))).await;
@@ -149,8 +111,8 @@ async fn raw_handshake(url: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_backend_gets_fast_400_and_returns_after_restart() {
-    let a = Backend::start("A", 0);
-    let b = Backend::start("B", 0);
+    let a = Backend::start("A");
+    let b = Backend::start("B");
     let a_port = a.port;
     let s = sticky(
         &[&a, &b],
@@ -192,7 +154,7 @@ async fn dead_backend_gets_fast_400_and_returns_after_restart() {
         assert_eq!(r.backends, vec!["B".to_owned()]);
     }
     // A comes back on the same port and returns to rotation.
-    let _a = Backend::start("A", a_port);
+    let _a = Backend::start_on("A", a_port);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, backend) = raw_handshake(&url).await;
@@ -272,7 +234,7 @@ async fn poll_backend(url: &str, sid: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_balancers_share_sessions_through_redis_and_survive_its_outage() {
-    let (a, b, c) = (Backend::start("A", 0), Backend::start("B", 0), Backend::start("C", 0));
+    let (a, b, c) = (Backend::start("A"), Backend::start("B"), Backend::start("C"));
     let redis = Redis::start(0).await;
     let redis_port = redis.port;
     let common = [
@@ -444,7 +406,7 @@ fn sessions_of(text: &str, backend: &Backend) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ended_sessions_stop_counting_for_least_sessions() {
-    let (a, b) = (Backend::start("A", 0), Backend::start("B", 0));
+    let (a, b) = (Backend::start("A"), Backend::start("B"));
     let s = sticky(
         &[&a, &b],
         &["--balance", "least-sessions", "--check-interval", "200ms", "--metrics", "127.0.0.1:0"],
@@ -491,7 +453,7 @@ async fn ended_sessions_stop_counting_for_least_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_forgetting_a_session_ends_it() {
-    let (a, b) = (Backend::start("A", 0), Backend::start("B", 0));
+    let (a, b) = (Backend::start("A"), Backend::start("B"));
     let s = sticky(&[&a, &b], &["--check-interval", "200ms", "--metrics", "127.0.0.1:0"]);
     let metrics = s.addr_of("metrics").port();
     let url = format!("http://{}", s.addr());
@@ -516,7 +478,7 @@ async fn backend_forgetting_a_session_ends_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_report_sessions_health_errors_and_redis() {
-    let (a, b) = (Backend::start("A", 0), Backend::start("B", 0));
+    let (a, b) = (Backend::start("A"), Backend::start("B"));
     let redis = Redis::start(0).await;
     let s = sticky(
         &[&a, &b],
@@ -579,7 +541,7 @@ async fn metrics_report_sessions_health_errors_and_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_marked_down_has_its_websockets_closed_so_clients_move_at_once() {
     for transports in ["websocket", "polling,websocket"] {
-        let (a, b) = (Backend::start("A", 0), Backend::start("B", 0));
+        let (a, b) = (Backend::start("A"), Backend::start("B"));
         let s = sticky(&[&a, &b], &["--check-interval", "200ms", "--check-timeout", "200ms"]);
         let url = format!("http://{}", s.addr());
         let mut client = NodeScript::start(&["reconnect.js", &url, transports]);
@@ -665,7 +627,7 @@ async fn rediss_with_password_and_a_private_ca() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    let a = Backend::start("A", 0);
+    let a = Backend::start("A");
     let ca_arg = ca.to_str().unwrap();
     let s = sticky(&[&a], &["--redis", &url, "--redis-ca", ca_arg]);
     let (sid, _) = raw_handshake(&format!("http://{}", s.addr())).await;

@@ -13,50 +13,12 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::socketio::{node_dir, Backend};
 use support::{curl, Proc};
-
-fn node_dir() -> PathBuf {
-    support::node_dir("sticky", "socket.io")
-}
-
-/// A Socket.IO backend process (tests/node/sticky/backend.js), killed on drop.
-struct Backend {
-    child: Child,
-    port: u16,
-}
-
-impl Backend {
-    fn start(name: &str) -> Backend {
-        use std::io::{BufRead, BufReader};
-        let mut child = Command::new("node")
-            .current_dir(node_dir())
-            .args(["backend.js", name, "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node is installed");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port =
-            line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("backend prints its port");
-        Backend { child, port }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A redis-server process (a node, or a sentinel), killed on drop.
 struct Redis {

@@ -5,10 +5,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::socketio::{node_dir, Backend};
 use support::{curl, run_to_exit, Proc};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 
@@ -17,45 +18,6 @@ const SESSION_UNKNOWN: &str = r#"{"code":1,"message":"Session ID unknown"}"#;
 
 /// Characters of a tag (`SID.TAG`).
 const TAG_CHARS: usize = 22;
-
-fn node_dir() -> PathBuf {
-    support::node_dir("sticky", "socket.io")
-}
-
-/// A Socket.IO backend (`backend.js`), killed on drop.
-struct Backend {
-    child: Child,
-    port: u16,
-}
-
-impl Backend {
-    fn start(name: &str) -> Backend {
-        use std::io::{BufRead, BufReader};
-        let mut child = Command::new("node")
-            .current_dir(node_dir())
-            .args(["backend.js", name, "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node is installed");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port =
-            line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("backend prints its port");
-        Backend { child, port }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A key file of `bytes`.
 fn key_file(dir: &Path, name: &str, bytes: &[u8]) -> String {

@@ -4,6 +4,7 @@
 pub mod chaos;
 pub mod origin;
 pub mod scripted;
+pub mod socketio;
 pub mod tls_origin;
 pub mod tunnel_lib;
 
