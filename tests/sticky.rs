@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::redis::Redis;
 use support::socketio::{node_dir, Backend};
 use support::{curl, Proc};
 
@@ -166,54 +167,6 @@ async fn dead_backend_gets_fast_400_and_returns_after_restart() {
     }
 }
 
-/// A redis-server on a loopback port, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    async fn start(port: u16) -> Redis {
-        let port = if port == 0 { support::reserve_port() } else { port };
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (run ./test.sh)");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Redis { child, port };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redis-server did not start");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn query(&self, args: &[&str]) -> redis::Value {
-        let client = redis::Client::open(self.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        cmd.query_async(&mut conn).await.unwrap()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A poll through `url` for `sid`: the backend that answered.
 async fn poll_backend(url: &str, sid: &str) -> String {
     let (ok, out, err) = curl(&[
@@ -235,7 +188,7 @@ async fn poll_backend(url: &str, sid: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_balancers_share_sessions_through_redis_and_survive_its_outage() {
     let (a, b, c) = (Backend::start("A"), Backend::start("B"), Backend::start("C"));
-    let redis = Redis::start(0).await;
+    let redis = Redis::node(0, None, &[]).await;
     let redis_port = redis.port;
     let common = [
         "--redis",
@@ -273,7 +226,7 @@ async fn two_balancers_share_sessions_through_redis_and_survive_its_outage() {
     let (during_sid, during_backend) = raw_handshake(&u1).await;
 
     // Redis returns (empty): new sessions are stored again, and cached ones are written back.
-    let redis = Redis::start(redis_port).await;
+    let redis = Redis::node(redis_port, None, &[]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (sid, _) = raw_handshake(&u1).await;
@@ -479,7 +432,7 @@ async fn backend_forgetting_a_session_ends_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_report_sessions_health_errors_and_redis() {
     let (a, b) = (Backend::start("A"), Backend::start("B"));
-    let redis = Redis::start(0).await;
+    let redis = Redis::node(0, None, &[]).await;
     let s = sticky(
         &[&a, &b],
         &[

@@ -13,66 +13,11 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::redis::Redis;
 use support::socketio::{node_dir, Backend};
 use support::{curl, Proc};
-
-/// A redis-server process (a node, or a sentinel), killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    /// Starts `redis-server ARGS` and waits until `port` accepts connections.
-    async fn start(port: u16, args: &[String]) -> Redis {
-        let mut child = Command::new("redis-server")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (run ./test.sh)");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Redis { child, port };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redis-server {args:?} did not start");
-    }
-
-    /// A plain node on `port` (no persistence), with `extra` arguments.
-    async fn node(port: u16, dir: &Path, extra: &[&str]) -> Redis {
-        let mut args: Vec<String> =
-            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        args.extend(["--dir".to_owned(), dir.display().to_string()]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Redis::start(port, &args).await
-    }
-
-    /// SIGKILL: the node dies without a word to its replicas or clients.
-    fn kill(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `args` sent to the node on `port` on a new connection (after `READONLY` when `readonly`, so a
 /// cluster replica answers reads), bounded by 2 s.
@@ -207,10 +152,11 @@ async fn sentinel_failover_keeps_sessions_routing() {
     let (a, b) = (Backend::start("A"), Backend::start("B"));
     let dir = tempfile::tempdir().unwrap();
     let master_port = support::reserve_port();
-    let mut master = Redis::node(master_port, dir.path(), &[]).await;
+    let mut master = Redis::node(master_port, Some(dir.path()), &[]).await;
     let replica_port = support::reserve_port();
     let _replica =
-        Redis::node(replica_port, dir.path(), &["--replicaof", "127.0.0.1", &master_port.to_string()]).await;
+        Redis::node(replica_port, Some(dir.path()), &["--replicaof", "127.0.0.1", &master_port.to_string()])
+            .await;
     let mut sentinels = Vec::new();
     for i in 0..3 {
         let port = support::reserve_port();
@@ -342,7 +288,7 @@ async fn cluster_node_failure_keeps_sessions_routing() {
             "--cluster-port",
             &bus,
         ];
-        nodes.insert(port, Redis::node(port, dir.path(), &cluster).await);
+        nodes.insert(port, Redis::node(port, Some(dir.path()), &cluster).await);
     }
     let ports: Vec<u16> = nodes.keys().copied().collect();
     let create = tokio::time::timeout(

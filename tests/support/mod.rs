@@ -3,6 +3,7 @@
 
 pub mod chaos;
 pub mod origin;
+pub mod redis;
 pub mod scripted;
 pub mod socketio;
 pub mod tls_origin;
