@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::redis::Redis;
-use support::socketio::{node_dir, Backend};
+use support::socketio::{handshake, node_dir, session_on, Backend};
 use support::{curl, Proc};
 
 #[derive(Debug)]
@@ -96,20 +96,6 @@ async fn concurrent_sessions_spread_and_stay_sticky() {
     assert_eq!(per.len(), 2, "least-sessions uses both backends: {per:?}");
 }
 
-/// A raw polling handshake through the balancer: (sid, backend name).
-async fn raw_handshake(url: &str) -> (String, String) {
-    let (ok, out, err) = curl(&["-i", &format!("{url}/socket.io/?EIO=4&transport=polling")]).await;
-    assert!(ok, "{err}");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let backend = text
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().starts_with("x-backend:").then(|| l[10..].trim().to_owned()))
-        .unwrap_or_else(|| panic!("no X-Backend in {text}"));
-    let body = text.split("\r\n\r\n").nth(1).unwrap();
-    let sid = tunnelkit::sticky::engine::learn_sid("text/plain", body.as_bytes()).expect("handshake").sid;
-    (sid, backend)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_backend_gets_fast_400_and_returns_after_restart() {
     let a = Backend::start("A");
@@ -121,15 +107,7 @@ async fn dead_backend_gets_fast_400_and_returns_after_restart() {
     );
     let url = format!("http://{}", s.addr());
     // A session bound to A.
-    let mut bound_to_a = None;
-    for _ in 0..6 {
-        let (sid, backend) = raw_handshake(&url).await;
-        if backend == "A" {
-            bound_to_a = Some(sid);
-            break;
-        }
-    }
-    let sid = bound_to_a.expect("round robin reaches A");
+    let sid = session_on(&url, "A", 6).await;
     let poll = format!("{url}/socket.io/?EIO=4&transport=polling&sid={sid}");
     let (_, out, _) = curl(&["-i", "-X", "POST", "-d", "40", &poll]).await;
     assert!(
@@ -158,7 +136,7 @@ async fn dead_backend_gets_fast_400_and_returns_after_restart() {
     let _a = Backend::start_on("A", a_port);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, backend) = raw_handshake(&url).await;
+        let (_, backend) = handshake(&url).await;
         if backend == "A" {
             break;
         }
@@ -205,7 +183,7 @@ async fn two_balancers_share_sessions_through_redis_and_survive_its_outage() {
     let s2 = sticky(&[&c, &a, &b], &common);
     let (u1, u2) = (format!("http://{}", s1.addr()), format!("http://{}", s2.addr()));
     for _ in 0..3 {
-        let (sid, backend) = raw_handshake(&u1).await;
+        let (sid, backend) = handshake(&u1).await;
         assert_eq!(poll_backend(&u2, &sid).await, backend, "balancer 2 routes balancer 1's session");
         let key = format!("socket.io#{sid}");
         match redis.query(&["PTTL", &key]).await {
@@ -218,18 +196,18 @@ async fn two_balancers_share_sessions_through_redis_and_survive_its_outage() {
     assert_eq!((r.acks, r.backends.len()), (20, 1));
 
     // Redis goes away: known sessions keep working, new sessions are still assigned.
-    let (live_sid, live_backend) = raw_handshake(&u1).await;
+    let (live_sid, live_backend) = handshake(&u1).await;
     drop(redis);
     assert_eq!(poll_backend(&u1, &live_sid).await, live_backend);
     let r = client(&u1, "polling", 10, false).await;
     assert_eq!((r.acks, r.backends.len()), (10, 1));
-    let (during_sid, during_backend) = raw_handshake(&u1).await;
+    let (during_sid, during_backend) = handshake(&u1).await;
 
     // Redis returns (empty): new sessions are stored again, and cached ones are written back.
     let redis = Redis::node(redis_port, None, &[]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (sid, _) = raw_handshake(&u1).await;
+        let (sid, _) = handshake(&u1).await;
         let stored =
             matches!(redis.query(&["EXISTS", &format!("socket.io#{sid}")]).await, redis::Value::Int(1));
         let resynced = matches!(
@@ -410,7 +388,7 @@ async fn backend_forgetting_a_session_ends_it() {
     let s = sticky(&[&a, &b], &["--check-interval", "200ms", "--metrics", "127.0.0.1:0"]);
     let metrics = s.addr_of("metrics").port();
     let url = format!("http://{}", s.addr());
-    let (sid, backend) = raw_handshake(&url).await;
+    let (sid, backend) = handshake(&url).await;
     let served_by = if backend == "A" { &a } else { &b };
     scrape_until(metrics, "the session", |t| sessions_of(t, served_by) == Some(1.0)).await;
     // The backend closes the session itself (a duplicate poll is an Engine.IO protocol error, the
@@ -449,7 +427,7 @@ async fn metrics_report_sessions_health_errors_and_redis() {
     let metrics = s.addr_of("metrics").port();
     let url = format!("http://{}", s.addr());
     for _ in 0..4 {
-        raw_handshake(&url).await;
+        handshake(&url).await;
     }
     let (_, out, _) =
         curl(&["-s", "-w", "%{http_code}", &format!("{url}/socket.io/?EIO=4&transport=polling&sid=nope")])
@@ -482,7 +460,7 @@ async fn metrics_report_sessions_health_errors_and_redis() {
     let a_up = format!("tunnelkit_sticky_backend_up{{backend=\"{}\"}}", a.addr());
     drop(a);
     drop(redis);
-    raw_handshake(&url).await;
+    handshake(&url).await;
     let text = scrape_until(metrics, "a backend down and Redis errors", |t| {
         sample(t, &a_up) == Some(0.0)
             && sample(t, "tunnelkit_sticky_redis_errors_total").is_some_and(|n| n >= 1.0)
@@ -583,7 +561,7 @@ async fn rediss_with_password_and_a_private_ca() {
     let a = Backend::start("A");
     let ca_arg = ca.to_str().unwrap();
     let s = sticky(&[&a], &["--redis", &url, "--redis-ca", ca_arg]);
-    let (sid, _) = raw_handshake(&format!("http://{}", s.addr())).await;
+    let (sid, _) = handshake(&format!("http://{}", s.addr())).await;
     let bound: Option<String> =
         redis::cmd("GET").arg(format!("socket.io#{sid}")).query_async(&mut conn).await.unwrap();
     assert_eq!(bound, Some(a.addr()), "the binding went to Redis over TLS");

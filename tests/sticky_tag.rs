@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::socketio::{node_dir, Backend};
+use support::socketio::{handshake, node_dir, session_on, Backend};
 use support::{curl, run_to_exit, Proc};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 
@@ -170,20 +170,6 @@ async fn a_restarted_balancer_keeps_the_session() {
     }
 }
 
-/// A raw polling handshake: (the sid the client got, the backend that made it).
-async fn raw_handshake(url: &str) -> (String, String) {
-    let (ok, out, err) = curl(&["-i", &format!("{url}/socket.io/?EIO=4&transport=polling")]).await;
-    assert!(ok, "{err}");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let backend = text
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().starts_with("x-backend:").then(|| l[10..].trim().to_owned()))
-        .unwrap_or_else(|| panic!("no X-Backend in {text}"));
-    let body = text.split("\r\n\r\n").nth(1).unwrap();
-    let sid = tunnelkit::sticky::engine::learn_sid("text/plain", body.as_bytes()).expect("handshake").sid;
-    (sid, backend)
-}
-
 /// A polling GET with `sid` (which is put in the URL as is): (status, body, time taken).
 async fn poll(url: &str, sid: &str) -> (String, String, Duration) {
     let started = Instant::now();
@@ -209,7 +195,7 @@ async fn forged_unknown_and_foreign_tags_get_the_fast_400() {
         format!("http://{}", s2.addr()),
         format!("http://{}", foreign.addr()),
     );
-    let (sid, _) = raw_handshake(&u1).await;
+    let (sid, _) = handshake(&u1).await;
     let (bare, tag) = sid.rsplit_once('.').unwrap();
     assert_eq!(tag.len(), TAG_CHARS, "{sid}");
     // The genuine tag routes through the other balancer: a POST the backend accepts.
@@ -255,15 +241,7 @@ async fn a_stopped_backends_tags_get_the_400_at_once() {
     let s3 = tag_balancer(&[&a, &b], &key, &["--check-interval", "1h"]);
     let (u1, u2) = (format!("http://{}", s1.addr()), format!("http://{}", s2.addr()));
     let u3 = format!("http://{}", s3.addr());
-    let mut on_a = None;
-    for _ in 0..4 {
-        let (sid, backend) = raw_handshake(&u1).await;
-        if backend == "A" {
-            on_a = Some(sid);
-            break;
-        }
-    }
-    let sid = on_a.expect("round robin reaches A");
+    let sid = session_on(&u1, "A", 4).await;
     // The Socket.IO CONNECT, through the other balancer, then the poll that gets its answer.
     let connect = format!("{u2}/socket.io/?EIO=4&transport=polling&sid={sid}");
     let (ok, out, _) = curl(&["-s", "-X", "POST", "-d", "40", &connect]).await;
@@ -289,7 +267,7 @@ async fn a_stopped_backends_tags_get_the_400_at_once() {
     }
     // New sessions go to B.
     for _ in 0..3 {
-        assert_eq!(raw_handshake(&u2).await.1, "B");
+        assert_eq!(handshake(&u2).await.1, "B");
     }
 }
 

@@ -50,3 +50,30 @@ impl Drop for Backend {
         let _ = self.child.wait();
     }
 }
+
+/// An Engine.IO v4 polling handshake through `url` (a balancer): the sid the client was given and
+/// the backend that answered (its `X-Backend` header).
+pub async fn handshake(url: &str) -> (String, String) {
+    let (ok, out, err) = super::curl(&["-i", &format!("{url}/socket.io/?EIO=4&transport=polling")]).await;
+    assert!(ok, "{err}");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let backend = text
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().starts_with("x-backend:").then(|| l[10..].trim().to_owned()))
+        .unwrap_or_else(|| panic!("no X-Backend in {text}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    let sid = tunnelkit::sticky::engine::learn_sid("text/plain", body.as_bytes()).expect("handshake").sid;
+    (sid, backend)
+}
+
+/// Handshakes through `url` until one lands on `backend` (round robin gets there within `tries`);
+/// returns that session's sid.
+pub async fn session_on(url: &str, backend: &str, tries: usize) -> String {
+    for _ in 0..tries {
+        let (sid, b) = handshake(url).await;
+        if b == backend {
+            return sid;
+        }
+    }
+    panic!("{tries} handshakes through {url} never reached backend {backend}");
+}
