@@ -72,9 +72,10 @@ impl SpliceEnd for BoxStream {
 }
 
 /// The pipe size asked for by default (`--pipe-size`). Measured on 2 cores, CONNECT bulk through
-/// the proxy: 64 KiB pipes (the kernel's default) 9.7 Gbit/s, no better than the buffered copy's
-/// 10.2; 256 KiB 12.2; 1 MiB 13.4. Fewer, larger `splice` calls per byte are what splicing buys.
-/// 1 MiB is the kernel's default `pipe-max-size`, so an unprivileged user may ask for it.
+/// the proxy, medians of 3 alternated rounds: 64 KiB pipes (the kernel's default) 9.6 Gbit/s, no
+/// better than the buffered copy's 10.2; 256 KiB 12.2; 1 MiB 13.4. Fewer, larger `splice` calls per
+/// byte are what splicing buys. 1 MiB is the kernel's default `pipe-max-size`, so an unprivileged
+/// user may ask for it.
 pub const DEFAULT_PIPE_SIZE: usize = 1 << 20;
 
 /// A pipe smaller than this (the kernel shrinks new pipes past a user's pipe budget) moves fewer
