@@ -41,12 +41,12 @@ pub enum PoolKey {
     Tls(Target, Option<String>),
 }
 
-/// The thread that put a connection back, and where the connection leads.
-type Slot = (ThreadId, PoolKey);
+/// One thread's idle connections, by where they lead.
+type ThreadPool = HashMap<PoolKey, Vec<(UpConn, Instant)>>;
 
-/// Idle upstream connections.
+/// Idle upstream connections, per thread that put them back.
 pub struct Pool {
-    idle: Mutex<HashMap<Slot, Vec<(UpConn, Instant)>>>,
+    idle: Mutex<HashMap<ThreadId, ThreadPool>>,
     idle_timeout: Duration,
     max_per_key: usize,
 }
@@ -63,12 +63,12 @@ impl Pool {
         loop {
             let (mut conn, since) = {
                 let mut idle = self.idle.lock().expect("pool lock");
-                // The pair is built per lookup: the key is a few words and the map holds few keys.
-                let slot = (here, key.clone());
-                let list = idle.get_mut(&slot)?;
+                // Looked up by reference: no key is built or cloned per request.
+                let mine = idle.get_mut(&here)?;
+                let list = mine.get_mut(key)?;
                 let entry = list.pop();
                 if list.is_empty() {
-                    idle.remove(&slot);
+                    mine.remove(key);
                 }
                 entry?
             };
@@ -92,7 +92,7 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().expect("pool lock");
-        let list = idle.entry((std::thread::current().id(), key)).or_default();
+        let list = idle.entry(std::thread::current().id()).or_default().entry(key).or_default();
         if list.len() < self.max_per_key {
             list.push((conn, Instant::now()));
         }
@@ -101,10 +101,12 @@ impl Pool {
     /// Drops every connection idle past the limit (called periodically, so the origin sees closes).
     pub fn sweep(&self) {
         let mut idle = self.idle.lock().expect("pool lock");
-        idle.retain(|_, list| {
-            list.retain(|(_, since)| since.elapsed() < self.idle_timeout);
-            !list.is_empty()
-        });
+        for mine in idle.values_mut() {
+            mine.retain(|_, list| {
+                list.retain(|(_, since)| since.elapsed() < self.idle_timeout);
+                !list.is_empty()
+            });
+        }
     }
 
     /// Drops everything (shutdown).
