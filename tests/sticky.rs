@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::redis::Redis;
-use support::socketio::{handshake, node_dir, session_on, Backend};
+use support::socketio::{handshake, node_dir, session_on, Backend, TRANSPORT_CASES};
 use support::{curl, Proc};
 
 #[derive(Debug)]
@@ -61,14 +61,7 @@ async fn every_transport_and_protocol_version_sticks_to_one_backend() {
     let s = sticky(&[&a, &b, &c], &[]);
     let url = format!("http://{}", s.addr());
     let mut seen = std::collections::BTreeSet::new();
-    for (transports, v2, want) in [
-        ("polling", false, "polling"),
-        ("polling,websocket", false, "websocket"),
-        ("websocket", false, "websocket"),
-        ("polling", true, "polling"),
-        ("polling,websocket", true, "websocket"),
-        ("websocket", true, "websocket"),
-    ] {
+    for (transports, v2, want) in TRANSPORT_CASES {
         let r = client(&url, transports, 30, v2).await;
         assert_eq!(r.acks, 30, "{transports} v2={v2}: {r:?}");
         assert_eq!(r.backends.len(), 1, "{transports} v2={v2}: one session, one backend: {r:?}");

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::socketio::{handshake, node_dir, session_on, Backend};
+use support::socketio::{handshake, node_dir, session_on, Backend, TRANSPORT_CASES};
 use support::{curl, run_to_exit, Proc};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 
@@ -104,14 +104,7 @@ async fn two_balancers_without_a_store_keep_each_session_on_its_backend() {
     // The second balancer lists the backends in the other order: tags name addresses, not places.
     let (s1, s2) = (tag_balancer(&[&a, &b], &key, &[]), tag_balancer(&[&b, &a], &key, &[]));
     let mut seen = std::collections::BTreeSet::new();
-    for (transports, v2, want) in [
-        ("polling", false, "polling"),
-        ("polling,websocket", false, "websocket"),
-        ("websocket", false, "websocket"),
-        ("polling", true, "polling"),
-        ("polling,websocket", true, "websocket"),
-        ("websocket", true, "websocket"),
-    ] {
+    for (transports, v2, want) in TRANSPORT_CASES {
         let mut c = Alternator::start(transports, v2);
         c.hosts(&[&s1, &s2]).await;
         let open = c.send("open").await;

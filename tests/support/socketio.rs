@@ -5,6 +5,17 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+/// The client setups every sticky suite runs: (transports offered, a socket.io 2 client (Engine.IO
+/// v3) rather than 4, the transport the session must end on).
+pub const TRANSPORT_CASES: [(&str, bool, &str); 6] = [
+    ("polling", false, "polling"),
+    ("polling,websocket", false, "websocket"),
+    ("websocket", false, "websocket"),
+    ("polling", true, "polling"),
+    ("polling,websocket", true, "websocket"),
+    ("websocket", true, "websocket"),
+];
+
 /// `tests/node/sticky`, with its npm packages installed.
 pub fn node_dir() -> PathBuf {
     super::node_dir("sticky", "socket.io")
