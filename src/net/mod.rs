@@ -4,6 +4,7 @@
 //! - [`Dialer`]: "give me a stream to host:port". [`DirectDialer`] applies the [`crate::policy::Policy`]
 //!   and dials the very address that passed it; the `client` module provides dialers that go through
 //!   an upstream proxy, and the `tunnel` module one that goes through a tunnel.
+//! - [`redis`]: the one link to Redis (node, Sentinel, Cluster) and its URLs.
 //! - [`relay`]: the one bidirectional copy, with pooled buffers, splicing between plain sockets,
 //!   half-close and an idle timeout.
 //! - [`socks`]: the SOCKS5 server, over any dialer.
@@ -19,6 +20,7 @@
 mod dialer;
 mod forward_spec;
 mod prefixed;
+pub mod redis;
 pub mod relay;
 pub mod socket;
 pub mod socks;

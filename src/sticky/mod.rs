@@ -4,7 +4,6 @@
 //! - [`engine`]: what the balancer parses of Engine.IO (paths, query, the sid in a handshake).
 //! - [`store`]: the sid -> backend map with lazily refreshed expiry, shared through Redis (one node,
 //!   Sentinel or Cluster) when asked.
-//! - [`redis_url`]: what `--redis` and `--redis-cluster` name (node, Sentinel, Cluster URLs).
 //! - [`sid_tag`]: stateless routing (`--route-by tag`): `SID.TAG`, the TAG naming the backend, signed.
 //! - `sid_rewrite`: the tag put into handshake bodies and cut from request queries.
 //! - `sid_route`: how a known session's request finds its backend, by the store or by the tag.
@@ -26,7 +25,6 @@ pub mod engine;
 mod headers;
 mod health;
 mod listener;
-pub mod redis_url;
 mod server;
 pub mod settings;
 mod sid_rewrite;

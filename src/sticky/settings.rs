@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use super::args::Args;
 use super::backend::Balance;
-use super::redis_url::{self, RedisUrl};
 use super::sid_tag::{KeyFileError, RouteKey, MIN_KEY_BYTES};
 use crate::config::{self, ConfigError};
+use crate::net::redis::url::{self as redis_url, RedisUrl};
 use crate::net::Target;
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,7 +82,7 @@ pub struct Settings {
     /// Backends as `host:port`.
     pub backends: Vec<String>,
     /// Redis URL for a shared sid map: one node, or a master found through Sentinel
-    /// ([`super::redis_url::RedisUrl`]).
+    /// ([`crate::net::redis::url::RedisUrl`]).
     pub redis: Option<String>,
     /// Seed nodes of a Redis Cluster for a shared sid map (empty: none). Never set with `redis`.
     pub redis_cluster: Vec<String>,

@@ -15,12 +15,9 @@
 //!
 //! A Redis outage is logged once; sessions known locally keep working, new ones are still assigned
 //! and cached, and when Redis answers again every cached binding is written back. A failover is
-//! such an outage, a short one: `redis_conn` finds the new master (Sentinel) or the promoted
+//! such an outage, a short one: `net::redis` finds the new master (Sentinel) or the promoted
 //! replica (Cluster), and the write-back restores the bindings made while the old master was gone
 //! or that it had not yet replicated.
-
-mod redis_conn;
-mod sentinel;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -28,8 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use self::redis_conn::RedisConn;
 use super::backend::BackendId;
+use crate::net::redis::RedisConn;
 
 /// The sid -> backend map.
 pub struct SidStore {
@@ -159,7 +156,7 @@ impl SidStore {
         prefix: &str,
         backends: Vec<String>,
     ) -> anyhow::Result<Self> {
-        Ok(Self::shared(expiry, RedisConn::open(url, ca).await?, prefix, backends))
+        Ok(Self::shared(expiry, RedisConn::open("--redis", url, ca).await?, prefix, backends))
     }
 
     /// A store backed by the Redis Cluster that `urls` (`redis://` or `rediss://` nodes) belong to;

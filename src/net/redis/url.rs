@@ -1,8 +1,8 @@
-//! What `--redis` and `--redis-cluster` name, read from their URLs: one Redis node
-//! (`redis://`, `rediss://`), a master found through Sentinel
+//! What a Redis URL names (sticky's `--redis` and `--redis-cluster`, ws-server's `--cluster-redis`):
+//! one Redis node (`redis://`, `rediss://`), a master found through Sentinel
 //! (`redis+sentinel://[user:password@]host:port[,host:port…]/MASTERNAME`), or the seed nodes of a
 //! Redis Cluster. Settings check the URLs with this at start, so a typo is a configuration error
-//! naming the flag; the store reads them again with it to connect.
+//! naming the flag; [`super::RedisConn`] reads them again with it to connect.
 //!
 //! Sentinel URLs have no standard and redis-rs does not parse them, hence this small parser. The
 //! credentials are the master's (and its replicas'), not the sentinels': sentinels usually run

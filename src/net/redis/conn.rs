@@ -1,7 +1,7 @@
-//! [`RedisConn`]: the store's link to Redis, whichever the topology: one node (`--redis redis://`),
-//! a master followed through Sentinel (`--redis redis+sentinel://`), or a Redis Cluster
-//! (`--redis-cluster`). The store sends the same commands to all three; what differs is how a
-//! failed node is replaced, and that is left to each topology's client:
+//! [`RedisConn`]: a link to Redis, whichever the topology: one node (`redis://`), a master followed
+//! through Sentinel (`redis+sentinel://`), or a Redis Cluster. Its users (sticky's sid store, the
+//! tunnel cluster's registry) send the same commands to all three; what differs is how a failed node
+//! is replaced, and that is left to each topology's client:
 //!
 //! - one node: redis-rs's `ConnectionManager` reconnects to the same address;
 //! - Sentinel: [`SentinelMaster`] asks the sentinels for the new master;
@@ -9,8 +9,8 @@
 //!   node fails, so a promoted replica takes over its master's keys.
 //!
 //! Every command is bounded by [`COMMAND_TIMEOUT`] here, so an unresponsive Redis never stalls a
-//! request for long; failures go back to the store, whose outage handling serves from the local
-//! cache meanwhile.
+//! request for long; failures go back to the caller (sticky's store serves from its local cache
+//! meanwhile).
 
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 use tokio::time::Instant;
 
 use super::sentinel::SentinelMaster;
-use crate::sticky::redis_url::RedisUrl;
+use super::url::RedisUrl;
 
 /// Bound on every Redis command.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
@@ -45,12 +45,12 @@ pub enum RedisConn {
 }
 
 impl RedisConn {
-    /// Connects to what `--redis` names (`url`); `ca` is a PEM bundle a `rediss://` server's
-    /// certificate must chain to. Errors name the flag and never show the password.
-    pub async fn open(url: &str, ca: Option<Vec<u8>>) -> anyhow::Result<RedisConn> {
+    /// Connects to what `flag` (`--redis`, say) names (`url`); `ca` is a PEM bundle a `rediss://`
+    /// server's certificate must chain to. Errors name the flag and never show the password.
+    pub async fn open(flag: &str, url: &str, ca: Option<Vec<u8>>) -> anyhow::Result<RedisConn> {
         let shown = crate::config::redact_password(url);
-        let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("--redis {shown}: {e}");
-        match RedisUrl::parse(url).map_err(|e| anyhow::anyhow!("--redis: {e}"))? {
+        let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{flag} {shown}: {e}");
+        match RedisUrl::parse(url).map_err(|e| anyhow::anyhow!("{flag}: {e}"))? {
             RedisUrl::Node(url) => {
                 let client = match ca {
                     None => redis::Client::open(url.as_str()),
@@ -74,7 +74,7 @@ impl RedisConn {
             }
             RedisUrl::Sentinel(s) => {
                 if ca.is_some() {
-                    anyhow::bail!("--redis-ca: Sentinel connections are plain TCP; drop --redis-ca");
+                    anyhow::bail!("{flag}: Sentinel connections are plain TCP here; drop the CA option");
                 }
                 let master = SentinelMaster::new(&s, COMMAND_TIMEOUT).map_err(|e| fail(&e))?;
                 tokio::time::timeout(START_TIMEOUT, master.connect())

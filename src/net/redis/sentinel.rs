@@ -1,5 +1,5 @@
 //! [`SentinelMaster`]: a connection to whichever node the sentinels currently name as master
-//! (`--redis redis+sentinel://…/NAME`).
+//! (`redis+sentinel://…/NAME`).
 //!
 //! redis-rs's `ConnectionManager` reconnects to one fixed address, which after a failover is a dead
 //! node or a demoted replica, so it cannot follow a master. This keeps one multiplexed connection
@@ -7,7 +7,7 @@
 //! connection, `READONLY` from a demoted node, or no answer in time); the next command asks the
 //! sentinels again. redis-rs checks that the node they name answers `ROLE` as a master, so a
 //! half-finished failover is never written to. While no master is known, commands fail at once and
-//! the store's outage handling (local cache, write-back on recovery) covers the gap.
+//! the caller's outage handling (sticky's local cache and write-back on recovery) covers the gap.
 //!
 //! A lookup runs in a task of its own: a command that gives up waiting (its deadline) must not
 //! cancel the lookup the next command needs. Lookups are not repeated more often than
@@ -23,7 +23,7 @@ use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType}
 use redis::{AsyncConnectionConfig, ConnectionAddr, ErrorKind, RedisError, RedisResult, ServerErrorKind};
 use tokio::time::Instant;
 
-use crate::sticky::redis_url::SentinelUrl;
+use super::url::SentinelUrl;
 
 /// Longest a lookup (sentinels asked, master's role checked, connection made) may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,7 +32,7 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// master is known.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
-/// The master of one Sentinel-monitored set. Cheap to share: one per store.
+/// The master of one Sentinel-monitored set. Cheap to share: one per Redis user.
 pub struct SentinelMaster {
     inner: Arc<Inner>,
 }
