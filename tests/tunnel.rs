@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use ring::digest::{digest, SHA256};
 use support::chaos::ChaosRelay;
 use support::origin::{echo_server, firehose, Origin};
+use support::streams::{echo_through, pattern, sha};
 use support::tunnel_lib::lib_server;
 use support::{curl, loopback_proxy, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,40 +37,6 @@ fn ws_client(server: SocketAddr, extra: &[&str], listeners: usize) -> Proc {
     let mut args = vec!["ws-client", url.as_str()];
     args.extend_from_slice(extra);
     Proc::start(&args, listeners)
-}
-
-/// Deterministic pseudo-random bytes (xorshift), different per `seed`.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// Sends `data` through `addr` (an echo behind it) while reading the echo; returns what came back.
-async fn echo_through(addr: SocketAddr, data: Vec<u8>) -> std::io::Result<Vec<u8>> {
-    let s = TcpStream::connect(addr).await?;
-    let (mut r, mut w) = s.into_split();
-    let writer = tokio::spawn(async move {
-        for chunk in data.chunks(61 * 1024) {
-            w.write_all(chunk).await?;
-        }
-        w.shutdown().await?;
-        Ok::<_, std::io::Error>(w)
-    });
-    let mut got = Vec::new();
-    r.read_to_end(&mut got).await?;
-    writer.await.unwrap()?;
-    Ok(got)
-}
-
-fn sha(b: &[u8]) -> Vec<u8> {
-    digest(&SHA256, b).as_ref().to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,6 +106,21 @@ pub struct ServerArgs {
     /// stops at once) [default: 30s].
     #[arg(long, value_name = "DUR", value_parser = duration_in(HOLD.0, HOLD.1))]
     pub shutdown_timeout: Option<Duration>,
+    /// Join a cluster of ws-servers sharing this Redis (redis://, rediss:// or redis+sentinel://): a
+    /// resume landing on a server that does not hold the tunnel is handed to the one that does.
+    #[arg(long, value_name = "URL")]
+    pub cluster_redis: Option<String>,
+    /// With --cluster-redis: the HOST:PORT other servers reach this one on [default: the --listen
+    /// address, when it is not 0.0.0.0 or ::].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// With --cluster-redis: the secret every server of the cluster shares (16 bytes or more), signing
+    /// the connections they hand each other.
+    #[arg(long, value_name = "SECRET", env = "TUNNELKIT_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Like --cluster-secret, read from FILE (kept out of the process list).
+    #[arg(long, value_name = "FILE", conflicts_with = "cluster_secret")]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// `tunnelkit ws-client`: opens a tunnel to a ws-server and forwards ports through it.

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use super::args::{ClientArgs, ServerArgs};
 use super::client::{serve_local, serve_socks, Closing, Keeper, RemoteForwards, TunnelClient};
+use super::cluster::{Cluster, ClusterOptions};
 use super::compat::CompatContext;
 use super::exposure;
 use super::params::{Limits, Mode};
@@ -67,6 +68,13 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let listener =
         TcpListener::bind(settings.listen).await.with_context(|| format!("--listen {}", settings.listen))?;
+    if let Some(c) = &settings.cluster {
+        let advertise = c.advertise.clone().unwrap_or(listener.local_addr()?.to_string());
+        let tls_cert = settings.tls.as_ref().map(|(cert, _)| cert.clone());
+        let options =
+            ClusterOptions { redis: c.redis.clone(), advertise, secret: c.secret.clone(), tls_cert };
+        opts.cluster = Some(Arc::new(Cluster::connect(options).await?));
+    }
     crate::telemetry::announce(&format!("listening on {}", listener.local_addr()?));
     if let Some(addr) = metrics {
         crate::telemetry::announce(&format!("metrics listening on {addr}"));

@@ -19,63 +19,22 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
-use super::compat::{self, CompatContext};
+use super::cluster::{self, ClientUpgrade, Handoff};
+use super::compat;
 use super::frame::{stamp, Frame, FrameType};
 use super::handle::Tunnel;
 use super::http_gate;
 use super::id::{ResumeSecret, TunnelId};
 use super::link;
 use super::listen_limits::ListenLimits;
-use super::params::{Limits, LinkParams, Mode};
+use super::params::{LinkParams, Mode};
+pub use super::server_options::ServerOptions;
 use super::service::{self, ServiceContext};
 use super::session::{Attached, Role, Session};
 use super::token;
 use super::wire::{refused, Message, Welcome, WireError, MAX_CLIENT_HANDSHAKE};
-use crate::net::workers::Workers;
-use crate::net::{socket, BoxStream, Dialer};
-use crate::policy::Policy;
+use crate::net::{socket, BoxStream};
 use crate::shutdown::Drain;
-
-/// How a server is set up.
-pub struct ServerOptions {
-    /// URL path of the WebSocket endpoint.
-    pub path: String,
-    /// Accepted bearer tokens; empty = no authentication.
-    pub tokens: Vec<String>,
-    /// Limits applied to every tunnel.
-    pub limits: Limits,
-    /// Dials stream targets (carries the server's policy).
-    pub dialer: Arc<dyn Dialer>,
-    /// The policy, also used to vet `-R` listen addresses.
-    pub policy: Arc<Policy>,
-    /// TLS for `wss://`.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Speak the seed's protocol instead of ours.
-    pub compat: Option<Arc<CompatContext>>,
-    /// When set, new tunnels are handed here and the application serves their streams itself, instead of
-    /// the server dialling their targets.
-    pub on_tunnel: Option<mpsc::UnboundedSender<Tunnel>>,
-    /// When set, each accepted connection is served on one of these single-threaded runtimes
-    /// (with its tunnel's tasks) instead of the runtime that accepted it.
-    pub workers: Option<Arc<Workers>>,
-}
-
-impl ServerOptions {
-    /// Options with defaults: path `/tunnel`, no tokens, default limits, no TLS.
-    pub fn new(dialer: Arc<dyn Dialer>, policy: Arc<Policy>) -> Self {
-        ServerOptions {
-            path: "/tunnel".into(),
-            tokens: Vec::new(),
-            limits: Limits::default(),
-            dialer,
-            policy,
-            tls: None,
-            compat: None,
-            on_tunnel: None,
-            workers: None,
-        }
-    }
-}
 
 /// A tunnel the server knows, connected or held broken.
 struct Entry {
@@ -83,6 +42,8 @@ struct Entry {
     secret: ResumeSecret,
     /// The token that created it; a resume must present the same one.
     principal: Option<String>,
+    /// How long it is kept once broken (what a cluster claim must outlive).
+    hold: Duration,
 }
 
 /// A WebSocket tunnel server. Cheap to clone.
@@ -164,6 +125,16 @@ impl Server {
     /// tracked by `drain`, and once it is triggered every tunnel is closed in order as soon as it has no
     /// stream open, and refuses new ones: [`Drain::finish`] then returns when the last stream ends.
     pub async fn serve(self, listener: TcpListener, drain: Drain) {
+        if let Some(cluster) = self.inner.opts.cluster.clone() {
+            let me = Arc::downgrade(&self.inner);
+            let held = move || {
+                let Some(inner) = me.upgrade() else { return Vec::new() };
+                let tunnels = inner.tunnels.lock().expect("registry lock");
+                tunnels.iter().map(|(id, e)| (*id, e.hold)).collect()
+            };
+            let d = drain.clone();
+            tokio::spawn(async move { cluster.keep_claims(held, d.cancelled()).await });
+        }
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = drain.cancelled() => return,
@@ -203,6 +174,8 @@ impl Server {
                 Err(_) => return tracing::debug!(%peer, "no request head in time"),
             };
         let mut principal = None;
+        let mut client_upgrade = ClientUpgrade::default();
+        let mut handoff = None;
         let check = |req: &Request, resp: Response| {
             if req.uri().path() != opts.path {
                 let body = format!(
@@ -216,6 +189,15 @@ impl Server {
                 Ok(p) => principal = p,
                 Err(token::NoValidToken) => {
                     return Err(refuse_http(401, true, "missing or wrong bearer token\n".into()))
+                }
+            }
+            if let Some(cluster) = &opts.cluster {
+                client_upgrade = ClientUpgrade::of(req);
+                if let Some(v) = req.headers().get(cluster::handoff::HEADER) {
+                    match cluster.check_handoff(v.to_str().unwrap_or_default()) {
+                        Ok(h) => handoff = Some(h),
+                        Err(e) => return Err(refuse_http(403, false, format!("{e}\n"))),
+                    }
                 }
             }
             Ok(resp)
@@ -234,7 +216,24 @@ impl Server {
         if let Some(ctx) = &opts.compat {
             return compat::serve(ws, ctx.clone(), principal).await;
         }
-        self.handshake(ws, principal, peer, drain).await;
+        let ws = match (&opts.cluster, &handoff) {
+            // A handoff is never handed on: the holder answers it, whatever its registry says.
+            (Some(cluster), None) => {
+                let route = cluster::Route {
+                    peer,
+                    upgrade: &client_upgrade,
+                    holds: |id: &TunnelId| self.inner.tunnels.lock().expect("registry lock").contains_key(id),
+                    config: cfg,
+                    idle: opts.limits.heartbeat * 4,
+                };
+                match cluster.route(ws, route).await {
+                    Some(ws) => ws,
+                    None => return,
+                }
+            }
+            _ => ws,
+        };
+        self.handshake(ws, principal, peer, handoff, drain).await;
     }
 
     /// Runs the tunnel handshake on an upgraded WebSocket and hands it to the link.
@@ -243,6 +242,7 @@ impl Server {
         mut ws: WebSocketStream<S>,
         principal: Option<String>,
         peer: SocketAddr,
+        handoff: Option<Handoff>,
         drain: Drain,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -260,16 +260,28 @@ impl Server {
         }
         // A HELLO or RESUME we cannot read is answered in words (REFUSED code 5): the peer speaks the
         // protocol, perhaps another version of it, and deserves to learn why.
-        let why = match Message::of(&frame) {
-            Ok(Message::Hello { mode, keep_broken }) => {
-                return self.hello(ws, mode, keep_broken, principal, peer, drain).await;
+        let why = match (Message::of(&frame), handoff) {
+            // Another server hands over only resumes, of the tunnel its signed header names.
+            (Ok(Message::Resume { id, .. }), Some(h)) if id != h.id => {
+                return protocol_error(ws, peer, "handoff of another tunnel than its header names").await;
             }
-            Ok(Message::Resume { id, secret }) => {
+            (Ok(Message::Hello { .. }), Some(_)) => {
+                return protocol_error(ws, peer, "a handoff carries a RESUME, not a HELLO").await;
+            }
+            (Ok(Message::Resume { id, secret }), Some(h)) => {
+                metrics::counter!("tunnelkit_tunnel_handoffs_received_total").increment(1);
+                tracing::debug!(tunnel = %id, %peer, client = %h.peer, "resume handed over by another server");
                 return self.resume(ws, id, secret, frame.ack, principal, peer).await;
             }
-            Ok(_) => return, // the kind was checked above
-            Err(e @ (WireError::Version(_) | WireError::Mode(_))) => e.to_string(),
-            Err(e) => format!("malformed handshake: {e}"),
+            (Ok(Message::Hello { mode, keep_broken }), None) => {
+                return self.hello(ws, mode, keep_broken, principal, peer, drain).await;
+            }
+            (Ok(Message::Resume { id, secret }), None) => {
+                return self.resume(ws, id, secret, frame.ack, principal, peer).await;
+            }
+            (Ok(_), _) => return, // the kind was checked above
+            (Err(e @ (WireError::Version(_) | WireError::Mode(_))), _) => e.to_string(),
+            (Err(e), _) => format!("malformed handshake: {e}"),
         };
         let _ = ws.send(refused_frame(refused::VERSION, &why)).await;
     }
@@ -312,7 +324,10 @@ impl Server {
                     limits.max_tunnels_per_token
                 ))
             } else {
-                tunnels.insert(id, Entry { session: session.clone(), secret, principal });
+                tunnels.insert(
+                    id,
+                    Entry { session: session.clone(), secret, principal, hold: params.keep_broken },
+                );
                 None
             }
         };
@@ -322,6 +337,9 @@ impl Server {
             return;
         }
         metrics::gauge!("tunnelkit_tunnel_tunnels").increment(1.0);
+        if let Some(cluster) = &self.inner.opts.cluster {
+            cluster.claim(id, params.keep_broken).await;
+        }
         let welcome = Message::Welcome(Welcome {
             id,
             secret,
@@ -422,6 +440,9 @@ impl Server {
         if self.inner.tunnels.lock().expect("registry lock").remove(&id).is_some() {
             metrics::gauge!("tunnelkit_tunnel_tunnels").decrement(1.0);
             tracing::info!(tunnel = %id, "tunnel gone");
+            if let Some(cluster) = self.inner.opts.cluster.clone() {
+                tokio::spawn(async move { cluster.release(id).await });
+            }
         }
     }
 }

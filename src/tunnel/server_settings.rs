@@ -16,6 +16,7 @@ use serde::Deserialize;
 use super::args::{
     ServerArgs, COMPAT_PROTOCOLS, HEARTBEAT, HOLD, LISTENERS, STREAMS, STREAM_MEMORY, TUNNELS, WORKERS,
 };
+use super::cluster::{self, settings::ClusterSettings, settings::ClusterValues};
 use crate::config::{self, flag_and_key, ConfigError};
 use crate::net::Target;
 use crate::policy::{Cidr, PortSet};
@@ -53,6 +54,10 @@ struct File {
     compat_target: Option<String>,
     #[serde(default, with = "humantime_serde")]
     shutdown_timeout: Option<Duration>,
+    cluster_redis: Option<String>,
+    advertise: Option<String>,
+    cluster_secret: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
 }
 
 /// Everything `ws-server` runs with, resolved.
@@ -98,6 +103,8 @@ pub struct ServerSettings {
     pub compat_target: Option<Target>,
     /// Drain deadline on SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
+    /// Membership of a tunnel cluster (`--cluster-redis` and its companions).
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl ServerSettings {
@@ -185,8 +192,17 @@ impl ServerSettings {
                 .map_err(|e| from_file.invalid(&flag_and_key("max_stream_memory"), e))?,
             (None, None) => 4 << 20,
         };
+        let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("static"));
+        let cluster_values = ClusterValues {
+            redis: args.cluster_redis.or(file.cluster_redis),
+            advertise: args.advertise.or(file.advertise),
+            secret: args.cluster_secret.or(file.cluster_secret),
+            secret_file: args.cluster_secret_file.or(file.cluster_secret_file),
+        };
+        let cluster =
+            cluster::settings::resolve(cluster_values, listen, compat.as_ref().map(|_| "--compat"), &path)?;
         Ok(ServerSettings {
-            listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("static")),
+            listen,
             path: args.path.or(file.path).unwrap_or_else(|| "/tunnel".to_owned()),
             tokens,
             allow,
@@ -230,6 +246,7 @@ impl ServerSettings {
                 Duration::from_secs(30),
                 HOLD,
             )?,
+            cluster,
         })
     }
 }

@@ -2,10 +2,12 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod haproxy;
 pub mod origin;
 pub mod redis;
 pub mod scripted;
 pub mod socketio;
+pub mod streams;
 pub mod tls_origin;
 pub mod tunnel_lib;
 

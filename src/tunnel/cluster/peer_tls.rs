@@ -1,0 +1,83 @@
+//! TLS between the servers of a cluster whose clients use `wss://`: a handed-off connection goes to
+//! the holder's TLS listener, like any client's. The holder is trusted when it presents the very
+//! certificate this server presents: servers behind one load balancer answer to one name with one
+//! certificate, so this needs no CA of its own and no `--insecure` switch, and a stranger listening on
+//! a stale `--advertise` address is refused before a byte of the tunnel reaches it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+/// Accepts exactly one end-entity certificate: ours.
+#[derive(Debug)]
+struct SameCertificate {
+    ours: CertificateDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for SameCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.ours.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the holder presents another certificate than this server's; the servers of a cluster share \
+                 their --tls-cert"
+                    .into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client config that trusts only the first certificate of the chain in `cert` (PEM).
+pub fn client_config(cert: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let ours = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("--tls-cert {}: cannot read", cert.display()))?
+        .next()
+        .with_context(|| format!("--tls-cert {}: no CERTIFICATE block found", cert.display()))?
+        .with_context(|| format!("--tls-cert {}: not a PEM certificate", cert.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(SameCertificate { ours, provider: provider.clone() });
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    ))
+}
