@@ -6,10 +6,12 @@
 //! characters, CRLF after every chunk, and a bounded trailer section, which is dropped.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::head::{Framing, MAX_HEAD};
 
@@ -29,7 +31,16 @@ impl<S: AsyncRead + Unpin> BufIo<S> {
     }
 
     /// Reads more bytes into the buffer; 0 means EOF.
+    ///
+    /// A buffer with no room yet (a connection waiting for its first head, or idle between
+    /// requests) is not given its 16 KiB up front: the read lands in a scratch buffer of the
+    /// thread's, and the buffer takes only the bytes that came. Thousands of idle connections (and
+    /// CONNECT tunnels, whose head buffer is dropped once the head is read) would otherwise each
+    /// leave a touched page behind in the allocator.
     pub async fn fill(&mut self) -> io::Result<usize> {
+        if self.buf.is_empty() && self.buf.capacity() < 4096 {
+            return std::future::poll_fn(|cx| scratch_read(Pin::new(&mut self.io), cx, &mut self.buf)).await;
+        }
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(16 * 1024);
         }
@@ -44,6 +55,26 @@ impl<S: AsyncRead + Unpin> BufIo<S> {
             Ok(Ok(n)) => Ok(n),
         }
     }
+}
+
+thread_local! {
+    /// Where [`BufIo::fill`] reads when its buffer has no room: one per thread, borrowed only
+    /// within a single poll.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; 16 * 1024].into_boxed_slice());
+}
+
+/// One read into the thread's scratch buffer, the bytes that came appended to `buf`.
+fn scratch_read<S: AsyncRead + ?Sized>(
+    io: Pin<&mut S>,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut rb = ReadBuf::new(scratch);
+        ready!(io.poll_read(cx, &mut rb))?;
+        buf.extend_from_slice(rb.filled());
+        Poll::Ready(Ok(rb.filled().len()))
+    })
 }
 
 /// How a body is written on the outgoing side.
