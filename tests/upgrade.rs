@@ -1,0 +1,506 @@
+//! Zero-downtime upgrade with the real binary: a running server hands its listening sockets to a
+//! new process (`--upgrade-socket PATH` + `--upgrade`) under steady load, and a server started by
+//! systemd socket activation (`LISTEN_FDS`) serves on the listener it inherits.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::origin::{echo_server, Origin};
+use support::Proc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// The handover's own lines (`upgrade: took N listeners from pid P`) besides warnings.
+const LOG: (&str, &str) = ("RUST_LOG", "warn,tunnelkit::upgrade=info");
+
+/// Every request and every tunnel step gets this long before it counts as failed.
+const STEP: Duration = Duration::from_secs(10);
+
+fn proxy(socket: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec!["proxy", "--listen", "127.0.0.1:0", "--allow", "127.0.0.0/8", "--connect-ports"];
+    args.extend_from_slice(&["1-65535", "--upgrade-socket", socket.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    Proc::start_env(&args, 1 + usize::from(extra.contains(&"--socks")), &[LOG])
+}
+
+fn log_of(p: &Proc) -> String {
+    p.stderr.lock().unwrap().clone()
+}
+
+/// What the load saw: answers, failures (with why), refused connections, and requests retried
+/// because a reused keep-alive connection closed before any byte of an answer (what every HTTP
+/// client does, RFC 9112 section 9.3.1: the server may close an idle connection at any time).
+#[derive(Default)]
+struct Tally {
+    ok: AtomicUsize,
+    refused: AtomicUsize,
+    retried: AtomicUsize,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn fail(&self, why: String) {
+        self.failures.lock().unwrap().push(why);
+    }
+
+    fn connect_failed(&self, e: std::io::Error) {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        self.fail(format!("connect: {e}"));
+    }
+}
+
+enum GetError {
+    /// Nothing of an answer came before the connection ended.
+    ClosedBeforeAnswer(String),
+    Other(String),
+}
+
+/// One absolute-form GET of `/1k` on `s`; `Ok(true)` if the connection may be reused.
+async fn get_1k(s: &mut TcpStream, origin: SocketAddr) -> Result<bool, GetError> {
+    let req = format!("GET http://{origin}/1k HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+    if let Err(e) = s.write_all(req.as_bytes()).await {
+        return Err(GetError::ClosedBeforeAnswer(format!("write: {e}")));
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match tokio::time::timeout(STEP, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) if buf.is_empty() => {
+                return Err(GetError::ClosedBeforeAnswer("closed".into()));
+            }
+            Ok(Ok(0)) => return Err(GetError::Other("closed inside the answer's head".into())),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(GetError::Other(format!("read inside the head: {e}"))),
+            Err(_) => return Err(GetError::Other("no answer in time".into())),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") || !head.contains("content-length: 1024\r\n") {
+        return Err(GetError::Other(format!("unexpected answer: {head:?}")));
+    }
+    let mut body = buf[head_end..].to_vec();
+    body.resize(1024, 0);
+    let have = buf.len() - head_end;
+    match tokio::time::timeout(STEP, s.read_exact(&mut body[have..])).await {
+        Ok(Ok(_)) => Ok(!head.contains("connection: close")),
+        Ok(Err(e)) => Err(GetError::Other(format!("body cut short: {e}"))),
+        Err(_) => Err(GetError::Other("body not received in time".into())),
+    }
+}
+
+/// GETs until `stop`, reusing each connection for up to `per_connection` requests.
+async fn get_loop(
+    proxy: SocketAddr,
+    origin: SocketAddr,
+    per_connection: usize,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) {
+    let mut kept: Option<(TcpStream, usize)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let reused = kept.is_some();
+        let (mut s, n) = match kept.take() {
+            Some(k) => k,
+            None => match TcpStream::connect(proxy).await {
+                Ok(s) => (s, 0),
+                Err(e) => {
+                    tally.connect_failed(e);
+                    continue;
+                }
+            },
+        };
+        match get_1k(&mut s, origin).await {
+            Ok(keep) => {
+                tally.ok.fetch_add(1, Ordering::Relaxed);
+                if keep && n + 1 < per_connection {
+                    kept = Some((s, n + 1));
+                }
+            }
+            Err(GetError::ClosedBeforeAnswer(_)) if reused => {
+                tally.retried.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(GetError::ClosedBeforeAnswer(why) | GetError::Other(why)) => {
+                tally.fail(format!("GET: {why}"))
+            }
+        }
+    }
+}
+
+/// Opens a CONNECT tunnel to `target` through the proxy.
+async fn tunnel(proxy: SocketAddr, target: SocketAddr) -> Result<TcpStream, String> {
+    let mut s = TcpStream::connect(proxy).await.map_err(|e| format!("connect: {e}"))?;
+    let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.map_err(|e| format!("CONNECT: {e}"))?;
+    // The echo sends nothing before we do, so whatever is read here is the proxy's answer.
+    let head =
+        tokio::time::timeout(STEP, support::read_head(&mut s)).await.map_err(|_| "CONNECT: no answer")?;
+    match head {
+        Some(h) if h.starts_with(b"HTTP/1.1 200") => Ok(s),
+        other => {
+            Err(format!("CONNECT answered {:?}", other.map(|h| String::from_utf8_lossy(&h).into_owned())))
+        }
+    }
+}
+
+/// Short CONNECTs to the echo (4 KiB there and back) until `stop`.
+async fn connect_loop(proxy: SocketAddr, echo: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+    let data = pattern(4096, 7);
+    while !stop.load(Ordering::Relaxed) {
+        let mut s = match tunnel(proxy, echo).await {
+            Ok(s) => s,
+            Err(e) if e.contains("refused") => {
+                tally.refused.fetch_add(1, Ordering::Relaxed);
+                tally.fail(e);
+                continue;
+            }
+            Err(e) => {
+                tally.fail(e);
+                continue;
+            }
+        };
+        let mut back = vec![0u8; data.len()];
+        let round = async {
+            s.write_all(&data).await?;
+            s.read_exact(&mut back).await
+        };
+        match tokio::time::timeout(STEP, round).await {
+            Ok(Ok(_)) if back == data => tally.ok.fetch_add(1, Ordering::Relaxed),
+            Ok(Ok(_)) => {
+                tally.fail("CONNECT echo came back different".into());
+                continue;
+            }
+            Ok(Err(e)) => {
+                tally.fail(format!("CONNECT echo: {e}"));
+                continue;
+            }
+            Err(_) => {
+                tally.fail("CONNECT echo: timed out".into());
+                continue;
+            }
+        };
+    }
+}
+
+/// A long CONNECT echo of `len` bytes: half before `resume` says go on, half after. True if every
+/// byte came back in order.
+async fn long_tunnel(
+    proxy: SocketAddr,
+    echo: SocketAddr,
+    len: usize,
+    seed: u64,
+    mut resume: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let s = tunnel(proxy, echo).await?;
+    let data = pattern(len, seed);
+    let (mut r, mut w) = s.into_split();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        let (first, second) = sent.split_at(sent.len() / 2);
+        w.write_all(first).await?;
+        let _ = resume.wait_for(|go| *go).await;
+        w.write_all(second).await?;
+        w.shutdown().await
+    });
+    let mut got = Vec::with_capacity(len);
+    let read = tokio::time::timeout(Duration::from_secs(30), r.read_to_end(&mut got)).await;
+    writer.await.unwrap().map_err(|e| format!("long tunnel write: {e}"))?;
+    match read {
+        Ok(Ok(_)) if got == data => Ok(()),
+        Ok(Ok(n)) => Err(format!("long tunnel: {n} of {len} bytes came back, or in another order")),
+        Ok(Err(e)) => Err(format!("long tunnel read: {e}")),
+        Err(_) => Err("long tunnel: timed out".into()),
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different per `seed`.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Starts the successor of the process serving `socket` and waits until it listens where `old` did.
+fn upgrade(socket: &Path, old: &Proc, extra: &[&str]) -> Proc {
+    let mut args = vec!["--upgrade"];
+    args.extend_from_slice(extra);
+    let new = proxy(socket, &args);
+    assert_eq!(new.addr(), old.addr(), "the successor listens where its predecessor did");
+    new
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn steady_load_across_two_upgrades_fails_nothing_and_long_tunnels_finish_intact() {
+    let origin = Origin::start().await;
+    let echo = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("upgrade.sock");
+    let mut old = proxy(&socket, &["--shutdown-timeout", "30s"]);
+    let addr = old.addr();
+
+    let (resume, resumed) = watch::channel(false);
+    let long: Vec<_> =
+        (0..2).map(|i| tokio::spawn(long_tunnel(addr, echo, 32 << 20, 100 + i, resumed.clone()))).collect();
+    let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
+    let mut load = Vec::new();
+    for per_connection in [1, 5, 50, 1000] {
+        load.push(tokio::spawn(get_loop(addr, origin.addr, per_connection, stop.clone(), tally.clone())));
+    }
+    for _ in 0..2 {
+        load.push(tokio::spawn(connect_loop(addr, echo, stop.clone(), tally.clone())));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = tally.ok.load(Ordering::Relaxed);
+
+    let mut new = tokio::task::block_in_place(|| upgrade(&socket, &old, &["--shutdown-timeout", "30s"]));
+    // The long tunnels are the old process's to finish: it drains them before it exits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    resume.send(true).unwrap();
+    for t in long {
+        t.await.unwrap().expect("a tunnel opened before the upgrade finishes intact");
+    }
+    let status = tokio::task::block_in_place(|| old.wait_exit(Duration::from_secs(20)));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the old process exits after its drain: {status:?}\n{}",
+        log_of(&old)
+    );
+    assert!(
+        log_of(&old).contains(&format!("upgrade: handed 1 listeners to pid {}", new.child.id())),
+        "{}",
+        log_of(&old)
+    );
+    assert!(
+        log_of(&new).contains(&format!("upgrade: took 1 listeners from pid {}", old.child.id())),
+        "{}",
+        log_of(&new)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = tally.ok.load(Ordering::Relaxed);
+
+    // And again: the new process serves the upgrade socket in its turn.
+    let mut newer = tokio::task::block_in_place(|| upgrade(&socket, &new, &[]));
+    let status = tokio::task::block_in_place(|| new.wait_exit(Duration::from_secs(20)));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the second process exits after its drain: {status:?}\n{}",
+        log_of(&new)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let failures = tally.failures.lock().unwrap().clone();
+    assert_eq!(tally.refused.load(Ordering::Relaxed), 0, "connections refused: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    let after = tally.ok.load(Ordering::Relaxed);
+    let retried = tally.retried.load(Ordering::Relaxed);
+    eprintln!("{after} requests answered ({before} before the first upgrade, {during} by 2 s after it), {retried} retried on a new connection after a keep-alive close");
+    assert!(
+        before > 0 && during > before && after > during,
+        "load ran throughout: {before} {during} {after}"
+    );
+    assert!(newer.child.try_wait().unwrap().is_none(), "the newest process still serves");
+    newer.terminate();
+    tokio::task::block_in_place(|| newer.wait_exit(Duration::from_secs(20)));
+    assert!(!socket.exists(), "the last process removes its upgrade socket on exit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_successor_with_another_listen_address_is_refused_and_the_running_one_keeps_serving() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("upgrade.sock");
+    let old = proxy(&socket, &[]);
+    let other = format!("127.0.0.1:{}", support::reserve_port());
+    let args = ["proxy", "--listen", &other, "--upgrade-socket", socket.to_str().unwrap(), "--upgrade"];
+    let (status, stderr) = support::run_to_exit(&args, &[], Duration::from_secs(20)).await;
+    assert!(status.is_some_and(|s| !s.success()), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--listen {other}: the listen listener from pid {}", old.child.id())),
+        "{stderr}"
+    );
+    let proxy_url = format!("http://{}", old.addr());
+    let code = support::curl_status(&["-x", &proxy_url, &origin.url("/1k")]).await;
+    assert_eq!(code, "200", "the running process still serves");
+    // And it can still be upgraded: the failed attempt changed nothing.
+    let new = tokio::task::block_in_place(|| proxy(&socket, &["--upgrade"]));
+    assert_eq!(new.addr(), old.addr());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrade_errors_name_the_flag_and_do_not_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("upgrade.sock");
+    let path = socket.to_str().unwrap();
+    let base = ["proxy", "--listen", "127.0.0.1:0", "--upgrade-socket", path];
+    let limit = Duration::from_secs(20);
+
+    let (status, stderr) = support::run_to_exit(&[&base[..], &["--upgrade"][..]].concat(), &[], limit).await;
+    assert!(status.is_some_and(|s| !s.success()), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--upgrade: no running tunnelkit serves {path} (--upgrade-socket)")),
+        "{stderr}"
+    );
+
+    let (status, stderr) = support::run_to_exit(&["proxy", "--upgrade"], &[], limit).await;
+    assert!(status.is_some_and(|s| !s.success()) && stderr.contains("--upgrade-socket"), "{stderr}");
+
+    // A socket file left by a crash (nothing listens on it) is replaced; a live one is not.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let running = tokio::task::block_in_place(|| proxy(&socket, &[]));
+    let (status, stderr) = support::run_to_exit(&base, &[], limit).await;
+    assert!(status.is_some_and(|s| !s.success()), "{stderr}");
+    assert!(
+        stderr.contains(&format!("another process serves upgrades on {path} (--upgrade-socket)")),
+        "{stderr}"
+    );
+    drop(running);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_server_hands_over_and_answers_across_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("upgrade.sock");
+    let start = |extra: &[&str]| {
+        let mut args = vec!["ws-server", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"];
+        args.extend_from_slice(&["--upgrade-socket", socket.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        Proc::start_env(&args, 2, &[LOG])
+    };
+    let mut old = tokio::task::block_in_place(|| start(&[]));
+    let asks = |p: &Proc| format!("http://{}/tunnel", p.addr());
+    assert_ne!(support::curl_status(&[&asks(&old)]).await, "000");
+    let new = tokio::task::block_in_place(|| start(&["--upgrade"]));
+    assert_eq!((new.addr(), new.addr_of("metrics")), (old.addr(), old.addr_of("metrics")));
+    let status = tokio::task::block_in_place(|| old.wait_exit(Duration::from_secs(20)));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", log_of(&old));
+    assert!(log_of(&old).contains("upgrade: handed 2 listeners"), "{}", log_of(&old));
+    assert_ne!(support::curl_status(&[&asks(&new)]).await, "000", "the successor answers");
+}
+
+/// A stand-in Socket.IO backend: 400 under `/socket.io/` (what the health check expects of a live
+/// Engine.IO server asked about an unknown session), `hello` anywhere else.
+async fn backend() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                while let Some(head) = support::read_head(&mut s).await {
+                    let answer: &[u8] = if head.starts_with(b"GET /socket.io/") {
+                        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sticky_hands_over_and_answers_across_it() {
+    let b = backend().await.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("upgrade.sock");
+    let start = |extra: &[&str]| {
+        let mut args =
+            vec!["sticky", "--listen", "127.0.0.1:0", "--backend", &b, "--check-interval", "100ms"];
+        args.extend_from_slice(&["--upgrade-socket", socket.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        Proc::start_env(&args, 1, &[LOG])
+    };
+    let hello = |p: &Proc| format!("http://{}/hello", p.addr());
+    let mut old = tokio::task::block_in_place(|| start(&[]));
+    let mut answered = false;
+    for _ in 0..50 {
+        if support::curl(&[&hello(&old)]).await.1 == b"hello" {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "the balancer forwards once its backend is up:\n{}", log_of(&old));
+    let new = tokio::task::block_in_place(|| start(&["--upgrade"]));
+    assert_eq!(new.addr(), old.addr());
+    // Whichever process takes a connection, it is answered: the old one until it stops accepting.
+    for _ in 0..20 {
+        let (ok, body, err) = support::curl(&[&hello(&new)]).await;
+        assert!(ok && (body == b"hello" || body.starts_with(b"no healthy backend")), "{err}");
+    }
+    let status = tokio::task::block_in_place(|| old.wait_exit(Duration::from_secs(20)));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", log_of(&old));
+}
+
+#[test]
+fn a_listener_inherited_by_socket_activation_is_served_without_binding() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    // LISTEN_PID must be the server's own pid: the shell's `$$`, which `exec` keeps.
+    let script = r#"LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=listen exec "$0" "$@""#;
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        script,
+        support::bin(),
+        "proxy",
+        "--listen",
+        &addr.to_string(),
+        "--allow",
+        "127.0.0.0/8",
+    ]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).env("RUST_LOG", "warn");
+    // SAFETY: dup2 and fcntl are async-signal-safe; they put the listener at descriptor 3 (without
+    // close-on-exec) in the child only.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it instead.
+            let r = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(fd, 3) };
+            match r {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
+        });
+    }
+    // Our own copy stays open: binding the address again would fail, so serving proves inheritance.
+    let p = Proc::spawn(cmd, 1);
+    assert_eq!(p.addr(), addr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let origin = Origin::start().await;
+        let code = support::curl_status(&["-x", &format!("http://{addr}"), &origin.url("/1k")]).await;
+        assert_eq!(code, "200");
+    });
+    drop(listener);
+}
