@@ -29,8 +29,12 @@ fn proxy(socket: &Path, extra: &[&str]) -> Proc {
     let mut args = vec!["proxy", "--listen", "127.0.0.1:0", "--allow", "127.0.0.0/8", "--connect-ports"];
     args.extend_from_slice(&["1-65535", "--upgrade-socket", socket.to_str().unwrap()]);
     args.extend_from_slice(extra);
-    Proc::start_env(&args, 1 + usize::from(extra.contains(&"--socks")), &[LOG])
+    let listeners = 1 + ["--socks", "--metrics"].iter().filter(|f| extra.contains(f)).count();
+    Proc::start_env(&args, listeners, &[LOG])
 }
+
+/// Every flag of the proxy under load: all three listeners on port 0, matched by role.
+const LOADED: [&str; 6] = ["--socks", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--shutdown-timeout", "30s"];
 
 fn log_of(p: &Proc) -> String {
     p.stderr.lock().unwrap().clone()
@@ -244,7 +248,7 @@ fn upgrade(socket: &Path, old: &Proc, extra: &[&str]) -> Proc {
     let mut args = vec!["--upgrade"];
     args.extend_from_slice(extra);
     let new = proxy(socket, &args);
-    assert_eq!(new.addr(), old.addr(), "the successor listens where its predecessor did");
+    assert_eq!(new.listening, old.listening, "the successor listens where its predecessor did");
     new
 }
 
@@ -254,7 +258,7 @@ async fn steady_load_across_two_upgrades_fails_nothing_and_long_tunnels_finish_i
     let echo = echo_server().await;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("upgrade.sock");
-    let mut old = proxy(&socket, &["--shutdown-timeout", "30s"]);
+    let mut old = proxy(&socket, &LOADED);
     let addr = old.addr();
 
     let (resume, resumed) = watch::channel(false);
@@ -271,7 +275,7 @@ async fn steady_load_across_two_upgrades_fails_nothing_and_long_tunnels_finish_i
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = tally.ok.load(Ordering::Relaxed);
 
-    let mut new = tokio::task::block_in_place(|| upgrade(&socket, &old, &["--shutdown-timeout", "30s"]));
+    let mut new = tokio::task::block_in_place(|| upgrade(&socket, &old, &LOADED));
     // The long tunnels are the old process's to finish: it drains them before it exits.
     tokio::time::sleep(Duration::from_millis(500)).await;
     resume.send(true).unwrap();
@@ -285,12 +289,12 @@ async fn steady_load_across_two_upgrades_fails_nothing_and_long_tunnels_finish_i
         log_of(&old)
     );
     assert!(
-        log_of(&old).contains(&format!("upgrade: handed 1 listeners to pid {}", new.child.id())),
+        log_of(&old).contains(&format!("upgrade: handed 3 listeners to pid {}", new.child.id())),
         "{}",
         log_of(&old)
     );
     assert!(
-        log_of(&new).contains(&format!("upgrade: took 1 listeners from pid {}", old.child.id())),
+        log_of(&new).contains(&format!("upgrade: took 3 listeners from pid {}", old.child.id())),
         "{}",
         log_of(&new)
     );
@@ -298,7 +302,7 @@ async fn steady_load_across_two_upgrades_fails_nothing_and_long_tunnels_finish_i
     let during = tally.ok.load(Ordering::Relaxed);
 
     // And again: the new process serves the upgrade socket in its turn.
-    let mut newer = tokio::task::block_in_place(|| upgrade(&socket, &new, &[]));
+    let mut newer = tokio::task::block_in_place(|| upgrade(&socket, &new, &LOADED));
     let status = tokio::task::block_in_place(|| new.wait_exit(Duration::from_secs(20)));
     assert!(
         status.is_some_and(|s| s.success()),
@@ -326,6 +330,11 @@ async fn steady_load_across_two_upgrades_fails_nothing_and_long_tunnels_finish_i
         "load ran throughout: {before} {during} {after}"
     );
     assert!(newer.child.try_wait().unwrap().is_none(), "the newest process still serves");
+    let socks = format!("socks5h://{}", newer.addr_of("socks5"));
+    let (ok, body, err) = support::curl(&["-x", &socks, &origin.url("/1k")]).await;
+    assert!(ok && body.len() == 1024, "SOCKS5 through the handed-over listener: {err}");
+    let (ok, body, err) = support::curl(&[&format!("http://{}/metrics", newer.addr_of("metrics"))]).await;
+    assert!(ok && String::from_utf8_lossy(&body).contains("tunnelkit_"), "metrics: {err}");
     newer.terminate();
     tokio::task::block_in_place(|| newer.wait_exit(Duration::from_secs(20)));
     assert!(!socket.exists(), "the last process removes its upgrade socket on exit");
@@ -348,6 +357,15 @@ async fn a_successor_with_another_listen_address_is_refused_and_the_running_one_
     let proxy_url = format!("http://{}", old.addr());
     let code = support::curl_status(&["-x", &proxy_url, &origin.url("/1k")]).await;
     assert_eq!(code, "200", "the running process still serves");
+    let mut logged = false;
+    for _ in 0..100 {
+        logged = log_of(&old).contains("closed before it was ready (see its log); still serving");
+        if logged {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(logged, "the running process says why it still serves:\n{}", log_of(&old));
     // And it can still be upgraded: the failed attempt changed nothing.
     let new = tokio::task::block_in_place(|| proxy(&socket, &["--upgrade"]));
     assert_eq!(new.addr(), old.addr());

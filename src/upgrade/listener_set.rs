@@ -140,9 +140,12 @@ impl ListenerSet {
         }
         let file = match (self.predecessor.take(), &self.upgrade.upgrade_socket) {
             (Some(p), Some(path)) => {
-                let pid = p.pid;
-                p.tell_ready().await?;
-                tracing::info!("upgrade: took {} listeners from pid {pid}", self.taken.len());
+                let (pid, n) = (p.pid, self.taken.len());
+                // A predecessor gone before hearing it leaves us the only server: serve on.
+                match p.tell_ready().await {
+                    Ok(()) => tracing::info!("upgrade: took {n} listeners from pid {pid}"),
+                    Err(e) => tracing::warn!("upgrade: took {n} listeners, but {e:#}; serving anyway"),
+                }
                 Some(SocketFile::bind_successor(path)?)
             }
             _ => self.first_socket.take(),
