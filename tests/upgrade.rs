@@ -401,25 +401,60 @@ async fn upgrade_errors_name_the_flag_and_do_not_hang() {
     drop(running);
 }
 
+/// Sends `data` on `s` and reads as much back (an echo behind it), within [`STEP`].
+async fn echo_round(s: &mut TcpStream, data: &[u8]) -> Result<(), String> {
+    let mut back = vec![0u8; data.len()];
+    let round = async {
+        s.write_all(data).await?;
+        s.read_exact(&mut back).await
+    };
+    match tokio::time::timeout(STEP, round).await {
+        Ok(Ok(_)) if back == data => Ok(()),
+        Ok(Ok(_)) => Err("the echo came back different".into()),
+        Ok(Err(e)) => Err(format!("echo: {e}")),
+        Err(_) => Err("echo: timed out".into()),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn ws_server_hands_over_and_answers_across_it() {
+async fn ws_server_hands_over_and_a_tunnel_stream_open_across_it_finishes() {
+    let echo = echo_server().await;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("upgrade.sock");
     let start = |extra: &[&str]| {
         let mut args = vec!["ws-server", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"];
-        args.extend_from_slice(&["--upgrade-socket", socket.to_str().unwrap()]);
+        args.extend_from_slice(&["--allow", "127.0.0.0/8", "--upgrade-socket", socket.to_str().unwrap()]);
         args.extend_from_slice(extra);
         Proc::start_env(&args, 2, &[LOG])
     };
     let mut old = tokio::task::block_in_place(|| start(&[]));
-    let asks = |p: &Proc| format!("http://{}/tunnel", p.addr());
-    assert_ne!(support::curl_status(&[&asks(&old)]).await, "000");
+    let url = format!("ws://{}/tunnel", old.addr());
+    let forward = format!("127.0.0.1:0:{echo}");
+    let client = tokio::task::block_in_place(|| Proc::start(&["ws-client", &url, "-L", &forward], 1));
+    let mut stream = TcpStream::connect(client.addr()).await.unwrap();
+    echo_round(&mut stream, &pattern(256 << 10, 1)).await.expect("a stream before the upgrade");
+
     let new = tokio::task::block_in_place(|| start(&["--upgrade"]));
-    assert_eq!((new.addr(), new.addr_of("metrics")), (old.addr(), old.addr_of("metrics")));
+    assert_eq!(new.listening, old.listening, "the successor listens where its predecessor did");
+    // The old process drains: the stream opened before goes on until it ends.
+    echo_round(&mut stream, &pattern(256 << 10, 2)).await.expect("the stream opened before the upgrade");
+    drop(stream);
     let status = tokio::task::block_in_place(|| old.wait_exit(Duration::from_secs(20)));
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", log_of(&old));
     assert!(log_of(&old).contains("upgrade: handed 2 listeners"), "{}", log_of(&old));
-    assert_ne!(support::curl_status(&[&asks(&new)]).await, "000", "the successor answers");
+    // The client's next tunnel is to the successor, on the same address.
+    let mut last = String::new();
+    for _ in 0..40 {
+        match TcpStream::connect(client.addr()).await {
+            Ok(mut s) => match echo_round(&mut s, &pattern(64 << 10, 3)).await {
+                Ok(()) => return,
+                Err(e) => last = e,
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("no stream through the successor: {last}\nclient:\n{}", log_of(&client));
 }
 
 /// A stand-in Socket.IO backend: 400 under `/socket.io/` (what the health check expects of a live
