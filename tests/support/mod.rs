@@ -3,6 +3,7 @@
 
 pub mod chaos;
 pub mod haproxy;
+pub mod load;
 pub mod origin;
 pub mod redis;
 pub mod scripted;
