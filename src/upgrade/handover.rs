@@ -274,3 +274,61 @@ fn hand_over(conn: &UnixStream, listeners: &[Handed]) -> io::Result<u32> {
 fn unexpected(message: &Message) -> io::Error {
     io::Error::other(format!("unexpected message {:?}", message.to_text()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_listener() -> (std::net::TcpListener, Vec<Handed>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let handed = vec![(Role::Listen, l.local_addr().unwrap(), OwnedFd::from(l.try_clone().unwrap()))];
+        (l, handed)
+    }
+
+    #[tokio::test]
+    async fn a_successor_gets_the_same_socket_and_ready_ends_the_running_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.sock");
+        let (l, handed) = one_listener();
+        let running = Handover::serve(SocketFile::bind_first(&path).unwrap(), handed).unwrap();
+
+        let successor = Predecessor::connect(&path).await.unwrap();
+        assert_eq!(successor.pid, std::process::id());
+        let (role, addr, fd) = &successor.listeners[0];
+        assert_eq!((*role, *addr), (Role::Listen, l.local_addr().unwrap()));
+        // The same kernel socket: a connection made now is accepted through the received copy.
+        let got = std::net::TcpListener::from(fd.try_clone().unwrap());
+        let _c = std::net::TcpStream::connect(addr).unwrap();
+        assert!(got.accept().is_ok());
+        assert!(!running.taken_over.is_cancelled(), "nothing ends before ready");
+        successor.tell_ready().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), running.until(std::future::pending())).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_successor_that_leaves_before_ready_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.sock");
+        let (_l, handed) = one_listener();
+        let running = Handover::serve(SocketFile::bind_first(&path).unwrap(), handed).unwrap();
+        drop(Predecessor::connect(&path).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!running.taken_over.is_cancelled());
+        // Still served: the next successor takes over.
+        Predecessor::connect(&path).await.unwrap().tell_ready().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), running.until(std::future::pending())).await.unwrap();
+        drop(running);
+        assert!(path.exists(), "the socket file is the successor's now: not removed");
+    }
+
+    #[tokio::test]
+    async fn the_socket_file_goes_with_its_process_unless_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.sock");
+        let running = Handover::serve(SocketFile::bind_first(&path).unwrap(), Vec::new()).unwrap();
+        let e = SocketFile::bind_first(&path).err().unwrap().to_string();
+        assert!(e.contains("another process serves upgrades"), "{e}");
+        drop(running);
+        assert!(!path.exists());
+    }
+}
