@@ -6,6 +6,7 @@
 //! - [`config`]: the one configuration loader (TOML file, then CLI flags and env on top).
 //! - [`telemetry`]: tracing, Prometheus metrics, access logs.
 //! - [`shutdown`]: graceful shutdown on SIGTERM/SIGINT with a drain deadline.
+//! - [`upgrade`]: zero-downtime binary upgrade (listeners handed to a successor) and systemd socket activation.
 //! - [`net`]: targets, the [`net::Dialer`] abstraction, the one bidirectional relay, socket options.
 //! - [`policy`]: which destinations may be dialled (SSRF-safe defaults), port allowlists, proxy auth.
 //! - [`http`]: HTTP/1 parsing limits, hop-by-hop stripping, error responses.
@@ -25,6 +26,7 @@ pub mod net;
 pub mod policy;
 pub mod shutdown;
 pub mod telemetry;
+pub mod upgrade;
 
 pub mod ca;
 pub mod client;

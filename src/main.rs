@@ -60,6 +60,10 @@ fn main() -> ExitCode {
         };
     }
     telemetry::init_tracing(cli.log_format);
+    // Socket activation's descriptors and variables are taken before the runtime starts threads.
+    if matches!(cli.command, Command::Proxy(_) | Command::Sticky(_) | Command::WsServer(_)) {
+        tunnelkit::upgrade::systemd::claim_from_env();
+    }
     tunnelkit::allocator::keep_freed_memory();
     // A ws-client carries one tunnel, so one WebSocket: its tasks run faster kept on one thread than
     // spread over cores (see tunnelkit::net::workers, which ws-server and the proxy use for the same

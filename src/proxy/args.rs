@@ -130,4 +130,7 @@ pub struct Args {
     /// On SIGTERM/SIGINT, let running requests and tunnels finish for this long [default: 30s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+    /// Zero-downtime upgrade: `--upgrade-socket PATH`, `--upgrade` (no key in the file).
+    #[command(flatten)]
+    pub upgrade: crate::upgrade::UpgradeArgs,
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use super::client_stream::ClientStream;
@@ -28,6 +28,7 @@ use crate::net::workers::Workers;
 use crate::net::{socket, write_all_within, Dialer, DirectDialer, GatedDialer, PipePool};
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::AccessLog;
+use crate::upgrade::{ListenerSet, Role};
 
 /// Runs the proxy with resolved settings until `shutdown` resolves, then drains.
 ///
@@ -44,27 +45,19 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         }
         None => None,
     };
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", settings.listen))?;
+    // Bound here, inherited from systemd or taken over from the running process (--upgrade).
+    let mut listeners = ListenerSet::open(&settings.upgrade).await?;
+    let listener = listeners.take(Role::Listen, settings.listen).await?;
     let socks_listener = match settings.socks {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--socks): {e}"))?,
-        ),
+        Some(addr) => Some(listeners.take(Role::Socks, addr).await?),
         None => None,
     };
     let inspect_listener = match settings.recording.inspect {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--inspect): {e}"))?,
-        ),
+        Some(addr) => Some(listeners.take(Role::Inspect, addr).await?),
         None => None,
     };
     let metrics = match settings.metrics {
-        Some(addr) => Some(crate::telemetry::serve_metrics(addr).await?),
+        Some(addr) => Some(crate::telemetry::serve_metrics_on(listeners.take(Role::Metrics, addr).await?)?),
         None => None,
     };
     let access_log = match &settings.access_log {
@@ -147,6 +140,9 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     };
 
     let workers = Workers::start(shared.settings.workers)?;
+    // From here we accept: a predecessor stops, and a successor may take over from us in turn.
+    let handover = listeners.serve().await?;
+    let shutdown = handover.until(shutdown);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {

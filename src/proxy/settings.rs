@@ -124,6 +124,8 @@ pub struct Settings {
     pub intercept: Option<InterceptSettings>,
     /// What is recorded of the traffic, and where it goes.
     pub recording: Recording,
+    /// The upgrade socket and whether to take over from the process serving it.
+    pub upgrade: crate::upgrade::UpgradeArgs,
 }
 
 /// The PEM files of the TLS listener (`--tls-cert`, `--tls-key`).
@@ -337,6 +339,7 @@ impl Settings {
             )?,
             intercept,
             recording,
+            upgrade: args.upgrade,
         })
     }
 }

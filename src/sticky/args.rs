@@ -81,4 +81,7 @@ pub struct Args {
     /// TOML configuration file; flags override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Zero-downtime upgrade: `--upgrade-socket PATH`, `--upgrade` (no key in the file).
+    #[command(flatten)]
+    pub upgrade: crate::upgrade::UpgradeArgs,
 }

@@ -14,7 +14,6 @@ use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 
 use super::backend::{BackendId, Backends};
 use super::bodies::{empty, full, full_body, read_small, session_unknown, Body, Small};
@@ -28,6 +27,7 @@ use super::state::{live_sessions, State};
 use super::store::SidStore;
 use super::upgrade_watch::UpgradeWatch;
 use crate::http::is_upgrade_request;
+use crate::upgrade::{ListenerSet, Role};
 
 /// Handshake bodies are buffered to read the sid; larger ones are not handshakes.
 const MAX_HANDSHAKE: usize = 64 * 1024;
@@ -70,11 +70,11 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         }
         RouteBy::Store => None,
     };
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", settings.listen))?;
+    // Bound here, inherited from systemd or taken over from the running process (--upgrade).
+    let mut listeners = ListenerSet::open(&settings.upgrade).await?;
+    let listener = listeners.take(Role::Listen, settings.listen).await?;
     let metrics = match settings.metrics {
-        Some(addr) => Some(crate::telemetry::serve_metrics(addr).await?),
+        Some(addr) => Some(crate::telemetry::serve_metrics_on(listeners.take(Role::Metrics, addr).await?)?),
         None => None,
     };
     let connector = Connector::new(CONNECT_TIMEOUT, settings.idle_timeout);
@@ -101,7 +101,9 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
             async move { route(&state, req, peer).await }
         }
     };
-    super::listener::serve(listener, &state.settings, shutdown, handler).await;
+    // From here we accept: a predecessor stops, and a successor may take over from us in turn.
+    let handover = listeners.serve().await?;
+    super::listener::serve(listener, &state.settings, handover.until(shutdown), handler).await;
     checker.abort();
     Ok(())
 }

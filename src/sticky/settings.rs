@@ -115,6 +115,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Metrics listener.
     pub metrics: Option<SocketAddr>,
+    /// The upgrade socket and whether to take over from the process serving it.
+    pub upgrade: crate::upgrade::UpgradeArgs,
 }
 
 impl Settings {
@@ -201,6 +203,7 @@ impl Settings {
             idle_timeout,
             shutdown_timeout,
             metrics: args.metrics.or(file.metrics),
+            upgrade: args.upgrade,
         })
     }
 }

@@ -84,6 +84,13 @@ pub async fn serve_metrics(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr} (--metrics): {e}"))?;
+    serve_metrics_on(listener)
+}
+
+/// Serves `/metrics` on a listener already bound (or handed over by [`crate::upgrade`]); returns
+/// its address. It keeps serving as long as the process lives: a scrape is answered by whichever
+/// process accepts it during an upgrade.
+pub fn serve_metrics_on(listener: TcpListener) -> anyhow::Result<SocketAddr> {
     let local = listener.local_addr()?;
     let handle = recorder()?;
     tokio::spawn(async move {

@@ -121,6 +121,9 @@ pub struct ServerArgs {
     /// Like --cluster-secret, read from FILE (kept out of the process list).
     #[arg(long, value_name = "FILE", conflicts_with = "cluster_secret")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// Zero-downtime upgrade: `--upgrade-socket PATH`, `--upgrade` (no key in the file).
+    #[command(flatten)]
+    pub upgrade: crate::upgrade::UpgradeArgs,
 }
 
 /// `tunnelkit ws-client`: opens a tunnel to a ws-server and forwards ports through it.

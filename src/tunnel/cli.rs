@@ -21,6 +21,7 @@ use crate::net::workers::Workers;
 use crate::net::{Dialer, DirectDialer};
 use crate::policy::Policy;
 use crate::shutdown::{self, Drain};
+use crate::upgrade::{ListenerSet, Role};
 
 /// Runs `tunnelkit ws-server` until SIGINT/SIGTERM and the drain that follows.
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
@@ -62,12 +63,13 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
     opts.workers =
         Some(Workers::start(settings.workers).context("--workers: cannot start the worker threads")?);
+    // Bound here, inherited from systemd or taken over from the running process (--upgrade).
+    let mut listeners = ListenerSet::open(&settings.upgrade).await?;
     let metrics = match settings.metrics {
-        Some(addr) => Some(crate::telemetry::serve_metrics(addr).await?),
+        Some(addr) => Some(crate::telemetry::serve_metrics_on(listeners.take(Role::Metrics, addr).await?)?),
         None => None,
     };
-    let listener =
-        TcpListener::bind(settings.listen).await.with_context(|| format!("--listen {}", settings.listen))?;
+    let listener = listeners.take(Role::Listen, settings.listen).await?;
     if let Some(c) = &settings.cluster {
         let advertise = c.advertise.clone().unwrap_or(listener.local_addr()?.to_string());
         let tls_cert = settings.tls.as_ref().map(|(cert, _)| cert.clone());
@@ -81,7 +83,9 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
     let drain = Drain::new();
     tokio::spawn(Server::new(opts).serve(listener, drain.clone()));
-    shutdown::signal().await;
+    // A successor taking over stops us accepting and drains us as a signal does.
+    let handover = listeners.serve().await?;
+    handover.until(shutdown::signal()).await;
     drain_for(&drain, settings.shutdown_timeout, "tunnel connections").await;
     Ok(())
 }

@@ -105,6 +105,8 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// Membership of a tunnel cluster (`--cluster-redis` and its companions).
     pub cluster: Option<ClusterSettings>,
+    /// The upgrade socket and whether to take over from the process serving it.
+    pub upgrade: crate::upgrade::UpgradeArgs,
 }
 
 impl ServerSettings {
@@ -247,6 +249,7 @@ impl ServerSettings {
                 HOLD,
             )?,
             cluster,
+            upgrade: args.upgrade,
         })
     }
 }

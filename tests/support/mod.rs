@@ -3,6 +3,7 @@
 
 pub mod chaos;
 pub mod haproxy;
+pub mod load;
 pub mod origin;
 pub mod redis;
 pub mod scripted;
@@ -72,6 +73,13 @@ impl Proc {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::spawn(cmd, expect_listeners)
+    }
+
+    /// Spawns `cmd` (a `tunnelkit` invocation with stderr piped, perhaps through a shell or with
+    /// descriptors set up in `pre_exec`) and waits until it printed `expect_listeners` listening lines.
+    pub fn spawn(mut cmd: Command, expect_listeners: usize) -> Proc {
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let mut child = cmd.spawn().expect("spawn tunnelkit");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
