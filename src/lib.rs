@@ -6,6 +6,7 @@
 //! - [`config`]: the one configuration loader (TOML file, then CLI flags and env on top).
 //! - [`telemetry`]: tracing, Prometheus metrics, access logs.
 //! - [`shutdown`]: graceful shutdown on SIGTERM/SIGINT with a drain deadline.
+//! - [`reload`]: configuration reload on SIGHUP (generation, metrics, pid file, revoked tunnels).
 //! - [`net`]: targets, the [`net::Dialer`] abstraction, the one bidirectional relay, socket options.
 //! - [`policy`]: which destinations may be dialled (SSRF-safe defaults), port allowlists, proxy auth.
 //! - [`http`]: HTTP/1 parsing limits, hop-by-hop stripping, error responses.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod http;
 pub mod net;
 pub mod policy;
+pub mod reload;
 pub mod shutdown;
 pub mod telemetry;
 

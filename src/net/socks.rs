@@ -24,7 +24,8 @@ use crate::telemetry::access_log::AccessLog;
 /// A SOCKS5 server sharing the HTTP proxy's dialer, users and access log.
 pub struct SocksServer {
     dialer: Arc<dyn Dialer>,
-    users: Arc<Users>,
+    /// The users in force, asked once per handshake (the proxy's change on reload).
+    users: Arc<dyn Fn() -> Arc<Users> + Send + Sync>,
     access_log: AccessLog,
     handshake_timeout: Duration,
     idle_timeout: Option<Duration>,
@@ -50,13 +51,20 @@ impl SocksServer {
     pub fn new(dialer: Arc<dyn Dialer>, users: Arc<Users>, access_log: AccessLog) -> Self {
         SocksServer {
             dialer,
-            users,
+            users: Arc::new(move || users.clone()),
             access_log,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(300)),
             limit: None,
             pipes: None,
         }
+    }
+
+    /// Takes the users from `users` at each handshake instead of the fixed set given to
+    /// [`SocksServer::new`], so that a configuration reload applies to new SOCKS connections too.
+    pub fn users_from(mut self, users: impl Fn() -> Arc<Users> + Send + Sync + 'static) -> Self {
+        self.users = Arc::new(users);
+        self
     }
 
     /// Splices tunnels whose destination is a plain socket, with pipes from `pipes`.
@@ -176,7 +184,8 @@ impl SocksServer {
         }
         let mut methods = vec![0u8; hdr[1] as usize];
         tcp.read_exact(&mut methods).await.map_err(|_| Refusal::Protocol)?;
-        let wanted = if self.users.is_empty() { 0 } else { 2 };
+        let users = (self.users)();
+        let wanted = if users.is_empty() { 0 } else { 2 };
         if !methods.contains(&wanted) {
             let _ = tcp.write_all(&[5, 0xff]).await;
             return Err(Refusal::Auth);
@@ -184,7 +193,7 @@ impl SocksServer {
         tcp.write_all(&[5, wanted]).await.map_err(|_| Refusal::Protocol)?;
         if wanted == 2 {
             let creds = read_user_pass(tcp).await.ok_or(Refusal::Protocol)?;
-            let ok = self.users.verify(&creds);
+            let ok = users.verify(&creds);
             let _ = tcp.write_all(&[1, if ok { 0 } else { 1 }]).await;
             if !ok {
                 metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "auth").increment(1);

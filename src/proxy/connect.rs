@@ -1,5 +1,6 @@
 //! CONNECT tunnels: dial first, answer 200 only once the destination is reached, then relay (or,
-//! for a host `--intercept` names, hand the connection over to the interceptor).
+//! for a host `--intercept` names, hand the connection over to the interceptor). A tunnel whose user a
+//! reload removed is closed after `--reload-grace`.
 
 use super::exchange::{ClientConn, Exchange, InterceptStart, Next};
 use crate::http::head::RequestHead;
@@ -40,19 +41,24 @@ pub(super) async fn handle(ex: &Exchange<'_>, client: &mut ClientConn, head: &Re
     metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
     let idle = Some(ex.shared.settings.tunnel_idle_timeout);
     let mut relay = Relay::new(&mut client.io, &mut upstream, idle).splice(ex.shared.pipes.as_ref());
-    let result = (&mut relay).await;
+    let revoked = ex.revoked();
+    let result = tokio::select! {
+        r = &mut relay => Some(r),
+        () = revoked => None,
+    };
     let stats = match &result {
-        Ok(s) => *s,
-        Err(_) => relay.stats(),
+        Some(Ok(s)) => *s,
+        _ => relay.stats(),
     };
     metrics::gauge!("tunnelkit_proxy_tunnels_active").decrement(1.0);
     let up = stats.a_to_b + pipelined;
     metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "up").increment(up);
     metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "down").increment(stats.b_to_a);
     let note = match &result {
-        Err(_) => Some("relay_error"),
-        Ok(s) if s.idle_timeout => Some("idle_timeout"),
-        Ok(_) => None,
+        None => Some("user_removed"),
+        Some(Err(_)) => Some("relay_error"),
+        Some(Ok(s)) if s.idle_timeout => Some("idle_timeout"),
+        Some(Ok(_)) => None,
     };
     ex.log(200, up, stats.b_to_a, note);
     Next::Close

@@ -11,6 +11,8 @@ use super::pool::UpConn;
 use crate::http::body::{copy_body_tapped, BodyError, Encode, Tap};
 use crate::http::head::{self, Framing, RequestHead, ResponseHead};
 use crate::http::next_hop;
+use std::future::Future;
+
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::inspect::flow::Direction;
@@ -128,11 +130,12 @@ pub(super) async fn finish_upgrade(
     metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "upgrade").increment(1);
     metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
     let tunnel_idle = Some(shared.settings.tunnel_idle_timeout);
+    let revoked = ex.revoked();
     let stats = match ex.capture() {
         None => {
             drop((early_up, early_down));
-            to_the_end(Relay::new(&mut client.io, &mut up.io, tunnel_idle).splice(shared.pipes.as_ref()))
-                .await
+            let relay = Relay::new(&mut client.io, &mut up.io, tunnel_idle).splice(shared.pipes.as_ref());
+            to_the_end(relay, revoked).await
         }
         Some(capture) => {
             let (cap, messages) = (capture.cap(), Messages::default());
@@ -140,7 +143,7 @@ pub(super) async fn finish_upgrade(
             let mut u = WsTap::new(&mut up.io, Direction::Down, ex.started, cap, messages.clone());
             c.saw(&early_up);
             u.saw(&early_down);
-            let stats = to_the_end(Relay::new(&mut c, &mut u, tunnel_idle)).await;
+            let stats = to_the_end(Relay::new(&mut c, &mut u, tunnel_idle), revoked).await;
             ex.note(|f| f.websocket = std::mem::take(&mut *messages.lock().expect("ws messages lock")));
             stats
         }
@@ -150,14 +153,17 @@ pub(super) async fn finish_upgrade(
     Next::Close
 }
 
-/// The relay to its end; what it moved even when it ended with an error.
-async fn to_the_end<A, B>(mut relay: Relay<'_, A, B>) -> RelayStats
+/// The relay to its end, or until `revoked` (a reload removed the user); what it moved even when
+/// it ended with an error.
+async fn to_the_end<A, B>(mut relay: Relay<'_, A, B>, revoked: impl Future<Output = ()>) -> RelayStats
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let result = (&mut relay).await;
-    result.unwrap_or_else(|_| relay.stats())
+    tokio::select! {
+        r = &mut relay => r.unwrap_or_else(|_| relay.stats()),
+        () = revoked => relay.stats(),
+    }
 }
 
 /// Max-Forwards reached zero: OPTIONS and TRACE are answered by the proxy itself.

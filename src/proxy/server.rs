@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::args::Args;
 use super::client_stream::ClientStream;
 use super::exchange::{ClientConn, Exchange, InterceptStart, Next, Origin, Shared};
 use super::inspect::flows_log::FlowsLog;
@@ -16,6 +18,7 @@ use super::inspect::recorder::{Recorder, RecorderConfig};
 use super::inspect::settings::Recording;
 use super::inspect::{self, har};
 use super::intercept::Interceptor;
+use super::live::{Live, LiveDialer, Reloader};
 use super::pool::{Pool, PoolKey};
 use super::settings::Settings;
 use super::{connect, forward};
@@ -25,7 +28,9 @@ use crate::http::head::{self, HeadError, RequestHead};
 use crate::http::response;
 use crate::net::socks::SocksServer;
 use crate::net::workers::Workers;
-use crate::net::{socket, write_all_within, Dialer, DirectDialer, GatedDialer, PipePool};
+use crate::net::{socket, write_all_within, Dialer, PipePool};
+use crate::reload::revoke::Revocations;
+use crate::reload::Reloads;
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::AccessLog;
 
@@ -34,6 +39,16 @@ use crate::telemetry::access_log::AccessLog;
 /// Prints `listening on ADDR` (and `socks5 listening on ADDR`) to stderr once bound, so a caller
 /// that asked for port 0 can learn the port.
 pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    serve(settings, None, shutdown).await
+}
+
+/// As [`run_with`]; with `reload` (the command line the settings came from), SIGHUP reloads the
+/// configuration (see `live`), and `--pid-file` is written once listening.
+pub(super) async fn serve(
+    settings: Settings,
+    reload: Option<Args>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     // Read the certificate before binding, so a bad file is reported before anything listens.
     let tls = match &settings.tls {
         Some(files) => {
@@ -81,19 +96,35 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         true => Some(recorder(&settings.recording)?),
         false => None,
     };
-    let direct = DirectDialer::new(Arc::new(settings.policy.clone()), settings.dial_timeout);
-    let (dialer, parent): (Arc<dyn Dialer>, Option<Arc<ProxyDialer>>) = match &settings.upstream {
+    let upstream = match &settings.upstream {
         Some(url) => {
-            let p =
-                Arc::new(ProxyDialer::from_url(url).map_err(|e| anyhow::anyhow!("--upstream {url}: {e}"))?);
-            // Only an HTTP parent takes absolute-form requests; through SOCKS we reach origins.
-            let http_parent = matches!(p.url().kind, ProxyKind::Http | ProxyKind::Https);
-            let gated = GatedDialer::new(Arc::new(settings.policy.clone()), p.clone());
-            (Arc::new(gated), http_parent.then_some(p))
+            Some(Arc::new(ProxyDialer::from_url(url).map_err(|e| anyhow::anyhow!("--upstream {url}: {e}"))?))
         }
-        None => (Arc::new(direct), None),
+        None => None,
     };
-    let users = Arc::new(settings.users.clone());
+    // Only an HTTP parent takes absolute-form requests; through SOCKS we reach origins.
+    let parent = upstream.clone().filter(|p| matches!(p.url().kind, ProxyKind::Http | ProxyKind::Https));
+    let live = Arc::new(ArcSwap::from_pointee(Live::new(&settings, upstream.as_ref())));
+    let dialer: Arc<dyn Dialer> = Arc::new(LiveDialer(live.clone()));
+    let users = live.load().users.clone();
+    let revocations = Revocations::new();
+    // Installed before the address is announced: a SIGHUP without a handler ends the process.
+    let reloads = match reload {
+        Some(args) => {
+            let reloads = Reloads::new("proxy", args.config.clone());
+            let reloader = Reloader {
+                args,
+                started: settings.clone(),
+                live: live.clone(),
+                upstream,
+                access_log: access_log.clone(),
+                revocations: revocations.clone(),
+            };
+            Some(tokio::spawn(reloads.listen(move |_| reloader.apply())?))
+        }
+        None => None,
+    };
+    let pid_file = settings.pid_file.clone();
     let (settings_pipes, pipe_size) = (settings.max_pipes, settings.pipe_size);
     let drain = Drain::new();
     let shared = Arc::new(Shared {
@@ -106,6 +137,8 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         tls,
         interceptor,
         recorder,
+        live,
+        revocations,
         pipes: (settings_pipes > 0).then(|| PipePool::new(settings_pipes, Some(pipe_size))),
     });
 
@@ -126,7 +159,9 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     if let Some(l) = socks_listener {
         let addr = l.local_addr()?;
         crate::telemetry::announce(&format!("socks5 listening on {addr}"));
-        let socks = SocksServer::new(dialer, users, access_log)
+        let live = shared.live.clone();
+        let socks = SocksServer::new(dialer, users.clone(), access_log)
+            .users_from(move || live.load().users.clone())
             .handshake_timeout(shared.settings.header_timeout)
             .idle_timeout(Some(shared.settings.tunnel_idle_timeout))
             .connection_limit(limit.clone())
@@ -147,6 +182,7 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     };
 
     let workers = Workers::start(shared.settings.workers)?;
+    let pid_file = crate::reload::pid_file::write_if(pid_file.as_deref())?;
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -183,6 +219,9 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         });
     }
     drop(listener);
+    if let Some(r) = reloads {
+        r.abort();
+    }
     tracing::info!("shutting down: draining for up to {:?}", shared.settings.shutdown_timeout);
     let left = drain.finish(shared.settings.shutdown_timeout).await;
     if left > 0 {
@@ -199,6 +238,7 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
             }
         }
     }
+    drop(pid_file);
     Ok(())
 }
 
@@ -369,17 +409,18 @@ async fn handle(
     // Inside an intercepted connection the access log and flows name the whole URL.
     let url = origin.map(|o| format!("https://{}{}", o.authority, head.target));
     let target = url.as_deref().unwrap_or(&head.target);
-    let ex = Exchange::new(shared, peer, Some(&head), target, origin);
+    let mut ex = Exchange::new(shared, peer, Some(&head), target, origin);
     let framing = match head::check_request(&head) {
         Ok(f) => f,
         Err(e) => return ex.fail(client, e.status(), Some("http_request_error"), &e.to_string()).await,
     };
     // An intercepted connection was authenticated by its CONNECT; its requests are the client's
     // own to the origin and carry no proxy credentials.
-    if origin.is_none()
-        && !shared.settings.users.is_empty()
-        && !shared.settings.users.verify_header(head::value(&head.headers, "proxy-authorization"))
-    {
+    let users = &ex.live.users;
+    if origin.is_none() && !users.is_empty() {
+        ex.user = users.user_of_header(head::value(&head.headers, "proxy-authorization"));
+    }
+    if origin.is_none() && !users.is_empty() && ex.user.is_none() {
         metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "auth").increment(1);
         tracing::debug!(%peer, method = %head.method, target = %head.target, "proxy authentication missing or wrong: 407");
         let msg = response::error(

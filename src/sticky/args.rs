@@ -78,7 +78,10 @@ pub struct Args {
     /// Serve Prometheus metrics on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
-    /// TOML configuration file; flags override its values.
+    /// TOML configuration file; flags override its values. Read again on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Write the process id here once listening (removed on exit), for `tunnelkit reload --pid-file`.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
 }

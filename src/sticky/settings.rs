@@ -45,6 +45,7 @@ struct File {
     #[serde(default, with = "humantime_serde")]
     shutdown_timeout: Option<Duration>,
     metrics: Option<SocketAddr>,
+    pid_file: Option<PathBuf>,
 }
 
 /// `redis_cluster` in the file: a list of node URLs, or one string of them comma-separated as on the
@@ -115,6 +116,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Metrics listener.
     pub metrics: Option<SocketAddr>,
+    /// Where the process id is written (`--pid-file`).
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -201,6 +204,7 @@ impl Settings {
             idle_timeout,
             shutdown_timeout,
             metrics: args.metrics.or(file.metrics),
+            pid_file: args.pid_file.or(file.pid_file),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! `tunnelkit ws-server` and `tunnelkit ws-client`: flags (and `ws-server`'s `--config` file, resolved in
 //! `server_settings`) → [`Server`] / [`TunnelClient`] and their entries, then the signal handling both share: the first SIGTERM/SIGINT stops accepting and lets open
-//! streams finish for up to `--shutdown-timeout`, a second one ends at once.
+//! streams finish for up to `--shutdown-timeout`, a second one ends at once. `ws-server` reloads its
+//! tokens on SIGHUP (`apply_reload`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +17,16 @@ use super::params::{Limits, Mode};
 use super::server::{Server, ServerOptions};
 use super::server_settings::ServerSettings;
 use crate::client::ProxyDialer;
+use crate::config::ConfigError;
 use crate::net::workers::Workers;
 use crate::net::{Dialer, DirectDialer};
 use crate::policy::Policy;
+use crate::reload::{needs_upgrade, Reloads};
 use crate::shutdown::{self, Drain};
 
 /// Runs `tunnelkit ws-server` until SIGINT/SIGTERM and the drain that follows.
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    let settings = ServerSettings::load(args)?;
+    let settings = ServerSettings::load(args.clone())?;
     exposure::check_server(&settings)?;
     // Tunnels carry any TCP service, so every port is open unless --connect-ports narrows it; the address
     // policy (no private or special-purpose ranges without --allow) is what keeps the server from being
@@ -67,14 +70,54 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let listener =
         TcpListener::bind(settings.listen).await.with_context(|| format!("--listen {}", settings.listen))?;
+    let server = Server::new(opts);
+    // Installed before the address is announced: a SIGHUP without a handler ends the process.
+    let reloads = Reloads::new("ws-server", args.config.clone());
+    let reload = {
+        let (server, started) = (server.clone(), settings.clone());
+        reloads.listen(move |_| apply_reload(&args, &started, &server)).context("cannot watch SIGHUP")?
+    };
     crate::telemetry::announce(&format!("listening on {}", listener.local_addr()?));
     if let Some(addr) = metrics {
         crate::telemetry::announce(&format!("metrics listening on {addr}"));
     }
+    let reload = tokio::spawn(reload);
+    let pid_file = crate::reload::pid_file::write_if(settings.pid_file.as_deref())?;
     let drain = Drain::new();
-    tokio::spawn(Server::new(opts).serve(listener, drain.clone()));
+    tokio::spawn(server.serve(listener, drain.clone()));
     shutdown::signal().await;
+    reload.abort();
     drain_for(&drain, settings.shutdown_timeout, "tunnel connections").await;
+    drop(pid_file);
+    Ok(())
+}
+
+/// A reload of `ws-server` (SIGHUP): the flags over the file read again, checked whole as at start,
+/// then the tokens swapped in (a revoked token's tunnels close after `--reload-grace`). Everything else
+/// is fixed at start; a changed key is named in a warning.
+fn apply_reload(args: &ServerArgs, started: &ServerSettings, server: &Server) -> Result<(), ConfigError> {
+    let new = ServerSettings::load(args.clone())?;
+    exposure::check_server(&new).map_err(|e| ConfigError::invalid("tokens", format!("{e:#}")))?;
+    needs_upgrade("listen", &started.listen, &new.listen);
+    needs_upgrade("workers", &started.workers, &new.workers);
+    needs_upgrade("path", &started.path, &new.path);
+    let fixed = |s: &ServerSettings| {
+        format!(
+            "allow {:?}, connect_ports {:?}, max_tunnels {}, max_tunnels_per_token {}, max_streams {}, \
+             max_stream_memory {}, max_listeners {}, heartbeat {:?}, max_keep_broken {:?}",
+            s.allow,
+            s.connect_ports,
+            s.max_tunnels,
+            s.max_tunnels_per_token,
+            s.max_streams,
+            s.max_stream_memory,
+            s.max_listeners,
+            s.heartbeat,
+            s.max_keep_broken
+        )
+    };
+    needs_upgrade("policy and limits", &fixed(started), &fixed(&new));
+    server.set_tokens(new.tokens, new.reload_grace);
     Ok(())
 }
 

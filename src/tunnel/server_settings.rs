@@ -53,6 +53,9 @@ struct File {
     compat_target: Option<String>,
     #[serde(default, with = "humantime_serde")]
     shutdown_timeout: Option<Duration>,
+    pid_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    reload_grace: Option<Duration>,
 }
 
 /// Everything `ws-server` runs with, resolved.
@@ -98,6 +101,10 @@ pub struct ServerSettings {
     pub compat_target: Option<Target>,
     /// Drain deadline on SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
+    /// Where the process id is written (`--pid-file`).
+    pub pid_file: Option<PathBuf>,
+    /// How long a token revoked by a reload keeps its open tunnels.
+    pub reload_grace: Duration,
 }
 
 impl ServerSettings {
@@ -228,6 +235,14 @@ impl ServerSettings {
                 args.shutdown_timeout,
                 file.shutdown_timeout,
                 Duration::from_secs(30),
+                HOLD,
+            )?,
+            pid_file: args.pid_file.or(file.pid_file),
+            reload_grace: from_file.duration(
+                "reload_grace",
+                args.reload_grace,
+                file.reload_grace,
+                Duration::from_secs(10),
                 HOLD,
             )?,
         })

@@ -1,0 +1,120 @@
+//! What a reload (SIGHUP) of `tunnelkit proxy` changes while traffic flows: [`Live`], the users and
+//! the destination policy (allow/deny ranges, port lists, and the dialer that enforces them), one
+//! `Arc` swapped whole; [`LiveDialer`], through which the HTTP and SOCKS listeners dial with the
+//! policy in force; and [`Reloader`], which validates a new configuration with the start-up loader
+//! before swapping it in, reopens the access log (log rotation) and closes the tunnels of removed
+//! users after `--reload-grace`.
+//!
+//! Each request loads the `Live` once when it starts (see `Exchange`) and authenticates with it, so a
+//! request never sees half of a reload; a dial made later in that request goes through
+//! [`LiveDialer`] and so meets the newest policy, which can only make it stricter or looser as the
+//! operator just asked (`dial_timeout` included). Listen addresses, TLS, interception, workers and the other
+//! timeouts are fixed at start:
+//! changing them in the file logs a warning (see [`crate::reload::needs_upgrade`]).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::args::Args;
+use super::settings::Settings;
+use crate::client::ProxyDialer;
+use crate::config::ConfigError;
+use crate::net::{DialFuture, Dialer, DirectDialer, GatedDialer, Purpose, Target};
+use crate::policy::{Policy, Users};
+use crate::reload::revoke::{self, Revocations};
+use crate::reload::{needs_upgrade, needs_upgrade_opt};
+use crate::telemetry::access_log::AccessLog;
+
+/// The part of the configuration a reload replaces, as one snapshot.
+pub(super) struct Live {
+    /// Accepted users (empty: no authentication).
+    pub users: Arc<Users>,
+    /// Destination policy, for checks made without dialling.
+    pub policy: Arc<Policy>,
+    /// Dials under `policy`, directly or through the `--upstream` parent.
+    dialer: Arc<dyn Dialer>,
+}
+
+impl Live {
+    /// The snapshot of `settings`; `upstream` is the parent proxy made at start.
+    pub fn new(settings: &Settings, upstream: Option<&Arc<ProxyDialer>>) -> Live {
+        let policy = Arc::new(settings.policy.clone());
+        let dialer: Arc<dyn Dialer> = match upstream {
+            Some(p) => Arc::new(GatedDialer::new(policy.clone(), p.clone())),
+            None => Arc::new(DirectDialer::new(policy.clone(), settings.dial_timeout)),
+        };
+        Live { users: Arc::new(settings.users.clone()), policy, dialer }
+    }
+}
+
+/// Dials with the dialer of the [`Live`] snapshot in force when the dial starts.
+pub(super) struct LiveDialer(pub Arc<ArcSwap<Live>>);
+
+impl Dialer for LiveDialer {
+    fn dial<'a>(&'a self, target: &'a Target, purpose: Purpose) -> DialFuture<'a> {
+        let dialer = self.0.load().dialer.clone();
+        Box::pin(async move { dialer.dial(target, purpose).await })
+    }
+}
+
+/// Applies reloads: the flags the proxy was started with, over the file read again.
+pub(super) struct Reloader {
+    /// The command line, applied over the file on every reload (flags keep winning).
+    pub args: Args,
+    /// The settings the proxy started with, to warn about keys only a restart changes.
+    pub started: Settings,
+    pub live: Arc<ArcSwap<Live>>,
+    pub upstream: Option<Arc<ProxyDialer>>,
+    pub access_log: AccessLog,
+    pub revocations: Revocations,
+}
+
+impl Reloader {
+    /// Loads and checks the whole configuration, then swaps it in. On any error
+    /// nothing has changed.
+    pub fn apply(&self) -> Result<(), ConfigError> {
+        let new = Settings::load(self.args.clone())?;
+        // Opened before the swap: a path that cannot be opened fails the whole reload.
+        let log = match &new.access_log {
+            Some(dest) => AccessLog::open(dest).map_err(|e| {
+                ConfigError::invalid(
+                    "access_log",
+                    format!("cannot open {dest}: {e}; give a writable file path or `-` for stdout"),
+                )
+            })?,
+            None => AccessLog::disabled(),
+        };
+        self.warn_fixed(&new);
+        let next = Live::new(&new, self.upstream.as_ref());
+        let old = self.live.swap(Arc::new(next));
+        self.access_log.take_over(&log);
+        let kept: Vec<&str> = new.users.names().collect();
+        let gone = revoke::removed(old.users.names(), &kept);
+        if !gone.is_empty() {
+            tracing::info!(users = ?gone, grace = ?new.reload_grace, "users removed: their open tunnels close after the grace");
+        }
+        let live = self.live.clone();
+        self.revocations
+            .revoke_after(gone, new.reload_grace, move |u| !live.load().users.names().any(|n| n == u));
+        Ok(())
+    }
+
+    /// Warns about each key whose new value only takes effect after a restart or upgrade.
+    fn warn_fixed(&self, new: &Settings) {
+        let s = &self.started;
+        needs_upgrade("listen", &s.listen, &new.listen);
+        needs_upgrade_opt("socks", &s.socks, &new.socks);
+        needs_upgrade_opt("metrics", &s.metrics, &new.metrics);
+        needs_upgrade("workers", &s.workers, &new.workers);
+        needs_upgrade("max_connections", &s.max_connections, &new.max_connections);
+        needs_upgrade_opt("upstream", &s.upstream, &new.upstream);
+        let timeouts = |x: &Settings| {
+            format!(
+                "header {:?}, idle {:?}, upstream {:?}, tunnel idle {:?}",
+                x.header_timeout, x.idle_timeout, x.upstream_timeout, x.tunnel_idle_timeout
+            )
+        };
+        needs_upgrade("*_timeout", &timeouts(s), &timeouts(new));
+    }
+}

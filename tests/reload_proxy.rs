@@ -1,0 +1,249 @@
+//! `tunnelkit proxy --config FILE` reloads on SIGHUP (or `tunnelkit reload --pid-file FILE`): users
+//! and allow/deny ranges change while requests flow and none of them fails; a removed user's open
+//! tunnel is closed after `reload_grace`; an invalid file is logged with its key and the old
+//! configuration stays in force.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::origin::{echo_server, Origin};
+use support::Proc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tunnelkit::policy::Credentials;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The proxy's file: alice always, bob and a deny of 127.0.0.2 when `with_bob`.
+fn config_text(with_bob: bool, grace: &str) -> String {
+    let mut t = format!(
+        "listen = \"127.0.0.1:0\"\nallow = [\"127.0.0.0/8\"]\nconnect_ports = \"1-65535\"\nreload_grace = \"{grace}\"\n"
+    );
+    if with_bob {
+        t.push_str("auth = [\"alice:s3cret\", \"bob:hunter2\"]\ndeny = [\"127.0.0.2/32\"]\n");
+    } else {
+        t.push_str("auth = [\"alice:s3cret\"]\n");
+    }
+    t
+}
+
+/// Starts the proxy on `file` with a pid file beside it; info logs on, for the reload lines.
+fn start_proxy(file: &Path) -> (Proc, PathBuf) {
+    let pid = file.with_extension("pid");
+    let p = Proc::start_env(
+        &["proxy", "--config", file.to_str().unwrap(), "--pid-file", pid.to_str().unwrap()],
+        1,
+        &[("RUST_LOG", "warn,tunnelkit::reload=info")],
+    );
+    (p, pid)
+}
+
+/// Waits until the proxy's log holds `needle` `times` times (a reload finished), at most 20 s.
+async fn wait_log(p: &Proc, needle: &str, times: usize) {
+    for _ in 0..400 {
+        if p.stderr.lock().unwrap().matches(needle).count() >= times {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no `{needle}` (x{times}) in the log:\n{}", p.stderr.lock().unwrap());
+}
+
+fn hup(p: &Proc) {
+    // SAFETY: sends a signal to our own child.
+    unsafe {
+        libc::kill(p.child.id() as i32, libc::SIGHUP);
+    }
+}
+
+fn auth(user: &str) -> String {
+    Credentials::parse_pair(user).unwrap().to_basic_header()
+}
+
+/// One absolute-form GET through the proxy on a fresh connection: the status, 0 if none came.
+async fn get(proxy: SocketAddr, url: &str, user: &str) -> u16 {
+    let Ok(mut s) = TcpStream::connect(proxy).await else { return 0 };
+    let host = url.trim_start_matches("http://").split('/').next().unwrap_or("");
+    let req = format!(
+        "GET {url} HTTP/1.1\r\nHost: {host}\r\nProxy-Authorization: {}\r\nConnection: close\r\n\r\n",
+        auth(user)
+    );
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Opens a CONNECT tunnel as `user`; the stream once `200` came back.
+async fn connect(proxy: SocketAddr, target: SocketAddr, user: &str) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(proxy).await.ok()?;
+    let req =
+        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: {}\r\n\r\n", auth(user));
+    s.write_all(req.as_bytes()).await.ok()?;
+    let head = tokio::time::timeout(LIMIT, support::read_head(&mut s)).await.ok()??;
+    head.starts_with(b"HTTP/1.1 200").then_some(s)
+}
+
+/// Sends `data` through an echo tunnel and checks it comes back whole.
+async fn echo_round(s: &mut TcpStream, data: &[u8]) -> bool {
+    if s.write_all(data).await.is_err() {
+        return false;
+    }
+    let mut back = vec![0u8; data.len()];
+    matches!(tokio::time::timeout(LIMIT, s.read_exact(&mut back)).await, Ok(Ok(_))) && back == data
+}
+
+/// An origin on 127.0.0.2 (a range the reloaded config denies every other time): `200 ok`.
+async fn origin_on_127_0_0_2() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = support::read_head(&mut s).await;
+                let _ =
+                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_reloads_under_load_fail_no_request_and_each_takes_effect_at_once() {
+    let origin = Origin::start().await;
+    let echo = echo_server().await;
+    let second = origin_on_127_0_0_2().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(&file, config_text(false, "10s")).unwrap();
+    let (p, pid_file) = start_proxy(&file);
+    let proxy = p.addr();
+
+    // Steady load from alice, who every configuration keeps: GETs and CONNECTs from six clients,
+    // and one tunnel that stays open across all reloads.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let (stop, done, failed, url) = (stop.clone(), done.clone(), failed.clone(), origin.url("/1k"));
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let ok = if i % 2 == 0 {
+                    get(proxy, &url, "alice:s3cret").await == 200
+                } else {
+                    match connect(proxy, echo, "alice:s3cret").await {
+                        Some(mut s) => echo_round(&mut s, &[i as u8; 4096]).await,
+                        None => false,
+                    }
+                };
+                let counter = if ok { &done } else { &failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut long_tunnel = connect(proxy, echo, "alice:s3cret").await.expect("alice's tunnel");
+
+    for n in 1..=20usize {
+        let with_bob = n % 2 == 1;
+        std::fs::write(&file, config_text(with_bob, "10s")).unwrap();
+        if n % 4 == 0 {
+            let out = std::process::Command::new(support::bin())
+                .args(["reload", "--pid-file", pid_file.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        } else {
+            hup(&p);
+        }
+        wait_log(&p, &format!("config reloaded (generation {})", n + 1), 1).await;
+        let (bob, denied) = (
+            get(proxy, &origin.url("/1k"), "bob:hunter2").await,
+            get(proxy, &format!("http://{second}/"), "alice:s3cret").await,
+        );
+        if with_bob {
+            assert_eq!((bob, denied), (200, 403), "reload {n}: bob added, 127.0.0.2 denied");
+        } else {
+            assert_eq!((bob, denied), (407, 200), "reload {n}: bob removed, 127.0.0.2 allowed");
+        }
+        assert!(echo_round(&mut long_tunnel, format!("after reload {n}").as_bytes()).await, "reload {n}");
+        // Let the load run a while under each configuration.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        tokio::time::timeout(LIMIT, c).await.expect("clients stop").unwrap();
+    }
+    let (done, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "{failed} of {} requests failed", done + failed);
+    assert!(done > 100, "the load ran: {done} requests");
+    eprintln!("{done} requests through 20 reloads, none failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_users_open_tunnel_is_closed_after_the_grace_and_others_keep_theirs() {
+    let echo = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(&file, config_text(true, "1s")).unwrap();
+    let (p, _pid) = start_proxy(&file);
+    let mut bob = connect(p.addr(), echo, "bob:hunter2").await.expect("bob's tunnel");
+    let mut alice = connect(p.addr(), echo, "alice:s3cret").await.expect("alice's tunnel");
+    assert!(echo_round(&mut bob, b"before").await);
+
+    std::fs::write(&file, config_text(false, "1s")).unwrap();
+    hup(&p);
+    wait_log(&p, "config reloaded (generation 2)", 1).await;
+    // Within the grace the tunnel still carries bytes; after it, it is closed.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(LIMIT, bob.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(_)) | Ok(Err(_))), "bob's tunnel was not closed");
+    assert!(echo_round(&mut alice, b"alice keeps hers").await);
+    assert_eq!(get(p.addr(), "http://127.0.0.1:9/", "bob:hunter2").await, 407);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_file_is_logged_with_its_key_and_the_old_configuration_stays() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(&file, config_text(true, "10s")).unwrap();
+    let (p, pid_file) = start_proxy(&file);
+    let mut broken = config_text(false, "10s");
+    broken.push_str("deny = [\"10.0.0.0/33\"]\n");
+    std::fs::write(&file, &broken).unwrap();
+    hup(&p);
+    wait_log(&p, "config reload failed", 1).await;
+    let log = p.stderr.lock().unwrap().clone();
+    let line = log.lines().find(|l| l.contains("config reload failed")).unwrap();
+    assert!(
+        line.contains("proxy.toml") && line.contains("deny") && line.contains("keeping generation 1"),
+        "{line}"
+    );
+    // Generation 1 is still in force: bob (whom the broken file drops) still gets through.
+    assert_eq!(get(p.addr(), &origin.url("/1k"), "bob:hunter2").await, 200);
+    assert_eq!(get(p.addr(), &origin.url("/1k"), "alice:s3cret").await, 200);
+
+    // Fixed, the next reload applies it as generation 2.
+    std::fs::write(&file, config_text(false, "10s")).unwrap();
+    hup(&p);
+    wait_log(&p, "config reloaded (generation 2)", 1).await;
+    assert_eq!(get(p.addr(), &origin.url("/1k"), "bob:hunter2").await, 407);
+
+    // `tunnelkit reload` explains a missing pid file instead of failing silently.
+    drop(p);
+    let out = std::process::Command::new(support::bin())
+        .args(["reload", "--pid-file", pid_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--pid-file"), "{err}");
+}
