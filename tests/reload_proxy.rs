@@ -210,6 +210,63 @@ async fn a_removed_users_open_tunnel_is_closed_after_the_grace_and_others_keep_t
     assert_eq!(get(p.addr(), "http://127.0.0.1:9/", "bob:hunter2").await, 407);
 }
 
+/// The Prometheus text of the proxy's `--metrics` listener.
+async fn scrape(addr: SocketAddr) -> String {
+    let (ok, out, err) = support::curl(&[&format!("http://{addr}/metrics")]).await;
+    assert!(ok, "{err}");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits until `path` has a line containing `needle`.
+async fn wait_file(path: &Path, needle: &str) {
+    for _ in 0..400 {
+        if std::fs::read_to_string(path).unwrap_or_default().contains(needle) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no `{needle}` in {}", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reopens_the_access_log_for_rotation_and_counts_itself_in_metrics() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, log) = (dir.path().join("proxy.toml"), dir.path().join("access.log"));
+    let text = format!("{}access_log = \"{}\"\n", config_text(false, "10s"), log.display());
+    std::fs::write(&file, &text).unwrap();
+    let p = Proc::start_env(
+        &["proxy", "--config", file.to_str().unwrap(), "--metrics", "127.0.0.1:0"],
+        2,
+        &[("RUST_LOG", "warn,tunnelkit::reload=info")],
+    );
+    let metrics = p.addr_of("metrics");
+    // The origin answers paths it does not serve with 404: enough to leave a line in the log.
+    assert_eq!(get(p.addr(), &origin.url("/before-rotation"), "alice:s3cret").await, 404);
+    wait_file(&log, "/before-rotation").await;
+
+    // Rotation: the file is moved away, the reload opens a new one at the configured path.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    hup(&p);
+    wait_log(&p, "config reloaded (generation 2)", 1).await;
+    assert_eq!(get(p.addr(), &origin.url("/after-rotation"), "alice:s3cret").await, 404);
+    wait_file(&log, "/after-rotation").await;
+    assert!(!std::fs::read_to_string(&rotated).unwrap().contains("/after-rotation"));
+
+    std::fs::write(&file, "allow = [\"not a range\"]\n").unwrap();
+    hup(&p);
+    wait_log(&p, "config reload failed", 1).await;
+    let text = scrape(metrics).await;
+    for series in [
+        r#"tunnelkit_reloads_total{server="proxy",result="ok"} 1"#,
+        r#"tunnelkit_reloads_total{server="proxy",result="error"} 1"#,
+        r#"tunnelkit_config_generation{server="proxy"} 2"#,
+    ] {
+        assert!(text.lines().any(|l| l == series), "no `{series}` in:\n{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_file_is_logged_with_its_key_and_the_old_configuration_stays() {
     let origin = Origin::start().await;
