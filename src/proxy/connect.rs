@@ -19,7 +19,7 @@ pub(super) async fn handle(ex: &Exchange<'_>, client: &mut ClientConn, head: &Re
         Err(e) => return ex.dial_failed(client, &e).await,
     };
     tracing::debug!(%target, "CONNECT allowed by policy and dialled");
-    let idle = ex.shared.settings.idle_timeout;
+    let idle = ex.live.timeouts.idle;
     if write_all_within(&mut client.io, b"HTTP/1.1 200 Connection established\r\n\r\n", idle).await.is_err() {
         return Next::Close;
     }
@@ -39,7 +39,7 @@ pub(super) async fn handle(ex: &Exchange<'_>, client: &mut ClientConn, head: &Re
     let pipelined = pipelined.len() as u64;
     metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "connect").increment(1);
     metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
-    let idle = Some(ex.shared.settings.tunnel_idle_timeout);
+    let idle = Some(ex.live.timeouts.tunnel_idle);
     let mut relay = Relay::new(&mut client.io, &mut upstream, idle).splice(ex.shared.pipes.as_ref());
     let revoked = ex.revoked();
     let result = tokio::select! {

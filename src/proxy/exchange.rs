@@ -165,7 +165,7 @@ impl<'a> Exchange<'a> {
         detail: &str,
     ) -> Next {
         let msg = response::error(status, proxy_status, detail, &[]);
-        let _ = write_all_within(&mut client.io, &msg, self.shared.settings.idle_timeout).await;
+        let _ = write_all_within(&mut client.io, &msg, self.live.timeouts.idle).await;
         self.log(status, 0, 0, proxy_status);
         metrics::counter!("tunnelkit_proxy_requests_total", "method" => metric_method(self.method), "status" => status.to_string())
             .increment(1);

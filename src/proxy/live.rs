@@ -8,11 +8,13 @@
 //! Each request loads the `Live` once when it starts (see `Exchange`) and authenticates with it, so a
 //! request never sees half of a reload; a dial made later in that request goes through
 //! [`LiveDialer`] and so meets the newest policy, which can only make it stricter or looser as the
-//! operator just asked (`dial_timeout` included). Listen addresses, TLS, interception, workers and the other
-//! timeouts are fixed at start:
+//! operator just asked (`dial_timeout` included). The timeouts ([`Timeouts`]) are the snapshot's too,
+//! except for SOCKS5 connections and TLS handshakes, which keep the ones the proxy started with.
+//! Listen addresses, TLS, interception, workers and `max_connections` are fixed at start:
 //! changing them in the file logs a warning (see [`crate::reload::needs_upgrade`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -34,6 +36,22 @@ pub(super) struct Live {
     pub policy: Arc<Policy>,
     /// Dials under `policy`, directly or through the `--upstream` parent.
     dialer: Arc<dyn Dialer>,
+    /// The timeouts a request runs under.
+    pub timeouts: Timeouts,
+}
+
+/// The timeouts of one request, from its [`Live`] snapshot: a reload changes them for the
+/// requests and tunnels that start after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Timeouts {
+    /// `--header-timeout`: a request head (after the first, the next one) must arrive within it.
+    pub header: Duration,
+    /// `--idle-timeout`: a client keep-alive idle limit, and a stalled write to the client.
+    pub idle: Duration,
+    /// `--upstream-timeout`: upstream silence while a response is due.
+    pub upstream: Duration,
+    /// `--tunnel-idle-timeout`: a tunnel with no traffic either way.
+    pub tunnel_idle: Duration,
 }
 
 impl Live {
@@ -44,7 +62,13 @@ impl Live {
             Some(p) => Arc::new(GatedDialer::new(policy.clone(), p.clone())),
             None => Arc::new(DirectDialer::new(policy.clone(), settings.dial_timeout)),
         };
-        Live { users: Arc::new(settings.users.clone()), policy, dialer }
+        let timeouts = Timeouts {
+            header: settings.header_timeout,
+            idle: settings.idle_timeout,
+            upstream: settings.upstream_timeout,
+            tunnel_idle: settings.tunnel_idle_timeout,
+        };
+        Live { users: Arc::new(settings.users.clone()), policy, dialer, timeouts }
     }
 }
 
@@ -109,12 +133,5 @@ impl Reloader {
         needs_upgrade("workers", &s.workers, &new.workers);
         needs_upgrade("max_connections", &s.max_connections, &new.max_connections);
         needs_upgrade_opt("upstream", &s.upstream, &new.upstream);
-        let timeouts = |x: &Settings| {
-            format!(
-                "header {:?}, idle {:?}, upstream {:?}, tunnel idle {:?}",
-                x.header_timeout, x.idle_timeout, x.upstream_timeout, x.tunnel_idle_timeout
-            )
-        };
-        needs_upgrade("*_timeout", &timeouts(s), &timeouts(new));
     }
 }

@@ -364,8 +364,8 @@ async fn read_head(
     client: &mut ClientConn,
     first: bool,
 ) -> Result<Option<RequestHead>, ReadError> {
-    let s = &shared.settings;
-    let idle_deadline = Instant::now() + if first { s.header_timeout } else { s.idle_timeout };
+    let t = shared.live.load().timeouts;
+    let idle_deadline = Instant::now() + if first { t.header } else { t.idle };
     let mut head_deadline = None;
     loop {
         if !client.buf.is_empty() {
@@ -381,7 +381,7 @@ async fn read_head(
         let deadline = if client.buf.is_empty() {
             idle_deadline
         } else {
-            *head_deadline.get_or_insert_with(|| Instant::now() + s.header_timeout)
+            *head_deadline.get_or_insert_with(|| Instant::now() + t.header)
         };
         let waiting_idle = client.buf.is_empty() && !first;
         let read = tokio::select! {
@@ -429,7 +429,7 @@ async fn handle(
             "proxy authentication required",
             &[("Proxy-Authenticate", "Basic realm=\"tunnelkit\", charset=\"UTF-8\"")],
         );
-        let _ = write_all_within(&mut client.io, &msg, shared.settings.idle_timeout).await;
+        let _ = write_all_within(&mut client.io, &msg, ex.live.timeouts.idle).await;
         ex.log(407, 0, 0, Some("auth"));
         return Next::Close;
     }
