@@ -15,11 +15,12 @@ use tokio::net::TcpStream;
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn tokens_file(tokens: &[&str]) -> String {
+    format!("allow = [\"127.0.0.0/8\"]\n{}", file_without_allow(tokens))
+}
+
+fn file_without_allow(tokens: &[&str]) -> String {
     let list: Vec<String> = tokens.iter().map(|t| format!("\"{t}\"")).collect();
-    format!(
-        "listen = \"127.0.0.1:0\"\nallow = [\"127.0.0.0/8\"]\nreload_grace = \"1s\"\ntokens = [{}]\n",
-        list.join(", ")
-    )
+    format!("listen = \"127.0.0.1:0\"\nreload_grace = \"1s\"\ntokens = [{}]\n", list.join(", "))
 }
 
 fn client(url: &str, token: &str, target: SocketAddr) -> Proc {
@@ -116,4 +117,27 @@ async fn an_invalid_file_on_reload_is_logged_and_the_tokens_in_force_stay() {
     assert!(echoes(kept.addr(), b"still flowing").await);
     let again = client(&url, "keep", echo);
     assert!(echoes(again.addr(), b"a new tunnel with the kept token").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_drops_an_allowed_range_refuses_new_streams_of_open_tunnels() {
+    let echo = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ws-server.toml");
+    std::fs::write(&file, tokens_file(&["keep"])).unwrap();
+    let server = Proc::start_env(
+        &["ws-server", "--config", file.to_str().unwrap()],
+        1,
+        &[("RUST_LOG", "warn,tunnelkit::reload=info")],
+    );
+    let url = format!("ws://{}/tunnel", server.addr());
+    let c = client(&url, "keep", echo);
+    assert!(echoes(c.addr(), b"loopback allowed").await);
+    std::fs::write(&file, file_without_allow(&["keep"])).unwrap();
+    // SAFETY: a signal to our own child.
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGHUP);
+    }
+    wait_log(&server, "config reloaded (generation 2)").await;
+    assert!(!echoes(c.addr(), b"loopback denied now").await, "a new stream reached a denied range");
 }

@@ -19,7 +19,7 @@ use super::server_settings::ServerSettings;
 use crate::client::ProxyDialer;
 use crate::config::ConfigError;
 use crate::net::workers::Workers;
-use crate::net::{Dialer, DirectDialer};
+use crate::net::{Dialer, DirectDialer, SwappableDialer};
 use crate::policy::Policy;
 use crate::reload::{needs_upgrade, Reloads};
 use crate::shutdown::{self, Drain};
@@ -28,13 +28,10 @@ use crate::shutdown::{self, Drain};
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let settings = ServerSettings::load(args.clone())?;
     exposure::check_server(&settings)?;
-    // Tunnels carry any TCP service, so every port is open unless --connect-ports narrows it; the address
-    // policy (no private or special-purpose ranges without --allow) is what keeps the server from being
-    // an open door into its own network.
-    let ports = settings.connect_ports.clone().unwrap_or_else(|| "1-65535".parse().expect("static"));
-    let policy = Policy::new().allow(settings.allow.clone()).connect_ports(ports);
-    let policy = Arc::new(policy);
-    let dialer: Arc<dyn Dialer> = Arc::new(DirectDialer::new(policy.clone(), Duration::from_secs(10)));
+    let policy = stream_policy(&settings);
+    // Replaced by a reload, so new streams are dialled under the reloaded policy.
+    let swappable = Arc::new(SwappableDialer::new(stream_dialer(policy.clone())));
+    let dialer: Arc<dyn Dialer> = swappable.clone();
     let mut opts = ServerOptions::new(dialer.clone(), policy);
     opts.path = settings.path.clone();
     opts.tokens = settings.tokens.clone();
@@ -75,7 +72,9 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let reloads = Reloads::new("ws-server", args.config.clone());
     let reload = {
         let (server, started) = (server.clone(), settings.clone());
-        reloads.listen(move |_| apply_reload(&args, &started, &server)).context("cannot watch SIGHUP")?
+        reloads
+            .listen(move |_| apply_reload(&args, &started, &server, &swappable))
+            .context("cannot watch SIGHUP")?
     };
     crate::telemetry::announce(&format!("listening on {}", listener.local_addr()?));
     if let Some(addr) = metrics {
@@ -92,10 +91,29 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where streams may go. Tunnels carry any TCP service, so every port is open unless --connect-ports
+/// narrows it; the address policy (no private or special-purpose ranges without --allow) is what keeps
+/// the server from being an open door into its own network.
+fn stream_policy(settings: &ServerSettings) -> Arc<Policy> {
+    let ports = settings.connect_ports.clone().unwrap_or_else(|| "1-65535".parse().expect("static"));
+    Arc::new(Policy::new().allow(settings.allow.clone()).connect_ports(ports))
+}
+
+fn stream_dialer(policy: Arc<Policy>) -> Arc<dyn Dialer> {
+    Arc::new(DirectDialer::new(policy, Duration::from_secs(10)))
+}
+
 /// A reload of `ws-server` (SIGHUP): the flags over the file read again, checked whole as at start,
-/// then the tokens swapped in (a revoked token's tunnels close after `--reload-grace`). Everything else
-/// is fixed at start; a changed key is named in a warning.
-fn apply_reload(args: &ServerArgs, started: &ServerSettings, server: &Server) -> Result<(), ConfigError> {
+/// then the tokens swapped in (a revoked token's tunnels close after `--reload-grace`) and the stream
+/// policy (`allow`, `connect_ports`: new streams, of new and open tunnels, are dialled under it).
+/// Everything else is fixed at start, `-R` listen-address checks included; a changed key is named in
+/// a warning.
+fn apply_reload(
+    args: &ServerArgs,
+    started: &ServerSettings,
+    server: &Server,
+    dialer: &SwappableDialer,
+) -> Result<(), ConfigError> {
     let new = ServerSettings::load(args.clone())?;
     exposure::check_server(&new).map_err(|e| ConfigError::invalid("tokens", format!("{e:#}")))?;
     needs_upgrade("listen", &started.listen, &new.listen);
@@ -103,10 +121,8 @@ fn apply_reload(args: &ServerArgs, started: &ServerSettings, server: &Server) ->
     needs_upgrade("path", &started.path, &new.path);
     let fixed = |s: &ServerSettings| {
         format!(
-            "allow {:?}, connect_ports {:?}, max_tunnels {}, max_tunnels_per_token {}, max_streams {}, \
-             max_stream_memory {}, max_listeners {}, heartbeat {:?}, max_keep_broken {:?}",
-            s.allow,
-            s.connect_ports,
+            "max_tunnels {}, max_tunnels_per_token {}, max_streams {}, max_stream_memory {}, \
+             max_listeners {}, heartbeat {:?}, max_keep_broken {:?}",
             s.max_tunnels,
             s.max_tunnels_per_token,
             s.max_streams,
@@ -116,7 +132,8 @@ fn apply_reload(args: &ServerArgs, started: &ServerSettings, server: &Server) ->
             s.max_keep_broken
         )
     };
-    needs_upgrade("policy and limits", &fixed(started), &fixed(&new));
+    needs_upgrade("limits", &fixed(started), &fixed(&new));
+    dialer.replace(stream_dialer(stream_policy(&new)));
     server.set_tokens(new.tokens, new.reload_grace);
     Ok(())
 }
