@@ -304,3 +304,25 @@ async fn an_invalid_file_is_logged_with_its_key_and_the_old_configuration_stays(
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--pid-file"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_raises_max_connections_lets_the_next_client_in() {
+    let echo = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(&file, format!("{}max_connections = 1\n", config_text(false, "10s"))).unwrap();
+    let (p, _pid) = start_proxy(&file);
+    let mut first = connect(p.addr(), echo, "alice:s3cret").await.expect("the one connection");
+    // The budget is taken: the next client is answered 503.
+    let mut second = TcpStream::connect(p.addr()).await.unwrap();
+    let mut refused = String::new();
+    let _ = tokio::time::timeout(LIMIT, second.read_to_string(&mut refused)).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+
+    std::fs::write(&file, format!("{}max_connections = 3\n", config_text(false, "10s"))).unwrap();
+    hup(&p);
+    wait_log(&p, "config reloaded (generation 2)", 1).await;
+    let mut third = connect(p.addr(), echo, "alice:s3cret").await.expect("room after the reload");
+    assert!(echo_round(&mut third, b"let in").await);
+    assert!(echo_round(&mut first, b"the first one is untouched").await);
+}

@@ -27,7 +27,12 @@ pub(super) async fn handle(ex: &Exchange<'_>, client: &mut ClientConn, head: &Re
         metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "intercept").increment(1);
         ex.log(200, 0, 0, Some("intercepted"));
         let authority = head.target.clone();
-        return Next::Intercept(Box::new(InterceptStart { target, authority, upstream }));
+        return Next::Intercept(Box::new(InterceptStart {
+            target,
+            authority,
+            upstream,
+            user: ex.user.clone(),
+        }));
     }
     // The client may have sent its first bytes (a TLS ClientHello) right behind the CONNECT head.
     let pipelined = std::mem::take(&mut client.buf);

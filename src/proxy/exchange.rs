@@ -72,6 +72,8 @@ pub(super) struct InterceptStart {
     /// The CONNECT's request-target (`host:port`), for URLs.
     pub authority: String,
     pub upstream: BoxStream,
+    /// The user the CONNECT authenticated as, whose removal by a reload ends the connection.
+    pub user: Option<String>,
 }
 
 /// Where the requests of an intercepted connection go: the CONNECT's origin, over TLS.

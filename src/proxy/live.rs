@@ -10,13 +10,16 @@
 //! [`LiveDialer`] and so meets the newest policy, which can only make it stricter or looser as the
 //! operator just asked (`dial_timeout` included). The timeouts ([`Timeouts`]) are the snapshot's too,
 //! except for SOCKS5 connections and TLS handshakes, which keep the ones the proxy started with.
-//! Listen addresses, TLS, interception, workers and `max_connections` are fixed at start:
+//! `max_connections` is resized ([`ConnectionLimit`]). Listen addresses, TLS, interception and workers
+//! are fixed at start:
 //! changing them in the file logs a warning (see [`crate::reload::needs_upgrade`]).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
 
 use super::args::Args;
 use super::settings::Settings;
@@ -92,6 +95,41 @@ pub(super) struct Reloader {
     pub upstream: Option<Arc<ProxyDialer>>,
     pub access_log: AccessLog,
     pub revocations: Revocations,
+    pub limit: ConnectionLimit,
+}
+
+/// `--max-connections`: the semaphore both listeners take a permit from per connection, and the
+/// size a reload last gave it.
+pub(super) struct ConnectionLimit {
+    pub semaphore: Arc<Semaphore>,
+    size: AtomicUsize,
+}
+
+impl ConnectionLimit {
+    /// A budget of `size` connections.
+    pub fn new(size: usize) -> Self {
+        ConnectionLimit { semaphore: Arc::new(Semaphore::new(size)), size: AtomicUsize::new(size) }
+    }
+
+    /// Makes the budget `size`. Growing is immediate. Shrinking takes the permits free now, and a
+    /// task takes the rest as connections close (no open connection is cut); the task ends then, and
+    /// the arithmetic stays right if a later reload grows the budget again meanwhile.
+    fn resize(&self, size: usize) {
+        let old = self.size.swap(size, Ordering::Relaxed);
+        if size > old {
+            self.semaphore.add_permits(size - old);
+        } else if size < old {
+            let owed = (old - size) - self.semaphore.forget_permits(old - size);
+            if owed > 0 {
+                let semaphore = self.semaphore.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = semaphore.acquire_many_owned(owed as u32).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+    }
 }
 
 impl Reloader {
@@ -113,6 +151,7 @@ impl Reloader {
         let next = Live::new(&new, self.upstream.as_ref());
         let old = self.live.swap(Arc::new(next));
         self.access_log.take_over(&log);
+        self.limit.resize(new.max_connections);
         let kept: Vec<&str> = new.users.names().collect();
         let gone = revoke::removed(old.users.names(), &kept);
         if !gone.is_empty() {
@@ -131,7 +170,6 @@ impl Reloader {
         needs_upgrade_opt("socks", &s.socks, &new.socks);
         needs_upgrade_opt("metrics", &s.metrics, &new.metrics);
         needs_upgrade("workers", &s.workers, &new.workers);
-        needs_upgrade("max_connections", &s.max_connections, &new.max_connections);
         needs_upgrade_opt("upstream", &s.upstream, &new.upstream);
     }
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use super::args::Args;
 use super::client_stream::ClientStream;
@@ -18,7 +17,7 @@ use super::inspect::recorder::{Recorder, RecorderConfig};
 use super::inspect::settings::Recording;
 use super::inspect::{self, har};
 use super::intercept::Interceptor;
-use super::live::{Live, LiveDialer, Reloader};
+use super::live::{ConnectionLimit, Live, LiveDialer, Reloader};
 use super::pool::{Pool, PoolKey};
 use super::settings::Settings;
 use super::{connect, forward};
@@ -108,6 +107,9 @@ pub(super) async fn serve(
     let dialer: Arc<dyn Dialer> = Arc::new(LiveDialer(live.clone()));
     let users = live.load().users.clone();
     let revocations = Revocations::new();
+    // One budget for both listeners: SOCKS connections count against --max-connections too.
+    let limit = ConnectionLimit::new(settings.max_connections);
+    let semaphore = limit.semaphore.clone();
     // Installed before the address is announced: a SIGHUP without a handler ends the process.
     let reloads = match reload {
         Some(args) => {
@@ -119,6 +121,7 @@ pub(super) async fn serve(
                 upstream,
                 access_log: access_log.clone(),
                 revocations: revocations.clone(),
+                limit,
             };
             Some(tokio::spawn(reloads.listen(move |_| reloader.apply())?))
         }
@@ -142,8 +145,7 @@ pub(super) async fn serve(
         pipes: (settings_pipes > 0).then(|| PipePool::new(settings_pipes, Some(pipe_size))),
     });
 
-    // One budget for both listeners: SOCKS connections count against --max-connections too.
-    let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
+    let limit = semaphore;
     let local = listener.local_addr()?;
     crate::telemetry::announce(&format!("listening on {local}"));
     tracing::info!(%local, tls = shared.tls.is_some(), "proxy listening");
@@ -286,7 +288,9 @@ async fn serve_connection(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
 /// An intercepted CONNECT: both TLS handshakes, then the request loop over the decrypted stream.
 async fn intercepted(shared: &Shared, client: ClientConn, peer: SocketAddr, start: InterceptStart) {
     let Some(interceptor) = &shared.interceptor else { return };
-    let InterceptStart { target, authority, upstream } = start;
+    let InterceptStart { target, authority, upstream, user } = start;
+    // The user of the CONNECT: a reload that removes it closes this connection after the grace.
+    let revoked = user.map(|u| shared.revocations.watch(&u));
     let taken = match interceptor.take_over(client, upstream, &target).await {
         Ok(t) => t,
         Err(why) => {
@@ -309,7 +313,16 @@ async fn intercepted(shared: &Shared, client: ClientConn, peer: SocketAddr, star
     };
     let origin = Origin { target, authority, sni: taken.sni, refused };
     let mut client = BufIo::new(taken.client);
-    serve_requests(shared, &mut client, peer, Some(&origin)).await;
+    let requests = serve_requests(shared, &mut client, peer, Some(&origin));
+    match revoked {
+        Some(token) => {
+            tokio::select! {
+                _ = requests => {}
+                () = token.cancelled() => tracing::debug!(%peer, "user removed by reload: intercepted connection closed"),
+            }
+        }
+        None => drop(requests.await),
+    }
     let _ = client.io.shutdown().await;
 }
 
