@@ -326,3 +326,54 @@ async fn a_reload_that_raises_max_connections_lets_the_next_client_in() {
     assert!(echo_round(&mut third, b"let in").await);
     assert!(echo_round(&mut first, b"the first one is untouched").await);
 }
+
+/// A SOCKS5 CONNECT to `target` as `user:pass`; the stream once the proxy answered success.
+async fn socks_connect(socks: SocketAddr, target: SocketAddr, user: &str, pass: &str) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(socks).await.ok()?;
+    s.write_all(&[5, 1, 2]).await.ok()?;
+    let mut choice = [0u8; 2];
+    s.read_exact(&mut choice).await.ok()?;
+    let mut auth = vec![1, user.len() as u8];
+    auth.extend_from_slice(user.as_bytes());
+    auth.push(pass.len() as u8);
+    auth.extend_from_slice(pass.as_bytes());
+    s.write_all(&auth).await.ok()?;
+    let mut status = [0u8; 2];
+    s.read_exact(&mut status).await.ok()?;
+    let std::net::IpAddr::V4(ip) = target.ip() else { return None };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&ip.octets());
+    req.extend_from_slice(&target.port().to_be_bytes());
+    s.write_all(&req).await.ok()?;
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).await.ok()?;
+    (status == [1, 0] && reply[1] == 0).then_some(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_users_socks5_tunnel_is_closed_after_the_grace_too() {
+    let echo = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    let with_socks = |bob| format!("{}socks = \"127.0.0.1:0\"\n", config_text(bob, "1s"));
+    std::fs::write(&file, with_socks(true)).unwrap();
+    let p = Proc::start_env(
+        &["proxy", "--config", file.to_str().unwrap()],
+        2,
+        &[("RUST_LOG", "warn,tunnelkit::reload=info")],
+    );
+    let socks = p.addr_of("socks5");
+    let mut bob = socks_connect(socks, echo, "bob", "hunter2").await.expect("bob's SOCKS tunnel");
+    let mut alice = socks_connect(socks, echo, "alice", "s3cret").await.expect("alice's SOCKS tunnel");
+    assert!(echo_round(&mut bob, b"before").await);
+    std::fs::write(&file, with_socks(false)).unwrap();
+    hup(&p);
+    wait_log(&p, "config reloaded (generation 2)", 1).await;
+    let mut rest = Vec::new();
+    assert!(
+        tokio::time::timeout(LIMIT, bob.read_to_end(&mut rest)).await.is_ok(),
+        "bob's tunnel stayed open"
+    );
+    assert!(echo_round(&mut alice, b"alice keeps hers").await);
+    assert!(socks_connect(socks, echo, "bob", "hunter2").await.is_none(), "bob got a new SOCKS tunnel");
+}

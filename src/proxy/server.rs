@@ -164,6 +164,10 @@ pub(super) async fn serve(
         let live = shared.live.clone();
         let socks = SocksServer::new(dialer, users.clone(), access_log)
             .users_from(move || live.load().users.clone())
+            .closed_when({
+                let revocations = shared.revocations.clone();
+                move |user| revocations.watch(user)
+            })
             .handshake_timeout(shared.settings.header_timeout)
             .idle_timeout(Some(shared.settings.tunnel_idle_timeout))
             .connection_limit(limit.clone())
