@@ -7,6 +7,7 @@
 //! - [`telemetry`]: tracing, Prometheus metrics, access logs.
 //! - [`shutdown`]: graceful shutdown on SIGTERM/SIGINT with a drain deadline.
 //! - [`upgrade`]: zero-downtime binary upgrade (listeners handed to a successor) and systemd socket activation.
+//! - [`reload`]: configuration reload on SIGHUP (generation, metrics, pid file, revoked tunnels).
 //! - [`net`]: targets, the [`net::Dialer`] abstraction, the one bidirectional relay, socket options.
 //! - [`policy`]: which destinations may be dialled (SSRF-safe defaults), port allowlists, proxy auth.
 //! - [`http`]: HTTP/1 parsing limits, hop-by-hop stripping, error responses.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod http;
 pub mod net;
 pub mod policy;
+pub mod reload;
 pub mod shutdown;
 pub mod telemetry;
 pub mod upgrade;

@@ -35,6 +35,8 @@ enum Command {
     Sticky(sticky::Args),
     /// The root CA for HTTPS interception: `ca init` creates it, `ca show` prints it.
     Ca(ca::CaArgs),
+    /// Make a running proxy, sticky or ws-server re-read its configuration (sends it SIGHUP).
+    Reload(tunnelkit::reload::ReloadArgs),
     /// Print a shell completion script (e.g. `tunnelkit completions bash > /etc/bash_completion.d/tunnelkit`).
     Completions {
         /// The shell.
@@ -49,9 +51,14 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut Cli::command(), "tunnelkit", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
-    // Files and printing only: no runtime, no log setup.
-    if let Command::Ca(args) = cli.command {
-        return match ca::cli::run(args) {
+    // Files, a signal and printing only: no runtime, no log setup.
+    let quick = match &cli.command {
+        Command::Ca(args) => Some(ca::cli::run(args.clone())),
+        Command::Reload(args) => Some(tunnelkit::reload::run(args)),
+        _ => None,
+    };
+    if let Some(result) = quick {
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 announce(&format!("tunnelkit: {e:#}"));
@@ -87,7 +94,7 @@ fn main() -> ExitCode {
             Command::WsServer(a) => tunnel::run_server(a).await,
             Command::WsClient(a) => tunnel::run_client(a).await,
             Command::Sticky(a) => sticky::run(a).await,
-            Command::Completions { .. } | Command::Ca(_) => Ok(()),
+            Command::Completions { .. } | Command::Ca(_) | Command::Reload(_) => Ok(()),
         }
     });
     // Do not wait for lingering connection tasks once the command has decided to exit.

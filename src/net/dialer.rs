@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -223,6 +224,31 @@ impl<D> GatedDialer<D> {
     /// Wraps `inner` with `policy`.
     pub fn new(policy: Arc<Policy>, inner: D) -> Self {
         GatedDialer { policy, inner }
+    }
+}
+
+/// A dialer that a configuration reload can replace while it is in use: each dial goes through the
+/// dialer in place when it starts (`ws-server` swaps in one with the reloaded policy).
+pub struct SwappableDialer {
+    current: ArcSwap<Arc<dyn Dialer>>,
+}
+
+impl SwappableDialer {
+    /// Dials through `dialer` until [`SwappableDialer::replace`].
+    pub fn new(dialer: Arc<dyn Dialer>) -> Self {
+        SwappableDialer { current: ArcSwap::from_pointee(dialer) }
+    }
+
+    /// Dials started from now on go through `dialer`; dials under way finish with the old one.
+    pub fn replace(&self, dialer: Arc<dyn Dialer>) {
+        self.current.store(Arc::new(dialer));
+    }
+}
+
+impl Dialer for SwappableDialer {
+    fn dial<'a>(&'a self, target: &'a Target, purpose: Purpose) -> DialFuture<'a> {
+        let dialer = Arc::clone(&self.current.load());
+        Box::pin(async move { dialer.dial(target, purpose).await })
     }
 }
 

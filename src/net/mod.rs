@@ -33,6 +33,7 @@ pub mod write_deadline;
 
 pub use dialer::{
     check_unresolved, BoxStream, DialError, DialFuture, Dialer, DirectDialer, GatedDialer, Purpose, Stream,
+    SwappableDialer,
 };
 pub use forward_spec::ForwardSpec;
 pub use prefixed::Prefixed;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::net::relay::Relay;
 use crate::net::splice::PipePool;
@@ -21,10 +22,14 @@ use crate::policy::{Credentials, Users};
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::AccessLog;
 
+/// What gives a user's tunnel the token that ends it (see [`SocksServer::closed_when`]).
+type WatchUser = dyn Fn(&str) -> CancellationToken + Send + Sync;
+
 /// A SOCKS5 server sharing the HTTP proxy's dialer, users and access log.
 pub struct SocksServer {
     dialer: Arc<dyn Dialer>,
-    users: Arc<Users>,
+    /// The users in force, asked once per handshake (the proxy's change on reload).
+    users: Arc<dyn Fn() -> Arc<Users> + Send + Sync>,
     access_log: AccessLog,
     handshake_timeout: Duration,
     idle_timeout: Option<Duration>,
@@ -32,6 +37,8 @@ pub struct SocksServer {
     limit: Option<Arc<Semaphore>>,
     /// Pipes for splicing tunnels; `None` copies.
     pipes: Option<PipePool>,
+    /// For a user's tunnel, a token cancelled when the user is removed (the proxy's reload).
+    revocation: Option<Arc<WatchUser>>,
 }
 
 /// Why a handshake ended without a tunnel.
@@ -50,13 +57,28 @@ impl SocksServer {
     pub fn new(dialer: Arc<dyn Dialer>, users: Arc<Users>, access_log: AccessLog) -> Self {
         SocksServer {
             dialer,
-            users,
+            users: Arc::new(move || users.clone()),
             access_log,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(300)),
             limit: None,
             pipes: None,
+            revocation: None,
         }
+    }
+
+    /// Takes the users from `users` at each handshake instead of the fixed set given to
+    /// [`SocksServer::new`], so that a configuration reload applies to new SOCKS connections too.
+    pub fn users_from(mut self, users: impl Fn() -> Arc<Users> + Send + Sync + 'static) -> Self {
+        self.users = Arc::new(users);
+        self
+    }
+
+    /// Ends an authenticated tunnel when the token `watch(user)` returned for it is cancelled (a
+    /// reload removed the user).
+    pub fn closed_when(mut self, watch: impl Fn(&str) -> CancellationToken + Send + Sync + 'static) -> Self {
+        self.revocation = Some(Arc::new(watch));
+        self
     }
 
     /// Splices tunnels whose destination is a plain socket, with pipes from `pipes`.
@@ -114,7 +136,7 @@ impl SocksServer {
     async fn serve_connection(&self, mut tcp: TcpStream, peer: SocketAddr) {
         let started = Instant::now();
         let handshake = tokio::time::timeout(self.handshake_timeout, self.handshake(&mut tcp)).await;
-        let target = match handshake {
+        let (target, user) = match handshake {
             Err(_) | Ok(Err(Refusal::Protocol)) | Ok(Err(Refusal::Auth)) => return,
             Ok(Err(Refusal::Reply(code, why))) => {
                 let _ = write_all_within(&mut tcp, &reply(code, None), self.handshake_timeout).await;
@@ -149,9 +171,19 @@ impl SocksServer {
         }
         metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "socks5").increment(1);
         metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
+        let revoked = user.as_deref().zip(self.revocation.as_ref()).map(|(u, watch)| watch(u));
         let mut relay = Relay::new(&mut tcp, &mut upstream, self.idle_timeout).splice(self.pipes.as_ref());
-        let result = (&mut relay).await;
-        let stats = result.as_ref().map(|s| *s).unwrap_or_else(|_| relay.stats());
+        let result = match revoked {
+            Some(token) => tokio::select! {
+                r = &mut relay => Some(r),
+                () = token.cancelled() => None,
+            },
+            None => Some((&mut relay).await),
+        };
+        let stats = match &result {
+            Some(Ok(s)) => *s,
+            _ => relay.stats(),
+        };
         metrics::gauge!("tunnelkit_proxy_tunnels_active").decrement(1.0);
         metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "up").increment(stats.a_to_b);
         metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "down").increment(stats.b_to_a);
@@ -163,12 +195,13 @@ impl SocksServer {
             stats.a_to_b,
             stats.b_to_a,
             started,
-            None,
+            result.is_none().then_some("user_removed"),
         );
     }
 
-    /// Method negotiation, optional RFC 1929 auth, and the request; returns the CONNECT target.
-    async fn handshake(&self, tcp: &mut TcpStream) -> Result<Target, Refusal> {
+    /// Method negotiation, optional RFC 1929 auth, and the request; returns the CONNECT target and
+    /// the user who authenticated (none without users).
+    async fn handshake(&self, tcp: &mut TcpStream) -> Result<(Target, Option<String>), Refusal> {
         let mut hdr = [0u8; 2];
         tcp.read_exact(&mut hdr).await.map_err(|_| Refusal::Protocol)?;
         if hdr[0] != 5 || hdr[1] == 0 {
@@ -176,15 +209,18 @@ impl SocksServer {
         }
         let mut methods = vec![0u8; hdr[1] as usize];
         tcp.read_exact(&mut methods).await.map_err(|_| Refusal::Protocol)?;
-        let wanted = if self.users.is_empty() { 0 } else { 2 };
+        let users = (self.users)();
+        let wanted = if users.is_empty() { 0 } else { 2 };
         if !methods.contains(&wanted) {
             let _ = tcp.write_all(&[5, 0xff]).await;
             return Err(Refusal::Auth);
         }
         tcp.write_all(&[5, wanted]).await.map_err(|_| Refusal::Protocol)?;
+        let mut user = None;
         if wanted == 2 {
             let creds = read_user_pass(tcp).await.ok_or(Refusal::Protocol)?;
-            let ok = self.users.verify(&creds);
+            user = users.authenticate(&creds).map(str::to_owned);
+            let ok = user.is_some();
             let _ = tcp.write_all(&[1, if ok { 0 } else { 1 }]).await;
             if !ok {
                 metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "auth").increment(1);
@@ -227,7 +263,7 @@ impl SocksServer {
         if port == 0 {
             return Err(Refusal::Reply(2, "port 0".into()));
         }
-        Ok(Target::new(host, port))
+        Ok((Target::new(host, port), user))
     }
 }
 

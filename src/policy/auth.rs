@@ -99,18 +99,37 @@ impl Users {
 
     /// Checks presented credentials in constant time with respect to the configured secrets.
     pub fn verify(&self, presented: &Credentials) -> bool {
-        let mut ok = false;
+        self.authenticate(presented).is_some()
+    }
+
+    /// The user the credentials are valid for, found in constant time with respect to the
+    /// configured secrets (every entry is compared).
+    pub fn authenticate(&self, presented: &Credentials) -> Option<&str> {
+        let mut found = None;
         for e in &self.entries {
             let user = constant_time_eq(e.user.as_bytes(), presented.user.as_bytes());
             let pass = constant_time_eq(e.password.as_bytes(), presented.password.as_bytes());
-            ok |= user & pass;
+            if user & pass {
+                found = Some(e.user.as_str());
+            }
         }
-        ok
+        found
     }
 
     /// Checks a raw `Proxy-Authorization` header value (None when the header is absent).
     pub fn verify_header(&self, value: Option<&[u8]>) -> bool {
-        value.and_then(Credentials::from_basic_header).is_some_and(|c| self.verify(&c))
+        self.user_of_header(value).is_some()
+    }
+
+    /// The user a raw `Proxy-Authorization` header value authenticates, if any.
+    pub fn user_of_header(&self, value: Option<&[u8]>) -> Option<String> {
+        let presented = value.and_then(Credentials::from_basic_header)?;
+        self.authenticate(&presented).map(str::to_owned)
+    }
+
+    /// The configured user names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.user.as_str())
     }
 }
 

@@ -127,6 +127,13 @@ pub struct Args {
     /// Copy tunnel bytes through user space instead of splicing them (`splice(2)`).
     #[arg(long, env = "TUNNELKIT_NO_SPLICE", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_splice: bool,
+    /// Write the process id here once listening (removed on exit), for `tunnelkit reload --pid-file`.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// After a reload (SIGHUP) removes a user, close that user's open tunnels this much later
+    /// [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub reload_grace: Option<Duration>,
     /// On SIGTERM/SIGINT, let running requests and tunnels finish for this long [default: 30s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,

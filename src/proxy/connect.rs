@@ -1,5 +1,6 @@
 //! CONNECT tunnels: dial first, answer 200 only once the destination is reached, then relay (or,
-//! for a host `--intercept` names, hand the connection over to the interceptor).
+//! for a host `--intercept` names, hand the connection over to the interceptor). A tunnel whose user a
+//! reload removed is closed after `--reload-grace`.
 
 use super::exchange::{ClientConn, Exchange, InterceptStart, Next};
 use crate::http::head::RequestHead;
@@ -18,7 +19,7 @@ pub(super) async fn handle(ex: &Exchange<'_>, client: &mut ClientConn, head: &Re
         Err(e) => return ex.dial_failed(client, &e).await,
     };
     tracing::debug!(%target, "CONNECT allowed by policy and dialled");
-    let idle = ex.shared.settings.idle_timeout;
+    let idle = ex.live.timeouts.idle;
     if write_all_within(&mut client.io, b"HTTP/1.1 200 Connection established\r\n\r\n", idle).await.is_err() {
         return Next::Close;
     }
@@ -26,7 +27,12 @@ pub(super) async fn handle(ex: &Exchange<'_>, client: &mut ClientConn, head: &Re
         metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "intercept").increment(1);
         ex.log(200, 0, 0, Some("intercepted"));
         let authority = head.target.clone();
-        return Next::Intercept(Box::new(InterceptStart { target, authority, upstream }));
+        return Next::Intercept(Box::new(InterceptStart {
+            target,
+            authority,
+            upstream,
+            user: ex.user.clone(),
+        }));
     }
     // The client may have sent its first bytes (a TLS ClientHello) right behind the CONNECT head.
     let pipelined = std::mem::take(&mut client.buf);
@@ -38,21 +44,26 @@ pub(super) async fn handle(ex: &Exchange<'_>, client: &mut ClientConn, head: &Re
     let pipelined = pipelined.len() as u64;
     metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "connect").increment(1);
     metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
-    let idle = Some(ex.shared.settings.tunnel_idle_timeout);
+    let idle = Some(ex.live.timeouts.tunnel_idle);
     let mut relay = Relay::new(&mut client.io, &mut upstream, idle).splice(ex.shared.pipes.as_ref());
-    let result = (&mut relay).await;
+    let revoked = ex.revoked();
+    let result = tokio::select! {
+        r = &mut relay => Some(r),
+        () = revoked => None,
+    };
     let stats = match &result {
-        Ok(s) => *s,
-        Err(_) => relay.stats(),
+        Some(Ok(s)) => *s,
+        _ => relay.stats(),
     };
     metrics::gauge!("tunnelkit_proxy_tunnels_active").decrement(1.0);
     let up = stats.a_to_b + pipelined;
     metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "up").increment(up);
     metrics::counter!("tunnelkit_proxy_bytes_total", "direction" => "down").increment(stats.b_to_a);
     let note = match &result {
-        Err(_) => Some("relay_error"),
-        Ok(s) if s.idle_timeout => Some("idle_timeout"),
-        Ok(_) => None,
+        None => Some("user_removed"),
+        Some(Err(_)) => Some("relay_error"),
+        Some(Ok(s)) if s.idle_timeout => Some("idle_timeout"),
+        Some(Ok(_)) => None,
     };
     ex.log(200, up, stats.b_to_a, note);
     Next::Close

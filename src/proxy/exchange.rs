@@ -9,10 +9,13 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
+
 use super::client_stream::ClientStream;
 use super::inspect::flow::{CapturedBody, Flow, FlowKind, Header};
 use super::inspect::recorder::Recorder;
 use super::intercept::Interceptor;
+use super::live::Live;
 use super::pool::Pool;
 use super::settings::Settings;
 use crate::client::ProxyDialer;
@@ -20,6 +23,7 @@ use crate::http::body::BufIo;
 use crate::http::head::{RequestHead, ResponseHead};
 use crate::http::response;
 use crate::net::{write_all_within, BoxStream, DialError, Dialer, PipePool, Target};
+use crate::reload::revoke::Revocations;
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::AccessLog;
 
@@ -42,6 +46,10 @@ pub(super) struct Shared {
     pub recorder: Option<Recorder>,
     /// Pipes for splicing tunnels (`--max-pipes`); `None` with `--no-splice`.
     pub pipes: Option<PipePool>,
+    /// Users and policy in force: replaced whole by a reload.
+    pub live: Arc<ArcSwap<Live>>,
+    /// The tunnels of users a reload removed, closed after the grace.
+    pub revocations: Revocations,
 }
 
 /// A client connection: the stream (plain or TLS) with its read buffer.
@@ -64,6 +72,8 @@ pub(super) struct InterceptStart {
     /// The CONNECT's request-target (`host:port`), for URLs.
     pub authority: String,
     pub upstream: BoxStream,
+    /// The user the CONNECT authenticated as, whose removal by a reload ends the connection.
+    pub user: Option<String>,
 }
 
 /// Where the requests of an intercepted connection go: the CONNECT's origin, over TLS.
@@ -86,6 +96,10 @@ pub(super) struct Exchange<'a> {
     pub started: Instant,
     /// Set inside an intercepted CONNECT: requests are origin-form and go to this origin.
     pub origin: Option<&'a Origin>,
+    /// The users and policy in force when the request began: the request keeps them to its end.
+    pub live: Arc<Live>,
+    /// The user the request authenticated as (none when the proxy has no users).
+    pub user: Option<String>,
     /// The flow being recorded (only when recording is on), handed to the recorder by
     /// [`Exchange::log`], the one place every exchange ends.
     pub flow: Option<Mutex<Flow>>,
@@ -115,7 +129,8 @@ impl<'a> Exchange<'a> {
             }
             Mutex::new(flow)
         });
-        Exchange { shared, peer, method, target, started: Instant::now(), origin, flow }
+        let live = shared.live.load_full();
+        Exchange { shared, peer, method, target, started: Instant::now(), origin, live, user: None, flow }
     }
 
     /// An empty body capture when recording (what [`crate::http::body::copy_body_tapped`] fills).
@@ -152,7 +167,7 @@ impl<'a> Exchange<'a> {
         detail: &str,
     ) -> Next {
         let msg = response::error(status, proxy_status, detail, &[]);
-        let _ = write_all_within(&mut client.io, &msg, self.shared.settings.idle_timeout).await;
+        let _ = write_all_within(&mut client.io, &msg, self.live.timeouts.idle).await;
         self.log(status, 0, 0, proxy_status);
         metrics::counter!("tunnelkit_proxy_requests_total", "method" => metric_method(self.method), "status" => status.to_string())
             .increment(1);
@@ -164,6 +179,18 @@ impl<'a> Exchange<'a> {
         tracing::debug!(method = self.method, target = self.target, "not dialled: {e}");
         metrics::counter!("tunnelkit_proxy_errors_total", "kind" => e.proxy_status_error()).increment(1);
         self.fail(client, e.http_status(), Some(e.proxy_status_error()), &e.to_string()).await
+    }
+
+    /// Resolves when a reload has removed the user of this exchange and the grace has passed (never
+    /// without a user); a tunnel races its relay against it.
+    pub fn revoked(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let token = self.user.as_deref().map(|u| self.shared.revocations.watch(u));
+        async move {
+            match token {
+                Some(t) => t.cancelled().await,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// Writes the access-log line for this exchange.

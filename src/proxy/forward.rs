@@ -147,7 +147,7 @@ fn plan<'a>(ex: &Exchange<'a>, head: &'a RequestHead, framing: Framing) -> Resul
     };
     if shared.parent.is_some() {
         // Requests handed to a parent proxy as they are still obey our own policy.
-        check_unresolved(&shared.settings.policy, &uri.target, Purpose::Http).map_err(Refusal::Denied)?;
+        check_unresolved(&ex.live.policy, &uri.target, Purpose::Http).map_err(Refusal::Denied)?;
     }
     let upgrade = crate::http::is_upgrade_request(&head.method, head.headers.as_slice());
     let authorization = shared.parent.as_ref().and_then(|p| p.proxy_authorization());

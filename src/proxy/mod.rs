@@ -6,6 +6,7 @@
 //! - `forward`: absolute-form requests and WebSocket upgrades: the request re-written for the next
 //!   hop, `upstream` to send it over the [`pool`] (with one retry), `response` to relay the answer.
 //! - `connect`: CONNECT tunnels.
+//! - `live`: what a reload (SIGHUP) changes while traffic flows: users, policy, access log.
 //! - `client_stream`: the client's bytes, over plain TCP or TLS (`--tls-cert`/`--tls-key`).
 //! - SOCKS5 (`--socks`): [`crate::net::socks`], on the same dialer and policy.
 
@@ -16,6 +17,7 @@ mod exchange;
 mod forward;
 pub mod inspect;
 pub mod intercept;
+mod live;
 pub mod pool;
 mod response;
 mod server;
@@ -26,8 +28,8 @@ pub use args::Args;
 pub use server::run_with;
 pub use settings::Settings;
 
-/// Runs `tunnelkit proxy` until SIGTERM/SIGINT.
+/// Runs `tunnelkit proxy` until SIGTERM/SIGINT, reloading its configuration on SIGHUP.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let settings = Settings::load(args)?;
-    run_with(settings, crate::shutdown::signal()).await
+    let settings = Settings::load(args.clone())?;
+    server::serve(settings, Some(args), crate::shutdown::signal()).await
 }

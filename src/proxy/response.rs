@@ -6,12 +6,16 @@
 //! it arrives whole and the client connection can be kept. Every write to the client is bounded by
 //! the client idle timeout: a client that stops reading is dropped, not waited on forever.
 
-use super::exchange::{ClientConn, Exchange, Next, Shared};
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::exchange::{ClientConn, Exchange, Next};
 use super::pool::UpConn;
 use crate::http::body::{copy_body_tapped, BodyError, Encode, Tap};
 use crate::http::head::{self, Framing, RequestHead, ResponseHead};
 use crate::http::next_hop;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::inspect::flow::Direction;
 use super::inspect::ws_tap::{Messages, WsTap};
@@ -46,7 +50,7 @@ pub(super) async fn deliver(
     resp: ResponseHead,
     keep_client: bool,
 ) -> Result<Relayed, RelayError> {
-    let shared = ex.shared;
+    let timeouts = ex.live.timeouts;
     ex.note_response(&resp);
     let framing =
         head::response_framing(&resp, &head.method).map_err(|e| RelayError::Refused(e.to_string()))?;
@@ -64,14 +68,13 @@ pub(super) async fn deliver(
     if framing == Framing::Chunked {
         // Read the first chunk-size line before committing to a status: a broken one is then still
         // answered with a 502 that says why, instead of a head followed by a cut body.
-        first_chunk_line(shared, up).await.map_err(RelayError::Refused)?;
+        first_chunk_line(timeouts.upstream, up).await.map_err(RelayError::Refused)?;
     }
     let out = next_hop::response(head, &resp, framing, encode, keep);
-    let mut dst = WriteDeadline::new(&mut client.io, shared.settings.idle_timeout);
+    let mut dst = WriteDeadline::new(&mut client.io, timeouts.idle);
     let mut capture = ex.capture();
     let tap = capture.as_mut().map(|c| c as &mut dyn Tap);
-    let copied =
-        copy_body_tapped(up, framing, &mut dst, encode, out, shared.settings.upstream_timeout, tap).await;
+    let copied = copy_body_tapped(up, framing, &mut dst, encode, out, timeouts.upstream, tap).await;
     if let Some(body) = capture {
         ex.note(|f| f.response_body = body);
     }
@@ -84,7 +87,7 @@ pub(super) async fn deliver(
 
 /// Waits until the upstream's buffer holds the first chunk-size line (or enough bytes to know it is
 /// too long), then checks it.
-async fn first_chunk_line(shared: &Shared, up: &mut UpConn) -> Result<(), String> {
+async fn first_chunk_line(upstream_timeout: Duration, up: &mut UpConn) -> Result<(), String> {
     loop {
         if let Some(end) = up.buf.iter().position(|&b| b == b'\n') {
             let line = up.buf[..end].strip_suffix(b"\r").ok_or("chunk-size line ended by a bare LF")?;
@@ -93,7 +96,7 @@ async fn first_chunk_line(shared: &Shared, up: &mut UpConn) -> Result<(), String
         if up.buf.len() > 4096 {
             return Err("chunk-size line too long".into());
         }
-        match up.fill_within(shared.settings.upstream_timeout).await {
+        match up.fill_within(upstream_timeout).await {
             Ok(0) => return Err("response body ended before its first chunk".into()),
             Ok(_) => {}
             Err(e) => return Err(e.to_string()),
@@ -115,7 +118,7 @@ pub(super) async fn finish_upgrade(
     // Frames the origin sent right after its 101 are already in our buffer.
     let early_down = std::mem::take(&mut up.buf);
     out.extend_from_slice(&early_down);
-    let idle = shared.settings.idle_timeout;
+    let idle = ex.live.timeouts.idle;
     if write_all_within(&mut client.io, &out, idle).await.is_err() {
         return Next::Close;
     }
@@ -127,12 +130,13 @@ pub(super) async fn finish_upgrade(
     }
     metrics::counter!("tunnelkit_proxy_tunnels_total", "kind" => "upgrade").increment(1);
     metrics::gauge!("tunnelkit_proxy_tunnels_active").increment(1.0);
-    let tunnel_idle = Some(shared.settings.tunnel_idle_timeout);
+    let tunnel_idle = Some(ex.live.timeouts.tunnel_idle);
+    let revoked = ex.revoked();
     let stats = match ex.capture() {
         None => {
             drop((early_up, early_down));
-            to_the_end(Relay::new(&mut client.io, &mut up.io, tunnel_idle).splice(shared.pipes.as_ref()))
-                .await
+            let relay = Relay::new(&mut client.io, &mut up.io, tunnel_idle).splice(shared.pipes.as_ref());
+            to_the_end(relay, revoked).await
         }
         Some(capture) => {
             let (cap, messages) = (capture.cap(), Messages::default());
@@ -140,7 +144,7 @@ pub(super) async fn finish_upgrade(
             let mut u = WsTap::new(&mut up.io, Direction::Down, ex.started, cap, messages.clone());
             c.saw(&early_up);
             u.saw(&early_down);
-            let stats = to_the_end(Relay::new(&mut c, &mut u, tunnel_idle)).await;
+            let stats = to_the_end(Relay::new(&mut c, &mut u, tunnel_idle), revoked).await;
             ex.note(|f| f.websocket = std::mem::take(&mut *messages.lock().expect("ws messages lock")));
             stats
         }
@@ -150,14 +154,17 @@ pub(super) async fn finish_upgrade(
     Next::Close
 }
 
-/// The relay to its end; what it moved even when it ended with an error.
-async fn to_the_end<A, B>(mut relay: Relay<'_, A, B>) -> RelayStats
+/// The relay to its end, or until `revoked` (a reload removed the user); what it moved even when
+/// it ended with an error.
+async fn to_the_end<A, B>(mut relay: Relay<'_, A, B>, revoked: impl Future<Output = ()>) -> RelayStats
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let result = (&mut relay).await;
-    result.unwrap_or_else(|_| relay.stats())
+    tokio::select! {
+        r = &mut relay => r.unwrap_or_else(|_| relay.stats()),
+        () = revoked => relay.stats(),
+    }
 }
 
 /// Max-Forwards reached zero: OPTIONS and TRACE are answered by the proxy itself.
@@ -171,7 +178,7 @@ pub(super) async fn answer_max_forwards(
     } else {
         next_hop::trace_echo(head)
     };
-    let _ = write_all_within(&mut client.io, &msg, ex.shared.settings.idle_timeout).await;
+    let _ = write_all_within(&mut client.io, &msg, ex.live.timeouts.idle).await;
     ex.log(200, 0, msg.len() as u64, Some("max_forwards"));
     Next::Close
 }

@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 
+use super::args::Args;
 use super::client_stream::ClientStream;
 use super::exchange::{ClientConn, Exchange, InterceptStart, Next, Origin, Shared};
 use super::inspect::flows_log::FlowsLog;
@@ -16,6 +17,7 @@ use super::inspect::recorder::{Recorder, RecorderConfig};
 use super::inspect::settings::Recording;
 use super::inspect::{self, har};
 use super::intercept::Interceptor;
+use super::live::{ConnectionLimit, Live, LiveDialer, Reloader};
 use super::pool::{Pool, PoolKey};
 use super::settings::Settings;
 use super::{connect, forward};
@@ -25,7 +27,9 @@ use crate::http::head::{self, HeadError, RequestHead};
 use crate::http::response;
 use crate::net::socks::SocksServer;
 use crate::net::workers::Workers;
-use crate::net::{socket, write_all_within, Dialer, DirectDialer, GatedDialer, PipePool};
+use crate::net::{socket, write_all_within, Dialer, PipePool};
+use crate::reload::revoke::Revocations;
+use crate::reload::Reloads;
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::AccessLog;
 use crate::upgrade::{ListenerSet, Role};
@@ -35,6 +39,16 @@ use crate::upgrade::{ListenerSet, Role};
 /// Prints `listening on ADDR` (and `socks5 listening on ADDR`) to stderr once bound, so a caller
 /// that asked for port 0 can learn the port.
 pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    serve(settings, None, shutdown).await
+}
+
+/// As [`run_with`]; with `reload` (the command line the settings came from), SIGHUP reloads the
+/// configuration (see `live`), and `--pid-file` is written once listening.
+pub(super) async fn serve(
+    settings: Settings,
+    reload: Option<Args>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     // Read the certificate before binding, so a bad file is reported before anything listens.
     let tls = match &settings.tls {
         Some(files) => {
@@ -74,19 +88,39 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         true => Some(recorder(&settings.recording)?),
         false => None,
     };
-    let direct = DirectDialer::new(Arc::new(settings.policy.clone()), settings.dial_timeout);
-    let (dialer, parent): (Arc<dyn Dialer>, Option<Arc<ProxyDialer>>) = match &settings.upstream {
+    let upstream = match &settings.upstream {
         Some(url) => {
-            let p =
-                Arc::new(ProxyDialer::from_url(url).map_err(|e| anyhow::anyhow!("--upstream {url}: {e}"))?);
-            // Only an HTTP parent takes absolute-form requests; through SOCKS we reach origins.
-            let http_parent = matches!(p.url().kind, ProxyKind::Http | ProxyKind::Https);
-            let gated = GatedDialer::new(Arc::new(settings.policy.clone()), p.clone());
-            (Arc::new(gated), http_parent.then_some(p))
+            Some(Arc::new(ProxyDialer::from_url(url).map_err(|e| anyhow::anyhow!("--upstream {url}: {e}"))?))
         }
-        None => (Arc::new(direct), None),
+        None => None,
     };
-    let users = Arc::new(settings.users.clone());
+    // Only an HTTP parent takes absolute-form requests; through SOCKS we reach origins.
+    let parent = upstream.clone().filter(|p| matches!(p.url().kind, ProxyKind::Http | ProxyKind::Https));
+    let live = Arc::new(ArcSwap::from_pointee(Live::new(&settings, upstream.as_ref())));
+    let dialer: Arc<dyn Dialer> = Arc::new(LiveDialer(live.clone()));
+    let users = live.load().users.clone();
+    let revocations = Revocations::new();
+    // One budget for both listeners: SOCKS connections count against --max-connections too.
+    let limit = ConnectionLimit::new(settings.max_connections);
+    let semaphore = limit.semaphore.clone();
+    // Installed before the address is announced: a SIGHUP without a handler ends the process.
+    let reloads = match reload {
+        Some(args) => {
+            let reloads = Reloads::new("proxy", args.config.clone());
+            let reloader = Reloader {
+                args,
+                started: settings.clone(),
+                live: live.clone(),
+                upstream,
+                access_log: access_log.clone(),
+                revocations: revocations.clone(),
+                limit,
+            };
+            Some(tokio::spawn(reloads.listen(move |_| reloader.apply())?))
+        }
+        None => None,
+    };
+    let pid_file = settings.pid_file.clone();
     let (settings_pipes, pipe_size) = (settings.max_pipes, settings.pipe_size);
     let drain = Drain::new();
     let shared = Arc::new(Shared {
@@ -99,11 +133,12 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         tls,
         interceptor,
         recorder,
+        live,
+        revocations,
         pipes: (settings_pipes > 0).then(|| PipePool::new(settings_pipes, Some(pipe_size))),
     });
 
-    // One budget for both listeners: SOCKS connections count against --max-connections too.
-    let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
+    let limit = semaphore;
     let local = listener.local_addr()?;
     crate::telemetry::announce(&format!("listening on {local}"));
     tracing::info!(%local, tls = shared.tls.is_some(), "proxy listening");
@@ -119,7 +154,13 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     if let Some(l) = socks_listener {
         let addr = l.local_addr()?;
         crate::telemetry::announce(&format!("socks5 listening on {addr}"));
-        let socks = SocksServer::new(dialer, users, access_log)
+        let live = shared.live.clone();
+        let socks = SocksServer::new(dialer, users.clone(), access_log)
+            .users_from(move || live.load().users.clone())
+            .closed_when({
+                let revocations = shared.revocations.clone();
+                move |user| revocations.watch(user)
+            })
             .handshake_timeout(shared.settings.header_timeout)
             .idle_timeout(Some(shared.settings.tunnel_idle_timeout))
             .connection_limit(limit.clone())
@@ -143,6 +184,8 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     // From here we accept: a predecessor stops, and a successor may take over from us in turn.
     let handover = listeners.serve().await?;
     let shutdown = handover.until(shutdown);
+    // Written once we accept, so that after an upgrade the file names the successor.
+    let pid_file = crate::reload::pid_file::write_if(pid_file.as_deref())?;
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -179,6 +222,9 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         });
     }
     drop(listener);
+    if let Some(r) = reloads {
+        r.abort();
+    }
     tracing::info!("shutting down: draining for up to {:?}", shared.settings.shutdown_timeout);
     let left = drain.finish(shared.settings.shutdown_timeout).await;
     if left > 0 {
@@ -195,6 +241,7 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
             }
         }
     }
+    drop(pid_file);
     Ok(())
 }
 
@@ -242,7 +289,9 @@ async fn serve_connection(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
 /// An intercepted CONNECT: both TLS handshakes, then the request loop over the decrypted stream.
 async fn intercepted(shared: &Shared, client: ClientConn, peer: SocketAddr, start: InterceptStart) {
     let Some(interceptor) = &shared.interceptor else { return };
-    let InterceptStart { target, authority, upstream } = start;
+    let InterceptStart { target, authority, upstream, user } = start;
+    // The user of the CONNECT: a reload that removes it closes this connection after the grace.
+    let revoked = user.map(|u| shared.revocations.watch(&u));
     let taken = match interceptor.take_over(client, upstream, &target).await {
         Ok(t) => t,
         Err(why) => {
@@ -265,7 +314,16 @@ async fn intercepted(shared: &Shared, client: ClientConn, peer: SocketAddr, star
     };
     let origin = Origin { target, authority, sni: taken.sni, refused };
     let mut client = BufIo::new(taken.client);
-    serve_requests(shared, &mut client, peer, Some(&origin)).await;
+    let requests = serve_requests(shared, &mut client, peer, Some(&origin));
+    match revoked {
+        Some(token) => {
+            tokio::select! {
+                _ = requests => {}
+                () = token.cancelled() => tracing::debug!(%peer, "user removed by reload: intercepted connection closed"),
+            }
+        }
+        None => drop(requests.await),
+    }
     let _ = client.io.shutdown().await;
 }
 
@@ -320,8 +378,8 @@ async fn read_head(
     client: &mut ClientConn,
     first: bool,
 ) -> Result<Option<RequestHead>, ReadError> {
-    let s = &shared.settings;
-    let idle_deadline = Instant::now() + if first { s.header_timeout } else { s.idle_timeout };
+    let t = shared.live.load().timeouts;
+    let idle_deadline = Instant::now() + if first { t.header } else { t.idle };
     let mut head_deadline = None;
     loop {
         if !client.buf.is_empty() {
@@ -337,7 +395,7 @@ async fn read_head(
         let deadline = if client.buf.is_empty() {
             idle_deadline
         } else {
-            *head_deadline.get_or_insert_with(|| Instant::now() + s.header_timeout)
+            *head_deadline.get_or_insert_with(|| Instant::now() + t.header)
         };
         let waiting_idle = client.buf.is_empty() && !first;
         let read = tokio::select! {
@@ -365,17 +423,18 @@ async fn handle(
     // Inside an intercepted connection the access log and flows name the whole URL.
     let url = origin.map(|o| format!("https://{}{}", o.authority, head.target));
     let target = url.as_deref().unwrap_or(&head.target);
-    let ex = Exchange::new(shared, peer, Some(&head), target, origin);
+    let mut ex = Exchange::new(shared, peer, Some(&head), target, origin);
     let framing = match head::check_request(&head) {
         Ok(f) => f,
         Err(e) => return ex.fail(client, e.status(), Some("http_request_error"), &e.to_string()).await,
     };
     // An intercepted connection was authenticated by its CONNECT; its requests are the client's
     // own to the origin and carry no proxy credentials.
-    if origin.is_none()
-        && !shared.settings.users.is_empty()
-        && !shared.settings.users.verify_header(head::value(&head.headers, "proxy-authorization"))
-    {
+    let users = &ex.live.users;
+    if origin.is_none() && !users.is_empty() {
+        ex.user = users.user_of_header(head::value(&head.headers, "proxy-authorization"));
+    }
+    if origin.is_none() && !users.is_empty() && ex.user.is_none() {
         metrics::counter!("tunnelkit_proxy_errors_total", "kind" => "auth").increment(1);
         tracing::debug!(%peer, method = %head.method, target = %head.target, "proxy authentication missing or wrong: 407");
         let msg = response::error(
@@ -384,7 +443,7 @@ async fn handle(
             "proxy authentication required",
             &[("Proxy-Authenticate", "Basic realm=\"tunnelkit\", charset=\"UTF-8\"")],
         );
-        let _ = write_all_within(&mut client.io, &msg, shared.settings.idle_timeout).await;
+        let _ = write_all_within(&mut client.io, &msg, ex.live.timeouts.idle).await;
         ex.log(407, 0, 0, Some("auth"));
         return Next::Close;
     }

@@ -56,6 +56,9 @@ struct File {
     workers: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     shutdown_timeout: Option<Duration>,
+    pid_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    reload_grace: Option<Duration>,
     intercept: Option<InterceptKey>,
     #[serde(default)]
     no_intercept: Vec<String>,
@@ -120,6 +123,10 @@ pub struct Settings {
     pub workers: usize,
     /// Drain deadline.
     pub shutdown_timeout: Duration,
+    /// Where the process id is written (`--pid-file`).
+    pub pid_file: Option<PathBuf>,
+    /// How long a user removed by a reload keeps its open tunnels.
+    pub reload_grace: Duration,
     /// HTTPS interception (`--intercept`), when on.
     pub intercept: Option<InterceptSettings>,
     /// What is recorded of the traffic, and where it goes.
@@ -334,6 +341,13 @@ impl Settings {
             shutdown_timeout: config::check_duration(
                 "shutdown_timeout",
                 args.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(Duration::from_secs(30)),
+                Duration::ZERO,
+                Duration::from_secs(DAY),
+            )?,
+            pid_file: args.pid_file.or(file.pid_file),
+            reload_grace: config::check_duration(
+                "reload_grace",
+                args.reload_grace.or(file.reload_grace).unwrap_or(Duration::from_secs(10)),
                 Duration::ZERO,
                 Duration::from_secs(DAY),
             )?,

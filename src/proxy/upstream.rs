@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::exchange::{ClientConn, Exchange, Shared};
+use super::live::Timeouts;
 use super::pool::{PoolKey, UpConn};
 use crate::http::body::{copy_body_tapped, BodyError, BufIo, Encode, Tap};
 use crate::http::head::{self, Framing, RequestHead, ResponseHead};
@@ -84,7 +85,17 @@ pub(super) async fn send_with_retry(
         // Only a request that may be retried needs its head kept for a second attempt.
         let head_bytes = if retry_allowed { out.clone() } else { std::mem::take(&mut out) };
         let tap = capture.as_mut().map(|c| c as &mut dyn Tap);
-        match send_and_receive(shared, client, &mut up, framing, head_bytes, expect_continue, head, tap).await
+        match send_and_receive(
+            &ex.live.timeouts,
+            client,
+            &mut up,
+            framing,
+            head_bytes,
+            expect_continue,
+            head,
+            tap,
+        )
+        .await
         {
             Ok((resp, body_up, early)) => {
                 if let Some(body) = capture {
@@ -138,7 +149,7 @@ async fn acquire(
 /// Returns the head, the body bytes sent, and whether the answer came before the body.
 #[allow(clippy::too_many_arguments)]
 async fn send_and_receive(
-    shared: &Shared,
+    timeouts: &Timeouts,
     client: &mut ClientConn,
     up: &mut UpConn,
     framing: Framing,
@@ -147,8 +158,8 @@ async fn send_and_receive(
     head: &RequestHead,
     tap: Option<&mut dyn Tap>,
 ) -> Result<(ResponseHead, u64, bool), SendFailure> {
-    let idle = shared.settings.upstream_timeout;
-    let client_idle = shared.settings.idle_timeout;
+    let idle = timeouts.upstream;
+    let client_idle = timeouts.idle;
     let body_error = |e: BodyError| match e {
         BodyError::Malformed(m) => SendFailure::Client(400, m),
         BodyError::Read(_) => SendFailure::ClientGone,

@@ -78,10 +78,13 @@ pub struct Args {
     /// Serve Prometheus metrics on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
-    /// TOML configuration file; flags override its values.
+    /// TOML configuration file; flags override its values. Read again on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Zero-downtime upgrade: `--upgrade-socket PATH`, `--upgrade` (no key in the file).
     #[command(flatten)]
     pub upgrade: crate::upgrade::UpgradeArgs,
+    /// Write the process id here once listening (removed on exit), for `tunnelkit reload --pid-file`.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
 }

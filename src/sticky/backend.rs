@@ -1,8 +1,14 @@
 //! The backends: address, health, and how a new session picks one.
+//!
+//! A reload (SIGHUP) may add backends and remove some ([`Backends::update`]). Indexes stay stable
+//! because the sid store and the sid tags translate through them: an added backend is appended, a
+//! removed one stays in the list *retired* (never healthy again, so its sessions get the fast 400
+//! like a dead backend's and it takes no new ones), and one put back is un-retired where it was.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use http::uri::Authority;
 
 use tokio_util::sync::CancellationToken;
@@ -39,6 +45,8 @@ pub struct Backend {
     /// `tunnelkit_sticky_sessions_total{backend}`, registered once rather than per handshake.
     pub sessions_total: metrics::Counter,
     healthy: AtomicBool,
+    /// Removed from the configuration by a reload.
+    retired: AtomicBool,
     /// Cancelled when the backend goes down, to close its WebSocket tunnels at once.
     tunnels: Mutex<CancellationToken>,
     /// Open WebSocket-only sessions (no polling handshake, so no binding counts them).
@@ -46,9 +54,21 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// True if it passed its last health check (backends start healthy).
+    /// True if it passed its last health check (backends start healthy) and is still configured.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed) && !self.is_retired()
+    }
+
+    /// True once a reload removed it from the configuration (until one puts it back).
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Closes its WebSocket tunnels (it went down or was removed), so their clients reconnect.
+    fn close_tunnels(&self) {
+        let mut t = self.tunnels.lock().expect("token lock");
+        t.cancel();
+        *t = CancellationToken::new();
     }
 
     /// A token cancelled when this backend is marked down.
@@ -97,28 +117,75 @@ impl BackendId {
 
 /// All backends and the balancing state.
 pub struct Backends {
-    /// In configuration order, indexed by [`BackendId`].
-    list: Vec<Backend>,
+    /// In configuration order, then in the order reloads added them; indexed by [`BackendId`].
+    /// Swapped whole by [`Backends::update`], read without a lock on every request.
+    list: ArcSwap<Vec<Arc<Backend>>>,
     balance: Balance,
     next: AtomicUsize,
+}
+
+/// What a reload changed in the backend list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BackendChanges {
+    /// Addresses now taking new sessions that did not before.
+    pub added: Vec<String>,
+    /// Addresses retired: their sessions end, they take no new ones.
+    pub removed: Vec<String>,
+}
+
+fn backend(addr: String) -> Arc<Backend> {
+    Arc::new(Backend {
+        authority: addr.parse().ok(),
+        sessions_total: metrics::counter!("tunnelkit_sticky_sessions_total", "backend" => addr.clone()),
+        addr,
+        healthy: AtomicBool::new(true),
+        retired: AtomicBool::new(false),
+        tunnels: Mutex::new(CancellationToken::new()),
+        websocket_sessions: Arc::new(AtomicUsize::new(0)),
+    })
 }
 
 impl Backends {
     /// Backends at `addrs`, all initially healthy. Call it after the metrics recorder is installed:
     /// per-backend metric handles are registered here.
     pub fn new(addrs: Vec<String>, balance: Balance) -> Self {
-        let list = addrs
-            .into_iter()
-            .map(|addr| Backend {
-                authority: addr.parse().ok(),
-                sessions_total: metrics::counter!("tunnelkit_sticky_sessions_total", "backend" => addr.clone()),
-                addr,
-                healthy: AtomicBool::new(true),
-                tunnels: Mutex::new(CancellationToken::new()),
-                websocket_sessions: Arc::new(AtomicUsize::new(0)),
-            })
-            .collect();
-        Backends { list, balance, next: AtomicUsize::new(0) }
+        let list = addrs.into_iter().map(backend).collect();
+        Backends { list: ArcSwap::from_pointee(list), balance, next: AtomicUsize::new(0) }
+    }
+
+    /// Makes `addrs` the configured backends (a reload): new addresses are appended, healthy until
+    /// a check says otherwise; addresses no longer listed are retired and their WebSocket tunnels
+    /// closed, as when a backend goes down; a retired address listed again is back in rotation.
+    pub fn update(&self, addrs: &[String]) -> BackendChanges {
+        let mut changes = BackendChanges::default();
+        let mut list: Vec<Arc<Backend>> = self.list.load().iter().cloned().collect();
+        for b in &list {
+            let keep = addrs.contains(&b.addr);
+            let was_retired = b.retired.swap(!keep, Ordering::Relaxed);
+            match (was_retired, keep) {
+                (false, false) => {
+                    b.close_tunnels();
+                    metrics::gauge!("tunnelkit_sticky_backend_up", "backend" => b.addr.clone()).set(0.0);
+                    changes.removed.push(b.addr.clone());
+                }
+                (true, true) => changes.added.push(b.addr.clone()),
+                _ => {}
+            }
+        }
+        for addr in addrs {
+            if !list.iter().any(|b| &b.addr == addr) {
+                list.push(backend(addr.clone()));
+                changes.added.push(addr.clone());
+            }
+        }
+        self.list.store(Arc::new(list));
+        changes
+    }
+
+    /// Every address ever configured, retired ones included, indexed by [`BackendId`]: what the sid
+    /// store and the sid tags translate indexes with.
+    pub fn addrs(&self) -> Vec<String> {
+        self.list.load().iter().map(|b| b.addr.clone()).collect()
     }
 
     /// Marks a backend up or down; returns true if that changed its state. Going down closes its
@@ -127,9 +194,7 @@ impl Backends {
         let b = self.get(id);
         let was = b.healthy.swap(up, Ordering::Relaxed);
         if was && !up {
-            let mut t = b.tunnels.lock().expect("token lock");
-            t.cancel();
-            *t = CancellationToken::new();
+            b.close_tunnels();
         }
         metrics::gauge!("tunnelkit_sticky_backend_up", "backend" => b.addr.clone()).set(if up {
             1.0
@@ -143,8 +208,14 @@ impl Backends {
     /// count per backend.
     pub fn pick(&self, sessions: &[usize], exclude: &[BackendId]) -> Option<BackendId> {
         // Runs on every handshake: no allocation, two passes over a handful of backends.
-        let candidates =
-            || self.iter().filter(|(id, b)| b.is_healthy() && !exclude.contains(id)).map(|(id, _)| id);
+        let list = self.list.load();
+        let candidates = || {
+            list.iter()
+                .enumerate()
+                .map(|(i, b)| (BackendId(i), b))
+                .filter(|(id, b)| b.is_healthy() && !exclude.contains(id))
+                .map(|(id, _)| id)
+        };
         let load = |id: BackendId| sessions.get(id.0).copied().unwrap_or(0);
         let count = candidates().count();
         if count == 0 {
@@ -169,18 +240,20 @@ impl Backends {
     }
 
     /// The backend `id`.
-    pub fn get(&self, id: BackendId) -> &Backend {
-        &self.list[id.0]
+    pub fn get(&self, id: BackendId) -> Arc<Backend> {
+        self.list.load()[id.0].clone()
     }
 
-    /// Every backend, in configuration order.
-    pub fn iter(&self) -> impl Iterator<Item = (BackendId, &Backend)> {
-        self.list.iter().enumerate().map(|(i, b)| (BackendId(i), b))
+    /// Every backend, in configuration order (retired ones included), as of now.
+    pub fn iter(&self) -> impl Iterator<Item = (BackendId, Arc<Backend>)> {
+        let list = self.list.load_full();
+        (0..list.len()).map(move |i| (BackendId(i), list[i].clone()))
     }
 
-    /// How many backends are configured (never zero: settings refuse an empty list).
+    /// How many backends there are, retired ones included (never zero: settings refuse an empty
+    /// list, and a reload never shortens it).
     pub fn count(&self) -> usize {
-        self.list.len()
+        self.list.load().len()
     }
 }
 
@@ -202,5 +275,19 @@ mod tests {
         let rr = Backends::new(vec!["a".into(), "b".into()], Balance::RoundRobin);
         let picks: Vec<_> = (0..4).map(|_| rr.pick(&[], &[]).unwrap().index()).collect();
         assert_eq!(picks, vec![0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn a_reload_appends_added_backends_and_retires_removed_ones_in_place() {
+        let b = Backends::new(vec!["a".into(), "b".into()], Balance::RoundRobin);
+        let changes = b.update(&["b".into(), "c".into()]);
+        assert_eq!(changes, BackendChanges { added: vec!["c".into()], removed: vec!["a".into()] });
+        assert_eq!(b.addrs(), vec!["a", "b", "c"], "indexes stay where they were");
+        assert!(!b.get(BackendId(0)).is_healthy() && b.get(BackendId(0)).is_retired());
+        let picks: Vec<_> = (0..4).map(|_| b.pick(&[], &[]).unwrap().index()).collect();
+        assert!(picks.iter().all(|i| *i != 0), "{picks:?}");
+        let back = b.update(&["a".into(), "b".into(), "c".into()]);
+        assert_eq!(back.added, vec!["a".to_owned()]);
+        assert!(b.get(BackendId(0)).is_healthy());
     }
 }

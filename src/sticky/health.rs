@@ -1,6 +1,7 @@
 //! Health checks: every `--check-interval`, each backend gets a request that allocates no
 //! session, a polling GET with an unknown sid, which a live engine answers with 400 (code 1). Each
-//! probe is bounded by `--check-timeout`, so a hung backend counts as down. The same loop keeps
+//! probe is bounded by `--check-timeout`, so a hung backend counts as down. Both are read again on
+//! every round, so a reload changes them; backends a reload retired are not probed. The same loop keeps
 //! the session gauges, expired bindings and the Redis link up to date.
 
 use std::sync::Arc;
@@ -13,8 +14,13 @@ use super::state::{live_sessions, State};
 
 /// Runs forever (the caller aborts it).
 pub async fn health_loop(state: Arc<State>) {
-    let mut tick = tokio::time::interval(state.settings.check_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let every = |interval| {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    };
+    let mut checks = **state.checks.load();
+    let mut tick = every(checks.interval);
     let path = if state.settings.path.ends_with('/') {
         state.settings.path.clone()
     } else {
@@ -22,13 +28,21 @@ pub async fn health_loop(state: Arc<State>) {
     };
     loop {
         tick.tick().await;
-        let checks = state.backends.iter().map(|(id, b)| {
+        // A reload may have changed the interval or the timeout.
+        let now = **state.checks.load();
+        if now.interval != checks.interval {
+            tick = every(now.interval);
+            tick.tick().await;
+        }
+        checks = now;
+        // A retired backend (removed by a reload) is not probed: nothing may bring it back.
+        let probes = state.backends.iter().filter(|(_, b)| !b.is_retired()).map(|(id, b)| {
             let state = state.clone();
             let uri = format!("http://{}{path}?EIO=4&transport=polling&sid=tunnelkit-health-check", b.addr);
             async move {
                 let up = match Request::get(uri).body(Full::new(Bytes::new())) {
                     Ok(req) => matches!(
-                        tokio::time::timeout(state.settings.check_timeout, state.probe.request(req)).await,
+                        tokio::time::timeout(checks.timeout, state.probe.request(req)).await,
                         Ok(Ok(r)) if r.status() == StatusCode::BAD_REQUEST
                     ),
                     // A backend address that makes no URI never passes.
@@ -40,7 +54,7 @@ pub async fn health_loop(state: Arc<State>) {
                 }
             }
         });
-        futures_util::future::join_all(checks).await;
+        futures_util::future::join_all(probes).await;
         state.store.check_redis().await;
         state.store.purge_expired();
         let counts = live_sessions(&state);

@@ -16,10 +16,12 @@
 //! - `server`: routing, handshake learning, session ends, WebSocket relaying.
 //! - `health`: health checks.
 //! - `state`: what the request handlers and the health loop share.
+//! - `config_reload`: SIGHUP: backends added or retired, health-check settings.
 
 mod args;
 pub mod backend;
 mod bodies;
+mod config_reload;
 mod connector;
 pub mod engine;
 mod headers;
@@ -38,8 +40,8 @@ pub use args::Args;
 pub use server::run_with;
 pub use settings::Settings;
 
-/// Runs `tunnelkit sticky` until SIGTERM/SIGINT.
+/// Runs `tunnelkit sticky` until SIGTERM/SIGINT, reloading backends and health checks on SIGHUP.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let settings = Settings::load(args)?;
-    run_with(settings, crate::shutdown::signal()).await
+    let settings = Settings::load(args.clone())?;
+    server::serve(settings, Some(args), crate::shutdown::signal()).await
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
@@ -15,18 +16,21 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use super::args::Args;
 use super::backend::{BackendId, Backends};
 use super::bodies::{empty, full, full_body, read_small, session_unknown, Body, Small};
+use super::config_reload;
 use super::connector::Connector;
 use super::engine::{self, EngineQuery};
 use super::headers;
 use super::settings::{RouteBy, Settings};
 use super::sid_route;
 use super::sid_tag::SidTagger;
-use super::state::{live_sessions, State};
+use super::state::{live_sessions, Checks, State};
 use super::store::SidStore;
 use super::upgrade_watch::UpgradeWatch;
 use crate::http::is_upgrade_request;
+use crate::reload::Reloads;
 use crate::upgrade::{ListenerSet, Role};
 
 /// Handshake bodies are buffered to read the sid; larger ones are not handshakes.
@@ -49,6 +53,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the balancer with resolved settings until `shutdown` resolves.
 pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    serve(settings, None, shutdown).await
+}
+
+/// As [`run_with`]; with `reload` (the command line the settings came from), SIGHUP reloads the
+/// backends and health checks (`config_reload`), and `--pid-file` is written once listening.
+pub(super) async fn serve(
+    settings: Settings,
+    reload: Option<Args>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     // Redis first: a wrong --redis is reported as such even when the listener could not bind.
     let ca = match &settings.redis_ca {
         Some(path) => {
@@ -66,7 +80,9 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     };
     let tags = match &settings.route_by {
         RouteBy::Tag(key) => {
-            Some(SidTagger::new(key, &settings.backends).map_err(|e| anyhow::anyhow!("--backend: {e}"))?)
+            let tagger =
+                SidTagger::new(key, &settings.backends).map_err(|e| anyhow::anyhow!("--backend: {e}"))?;
+            Some(ArcSwap::from_pointee(tagger))
         }
         RouteBy::Store => None,
     };
@@ -84,10 +100,23 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
         backends: Backends::new(settings.backends.clone(), settings.balance),
         store,
         tags,
+        checks: ArcSwap::from_pointee(Checks {
+            interval: settings.check_interval,
+            timeout: settings.check_timeout,
+        }),
         settings,
         client,
         probe,
     });
+    // Installed before the address is announced: a SIGHUP without a handler ends the process.
+    let reloads = match reload {
+        Some(args) => {
+            let reloads = Reloads::new("sticky", args.config.clone());
+            let state = state.clone();
+            Some(tokio::spawn(reloads.listen(move |_| config_reload::apply(&args, &state))?))
+        }
+        None => None,
+    };
     let local = listener.local_addr()?;
     eprintln!("listening on {local}");
     if let Some(addr) = metrics {
@@ -103,8 +132,14 @@ pub async fn run_with(settings: Settings, shutdown: impl Future<Output = ()>) ->
     };
     // From here we accept: a predecessor stops, and a successor may take over from us in turn.
     let handover = listeners.serve().await?;
+    // Written once we accept, so that after an upgrade the file names the successor.
+    let pid_file = crate::reload::pid_file::write_if(state.settings.pid_file.as_deref())?;
     super::listener::serve(listener, &state.settings, handover.until(shutdown), handler).await;
     checker.abort();
+    if let Some(r) = reloads {
+        r.abort();
+    }
+    drop(pid_file);
     Ok(())
 }
 

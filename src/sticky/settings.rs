@@ -45,6 +45,7 @@ struct File {
     #[serde(default, with = "humantime_serde")]
     shutdown_timeout: Option<Duration>,
     metrics: Option<SocketAddr>,
+    pid_file: Option<PathBuf>,
 }
 
 /// `redis_cluster` in the file: a list of node URLs, or one string of them comma-separated as on the
@@ -117,6 +118,8 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// The upgrade socket and whether to take over from the process serving it.
     pub upgrade: crate::upgrade::UpgradeArgs,
+    /// Where the process id is written (`--pid-file`).
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -204,6 +207,7 @@ impl Settings {
             shutdown_timeout,
             metrics: args.metrics.or(file.metrics),
             upgrade: args.upgrade,
+            pid_file: args.pid_file.or(file.pid_file),
         })
     }
 }

@@ -28,7 +28,7 @@ pub(super) async fn backend_of<B>(
     sid: String,
     peer: SocketAddr,
 ) -> Option<(BackendId, String)> {
-    let Some(tags) = &state.tags else {
+    let Some(tags) = state.tags.as_ref().map(|t| t.load_full()) else {
         return match state.store.get(&sid).await {
             Some(b) if state.backends.get(b).is_healthy() => Some((b, sid)),
             other => {
@@ -82,6 +82,7 @@ pub(super) fn hand_out(
     body: Bytes,
 ) -> Option<Bytes> {
     let Some(tags) = &state.tags else { return Some(body) };
+    let tags = tags.load();
     let tagged = tags.encode(sid, b);
     sid_rewrite::tag_handshake(content_type, &body, &tagged[sid.len()..]).map(Bytes::from)
 }

@@ -3,6 +3,7 @@
 //! balancing of new sessions and the session gauges read. Its own file so that `server` (routing) and
 //! `health` (checks) each depend on it and not on each other.
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -20,12 +21,22 @@ pub(super) struct State {
     pub(super) settings: Settings,
     pub(super) backends: Backends,
     pub(super) store: SidStore,
-    /// Present with `--route-by tag`: the sid tags route, the store only counts sessions.
-    pub(super) tags: Option<SidTagger>,
+    /// Present with `--route-by tag`: the sid tags route, the store only counts sessions. Swapped
+    /// by a reload that adds backends (the tagger knows every backend's name).
+    pub(super) tags: Option<ArcSwap<SidTagger>>,
+    /// The health-check settings in force (a reload changes them).
+    pub(super) checks: ArcSwap<Checks>,
     /// Requests to backends: pooled, over [`Connector`]'s sockets.
     pub(super) client: Client<Connector, Body>,
     /// Health checks: no pooling, each probe bounded by `--check-timeout`.
     pub(super) probe: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// `--check-interval` and `--check-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Checks {
+    pub(super) interval: std::time::Duration,
+    pub(super) timeout: std::time::Duration,
 }
 
 /// Live sessions per backend: polling sessions (bindings) plus WebSocket-only sessions.

@@ -8,8 +8,10 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwapOption;
 use tokio::sync::mpsc;
 
 /// One finished request or tunnel.
@@ -60,16 +62,23 @@ fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_whitespace() || c.is_control() { '_' } else { c }).collect()
 }
 
-/// Where access-log lines go. Cloning shares the writer.
-#[derive(Debug, Clone)]
+/// Where access-log lines go. Cloning shares the writer, and [`AccessLog::take_over`] changes it
+/// for every clone at once (a reload reopening the file after log rotation).
+#[derive(Debug, Clone, Default)]
 pub struct AccessLog {
-    tx: Option<mpsc::Sender<String>>,
+    tx: Arc<ArcSwapOption<mpsc::Sender<String>>>,
 }
 
 impl AccessLog {
     /// A log that discards everything.
     pub fn disabled() -> Self {
-        AccessLog { tx: None }
+        Self::default()
+    }
+
+    /// From now on, this log and all its clones write where `other` writes (nowhere if it is
+    /// disabled). The previous writer thread ends once the lines queued to it are written.
+    pub fn take_over(&self, other: &AccessLog) {
+        self.tx.store(other.tx.load_full());
     }
 
     /// Opens `-` (stdout) or a file path (appended to). Must be called inside the runtime.
@@ -92,7 +101,7 @@ impl AccessLog {
                 let _ = out.flush();
             }
         })?;
-        Ok(AccessLog { tx: Some(tx) })
+        Ok(AccessLog { tx: Arc::new(ArcSwapOption::from_pointee(tx)) })
     }
 
     /// Records a request or tunnel of `client` that began at `started` and has just ended.
@@ -122,7 +131,7 @@ impl AccessLog {
 
     /// Records one finished request. Never blocks; drops the line if the writer is far behind.
     pub fn record(&self, rec: &AccessRecord) {
-        if let Some(tx) = &self.tx {
+        if let Some(tx) = &*self.tx.load() {
             if tx.try_send(rec.to_line()).is_err() {
                 metrics::counter!("tunnelkit_access_log_dropped_total").increment(1);
             }

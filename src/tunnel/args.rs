@@ -124,6 +124,13 @@ pub struct ServerArgs {
     /// Zero-downtime upgrade: `--upgrade-socket PATH`, `--upgrade` (no key in the file).
     #[command(flatten)]
     pub upgrade: crate::upgrade::UpgradeArgs,
+    /// Write the process id here once listening (removed on exit), for `tunnelkit reload --pid-file`.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// After a reload (SIGHUP) revokes a token, close that token's open tunnels this much later
+    /// [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = duration_in(HOLD.0, HOLD.1))]
+    pub reload_grace: Option<Duration>,
 }
 
 /// `tunnelkit ws-client`: opens a tunnel to a ws-server and forwards ports through it.

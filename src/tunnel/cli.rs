@@ -1,6 +1,7 @@
 //! `tunnelkit ws-server` and `tunnelkit ws-client`: flags (and `ws-server`'s `--config` file, resolved in
 //! `server_settings`) → [`Server`] / [`TunnelClient`] and their entries, then the signal handling both share: the first SIGTERM/SIGINT stops accepting and lets open
-//! streams finish for up to `--shutdown-timeout`, a second one ends at once.
+//! streams finish for up to `--shutdown-timeout`, a second one ends at once. `ws-server` reloads its
+//! tokens on SIGHUP (`apply_reload`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,23 +18,22 @@ use super::params::{Limits, Mode};
 use super::server::{Server, ServerOptions};
 use super::server_settings::ServerSettings;
 use crate::client::ProxyDialer;
+use crate::config::ConfigError;
 use crate::net::workers::Workers;
-use crate::net::{Dialer, DirectDialer};
+use crate::net::{Dialer, DirectDialer, SwappableDialer};
 use crate::policy::Policy;
+use crate::reload::{needs_upgrade, Reloads};
 use crate::shutdown::{self, Drain};
 use crate::upgrade::{ListenerSet, Role};
 
 /// Runs `tunnelkit ws-server` until SIGINT/SIGTERM and the drain that follows.
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    let settings = ServerSettings::load(args)?;
+    let settings = ServerSettings::load(args.clone())?;
     exposure::check_server(&settings)?;
-    // Tunnels carry any TCP service, so every port is open unless --connect-ports narrows it; the address
-    // policy (no private or special-purpose ranges without --allow) is what keeps the server from being
-    // an open door into its own network.
-    let ports = settings.connect_ports.clone().unwrap_or_else(|| "1-65535".parse().expect("static"));
-    let policy = Policy::new().allow(settings.allow.clone()).connect_ports(ports);
-    let policy = Arc::new(policy);
-    let dialer: Arc<dyn Dialer> = Arc::new(DirectDialer::new(policy.clone(), Duration::from_secs(10)));
+    let policy = stream_policy(&settings);
+    // Replaced by a reload, so new streams are dialled under the reloaded policy.
+    let swappable = Arc::new(SwappableDialer::new(stream_dialer(policy.clone())));
+    let dialer: Arc<dyn Dialer> = swappable.clone();
     let mut opts = ServerOptions::new(dialer.clone(), policy);
     opts.path = settings.path.clone();
     opts.tokens = settings.tokens.clone();
@@ -77,16 +77,77 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             ClusterOptions { redis: c.redis.clone(), advertise, secret: c.secret.clone(), tls_cert };
         opts.cluster = Some(Arc::new(Cluster::connect(options).await?));
     }
+    let server = Server::new(opts);
+    // Installed before the address is announced: a SIGHUP without a handler ends the process.
+    let reloads = Reloads::new("ws-server", args.config.clone());
+    let reload = {
+        let (server, started) = (server.clone(), settings.clone());
+        reloads
+            .listen(move |_| apply_reload(&args, &started, &server, &swappable))
+            .context("cannot watch SIGHUP")?
+    };
     crate::telemetry::announce(&format!("listening on {}", listener.local_addr()?));
     if let Some(addr) = metrics {
         crate::telemetry::announce(&format!("metrics listening on {addr}"));
     }
+    let reload = tokio::spawn(reload);
     let drain = Drain::new();
-    tokio::spawn(Server::new(opts).serve(listener, drain.clone()));
+    tokio::spawn(server.serve(listener, drain.clone()));
     // A successor taking over stops us accepting and drains us as a signal does.
     let handover = listeners.serve().await?;
+    // Written once we accept, so that after an upgrade the file names the successor.
+    let pid_file = crate::reload::pid_file::write_if(settings.pid_file.as_deref())?;
     handover.until(shutdown::signal()).await;
+    reload.abort();
     drain_for(&drain, settings.shutdown_timeout, "tunnel connections").await;
+    drop(pid_file);
+    Ok(())
+}
+
+/// Where streams may go. Tunnels carry any TCP service, so every port is open unless --connect-ports
+/// narrows it; the address policy (no private or special-purpose ranges without --allow) is what keeps
+/// the server from being an open door into its own network.
+fn stream_policy(settings: &ServerSettings) -> Arc<Policy> {
+    let ports = settings.connect_ports.clone().unwrap_or_else(|| "1-65535".parse().expect("static"));
+    Arc::new(Policy::new().allow(settings.allow.clone()).connect_ports(ports))
+}
+
+fn stream_dialer(policy: Arc<Policy>) -> Arc<dyn Dialer> {
+    Arc::new(DirectDialer::new(policy, Duration::from_secs(10)))
+}
+
+/// A reload of `ws-server` (SIGHUP): the flags over the file read again, checked whole as at start,
+/// then the tokens swapped in (a revoked token's tunnels close after `--reload-grace`) and the stream
+/// policy (`allow`, `connect_ports`: new streams, of new and open tunnels, are dialled under it).
+/// Everything else is fixed at start, `-R` listen-address checks included; a changed key is named in
+/// a warning.
+fn apply_reload(
+    args: &ServerArgs,
+    started: &ServerSettings,
+    server: &Server,
+    dialer: &SwappableDialer,
+) -> Result<(), ConfigError> {
+    let new = ServerSettings::load(args.clone())?;
+    exposure::check_server(&new).map_err(|e| ConfigError::invalid("tokens", format!("{e:#}")))?;
+    needs_upgrade("listen", &started.listen, &new.listen);
+    needs_upgrade("workers", &started.workers, &new.workers);
+    needs_upgrade("path", &started.path, &new.path);
+    let fixed = |s: &ServerSettings| {
+        format!(
+            "max_tunnels {}, max_tunnels_per_token {}, max_streams {}, max_stream_memory {}, \
+             max_listeners {}, heartbeat {:?}, max_keep_broken {:?}",
+            s.max_tunnels,
+            s.max_tunnels_per_token,
+            s.max_streams,
+            s.max_stream_memory,
+            s.max_listeners,
+            s.heartbeat,
+            s.max_keep_broken
+        )
+    };
+    needs_upgrade("limits", &fixed(started), &fixed(&new));
+    dialer.replace(stream_dialer(stream_policy(&new)));
+    server.set_tokens(new.tokens, new.reload_grace);
     Ok(())
 }
 

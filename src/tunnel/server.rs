@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -71,6 +72,8 @@ pub struct Server {
 
 struct Inner {
     opts: ServerOptions,
+    /// The accepted tokens: `opts.tokens` at start, replaced by [`Server::set_tokens`] on a reload.
+    tokens: ArcSwap<Vec<String>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     tunnels: Mutex<HashMap<TunnelId, Entry>>,
     listen: Arc<ListenLimits>,
@@ -113,7 +116,8 @@ impl Server {
     pub fn new(opts: ServerOptions) -> Self {
         let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let listen = Arc::new(ListenLimits::new(opts.limits.max_listeners, opts.limits.allow_public_listen));
-        Server { inner: Arc::new(Inner { opts, tls, tunnels: Mutex::new(HashMap::new()), listen }) }
+        let tokens = ArcSwap::from_pointee(opts.tokens.clone());
+        Server { inner: Arc::new(Inner { opts, tokens, tls, tunnels: Mutex::new(HashMap::new()), listen }) }
     }
 
     /// Tunnels alive (connected or held broken).
@@ -176,6 +180,7 @@ impl Server {
         let mut principal = None;
         let mut client_upgrade = ClientUpgrade::default();
         let mut handoff = None;
+        let tokens = self.inner.tokens.load_full();
         let check = |req: &Request, resp: Response| {
             if req.uri().path() != opts.path {
                 let body = format!(
@@ -185,7 +190,7 @@ impl Server {
                 );
                 return Err(refuse_http(404, false, body));
             }
-            match token::presented(req, &opts.tokens) {
+            match token::presented(req, &tokens) {
                 Ok(p) => principal = p,
                 Err(token::NoValidToken) => {
                     return Err(refuse_http(401, true, "missing or wrong bearer token\n".into()))
@@ -434,6 +439,32 @@ impl Server {
         }
         tracing::info!(tunnel = %id, %peer, gen, "tunnel resumed");
         link::run(session, ws, gen, cancel).await;
+    }
+
+    /// Replaces the accepted tokens (a configuration reload): from now on an upgrade, so a new
+    /// tunnel or a resume, must present one of `tokens`. After `grace` the tunnels created with a
+    /// token that is then no longer accepted are closed; the others are not touched.
+    pub fn set_tokens(&self, tokens: Vec<String>, grace: Duration) {
+        self.inner.tokens.store(Arc::new(tokens));
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let tokens = me.inner.tokens.load();
+            let revoked: Vec<(TunnelId, Arc<Session>)> = {
+                let tunnels = me.inner.tunnels.lock().expect("registry lock");
+                let gone = |p: &Option<String>| p.as_ref().is_some_and(|p| !tokens.contains(p));
+                tunnels
+                    .iter()
+                    .filter(|(_, e)| gone(&e.principal))
+                    .map(|(id, e)| (*id, e.session.clone()))
+                    .collect()
+            };
+            for (id, session) in revoked {
+                tracing::info!(tunnel = %id, "token revoked by a reload: closing the tunnel");
+                // Each close waits at most 5 s for the peer's acknowledgement.
+                tokio::spawn(async move { Tunnel::new(session).close().await });
+            }
+        });
     }
 
     fn forget(&self, id: TunnelId) {

@@ -58,6 +58,9 @@ struct File {
     advertise: Option<String>,
     cluster_secret: Option<String>,
     cluster_secret_file: Option<PathBuf>,
+    pid_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    reload_grace: Option<Duration>,
 }
 
 /// Everything `ws-server` runs with, resolved.
@@ -107,6 +110,10 @@ pub struct ServerSettings {
     pub cluster: Option<ClusterSettings>,
     /// The upgrade socket and whether to take over from the process serving it.
     pub upgrade: crate::upgrade::UpgradeArgs,
+    /// Where the process id is written (`--pid-file`).
+    pub pid_file: Option<PathBuf>,
+    /// How long a token revoked by a reload keeps its open tunnels.
+    pub reload_grace: Duration,
 }
 
 impl ServerSettings {
@@ -250,6 +257,14 @@ impl ServerSettings {
             )?,
             cluster,
             upgrade: args.upgrade,
+            pid_file: args.pid_file.or(file.pid_file),
+            reload_grace: from_file.duration(
+                "reload_grace",
+                args.reload_grace,
+                file.reload_grace,
+                Duration::from_secs(10),
+                HOLD,
+            )?,
         })
     }
 }

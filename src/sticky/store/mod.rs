@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+
 use super::backend::BackendId;
 use crate::net::redis::RedisConn;
 
@@ -134,8 +136,9 @@ impl Entries {
 struct RedisMap {
     conn: RedisConn,
     prefix: String,
-    /// Backend addresses, to translate between indexes and what Redis holds.
-    backends: Vec<String>,
+    /// Backend addresses, to translate between indexes and what Redis holds; a reload appends to
+    /// it ([`SidStore::set_backends`]).
+    backends: ArcSwap<Vec<String>>,
     down: AtomicBool,
 }
 
@@ -175,7 +178,20 @@ impl SidStore {
         SidStore {
             entries: Mutex::new(Entries::default()),
             expiry,
-            redis: Some(RedisMap { conn, prefix: prefix.to_owned(), backends, down: AtomicBool::new(false) }),
+            redis: Some(RedisMap {
+                conn,
+                prefix: prefix.to_owned(),
+                backends: ArcSwap::from_pointee(backends),
+                down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The backend addresses by index after a reload ([`super::backend::Backends::addrs`]: the old
+    /// ones where they were, added ones behind them).
+    pub fn set_backends(&self, addrs: Vec<String>) {
+        if let Some(r) = &self.redis {
+            r.backends.store(Arc::new(addrs));
         }
     }
 
@@ -185,7 +201,7 @@ impl SidStore {
         if let Some(r) = &self.redis {
             let cmd = redis::cmd("SET")
                 .arg(format!("{}{sid}", r.prefix))
-                .arg(&r.backends[backend.index()])
+                .arg(r.backends.load().get(backend.index()).map_or("", String::as_str))
                 .arg("PX")
                 .arg(self.expiry.as_millis() as u64)
                 .clone();
@@ -236,7 +252,7 @@ impl SidStore {
             (None, Some(r)) => {
                 let addr: Option<String> =
                     self.run(r, redis::cmd("GET").arg(format!("{}{sid}", r.prefix)).clone()).await?;
-                let b = BackendId::at(r.backends.iter().position(|a| Some(a) == addr.as_ref())?);
+                let b = BackendId::at(r.backends.load().iter().position(|a| Some(a) == addr.as_ref())?);
                 self.entries.lock().expect("store lock").insert(sid, b, Instant::now() + self.expiry);
                 Some(b)
             }
@@ -346,10 +362,12 @@ impl SidStore {
             .filter(|(_, b)| (b.pinned && !b.ended) || b.until > now)
             .map(|(sid, b)| (sid.to_string(), b.backend, if b.pinned { self.expiry } else { b.until - now }))
             .collect();
+        let backends = r.backends.load();
         let items: Vec<(String, &str, u64)> = live
             .iter()
             .map(|(sid, b, left)| {
-                (format!("{}{sid}", r.prefix), r.backends[b.index()].as_str(), left.as_millis().max(1) as u64)
+                let addr = backends.get(b.index()).map_or("", String::as_str);
+                (format!("{}{sid}", r.prefix), addr, left.as_millis().max(1) as u64)
             })
             .collect();
         if let Err(e) = r.conn.set_all(&items).await {
