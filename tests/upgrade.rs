@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::load::{connect_loop, echo_round, get_loop, long_tunnel, pattern, Tally};
+use support::load::{connect_loop, echo_round, get_loop, long_tunnel, Tally};
 use support::origin::{echo_server, Origin};
+use support::streams::pattern;
 use support::Proc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

@@ -11,6 +11,7 @@
 //! - [`splice`]: the bounded pipe pool and `splice(2)` steps the relay uses between plain sockets.
 //! - [`socket`]: socket options (TCP_NODELAY, keepalive).
 //! - [`tls`]: server-side TLS configs from PEM files, client configs with extra roots.
+//! - [`tls_pinned`]: a verifier deciding a certificate by our own rule (any, or exactly ours), signatures still checked.
 //! - [`tls_words`]: certificate failures in words, with the flag that fixes them.
 //! - [`ForwardSpec`]: the `-L/-R [BIND:]PORT:HOST:PORT` syntax.
 //! - [`Prefixed`]: a stream with bytes already read from it put back in front.
@@ -27,6 +28,7 @@ pub mod socks;
 pub mod splice;
 mod target;
 pub mod tls;
+pub mod tls_pinned;
 pub mod tls_words;
 pub mod workers;
 pub mod write_deadline;

@@ -11,6 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::streams::pattern;
+
 /// Every request and every tunnel step gets this long before it counts as failed.
 pub const STEP: Duration = Duration::from_secs(10);
 
@@ -202,19 +204,6 @@ pub async fn long_tunnel(
         Ok(Err(e)) => Err(format!("long tunnel read: {e}")),
         Err(_) => Err("long tunnel: timed out".into()),
     }
-}
-
-/// Deterministic pseudo-random bytes (xorshift), different per `seed`.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Sends `data` on `s` and reads as much back (an echo behind it), within [`STEP`].

@@ -8,61 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::CertificateDer;
 
-/// Accepts exactly one end-entity certificate: ours.
-#[derive(Debug)]
-struct SameCertificate {
-    ours: CertificateDer<'static>,
-    provider: Arc<CryptoProvider>,
-}
+use crate::net::tls_pinned::{CertificateRule, RuleVerifier};
 
-impl ServerCertVerifier for SameCertificate {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.ours.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the holder presents another certificate than this server's; the servers of a cluster share \
-                 their --tls-cert"
-                    .into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
+/// Why a holder is refused.
+const NOT_OURS: &str =
+    "the holder presents another certificate than this server's; the servers of a cluster share their --tls-cert";
 
 /// A client config that trusts only the first certificate of the chain in `cert` (PEM).
 pub fn client_config(cert: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
@@ -72,7 +25,7 @@ pub fn client_config(cert: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
         .with_context(|| format!("--tls-cert {}: no CERTIFICATE block found", cert.display()))?
         .with_context(|| format!("--tls-cert {}: not a PEM certificate", cert.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(SameCertificate { ours, provider: provider.clone() });
+    let verifier = RuleVerifier::new(CertificateRule::Exactly(ours, NOT_OURS), provider.clone());
     Ok(Arc::new(
         rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
