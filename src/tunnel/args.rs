@@ -114,7 +114,7 @@ pub struct ServerArgs {
     /// address, when it is not 0.0.0.0 or ::].
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
-    /// With --cluster-redis: the secret every server of the cluster shares (16 bytes or more), signing
+    /// With --cluster-redis: the secret every server of the cluster shares (16 random bytes or more), signing
     /// the connections they hand each other.
     #[arg(long, value_name = "SECRET", env = "TUNNELKIT_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
