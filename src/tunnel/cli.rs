@@ -30,6 +30,7 @@ use crate::upgrade::{ListenerSet, Role};
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let settings = ServerSettings::load(args.clone())?;
     exposure::check_server(&settings)?;
+    crate::telemetry::apply_config_log_level(settings.log_level.as_deref());
     let policy = stream_policy(&settings);
     // Replaced by a reload, so new streams are dialled under the reloaded policy.
     let swappable = Arc::new(SwappableDialer::new(stream_dialer(policy.clone())));
@@ -118,9 +119,9 @@ fn stream_dialer(policy: Arc<Policy>) -> Arc<dyn Dialer> {
 
 /// A reload of `ws-server` (SIGHUP): the flags over the file read again, checked whole as at start,
 /// then the tokens swapped in (a revoked token's tunnels close after `--reload-grace`) and the stream
-/// policy (`allow`, `connect_ports`: new streams, of new and open tunnels, are dialled under it).
-/// Everything else is fixed at start, `-R` listen-address checks included; a changed key is named in
-/// a warning.
+/// policy (`allow`, `connect_ports`: new streams, of new and open tunnels, are dialled under it) and
+/// the log filter (`log_level`). Everything else is fixed at start, `-R` listen-address checks
+/// included; a changed key is named in a warning.
 fn apply_reload(
     args: &ServerArgs,
     started: &ServerSettings,
@@ -147,6 +148,7 @@ fn apply_reload(
     };
     needs_upgrade("limits", &fixed(started), &fixed(&new));
     dialer.replace(stream_dialer(stream_policy(&new)));
+    crate::telemetry::apply_config_log_level(new.log_level.as_deref());
     server.set_tokens(new.tokens, new.reload_grace);
     Ok(())
 }
