@@ -111,6 +111,20 @@ async fn rust_log_wins_over_the_file_and_says_so_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_level_flag_wins_over_the_file() {
+    let echo = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    write_config(&file, "\"debug\"");
+    let args = ["--log-level", "warn", "proxy", "--config", file.to_str().unwrap()];
+    let proxy = Proc::start_without_rust_log(&args, 1, &[]);
+    wait_log(&proxy, "overridden by --log-level", 1).await;
+    connect_once(proxy.addr(), echo).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!log_of(&proxy).contains(DEBUG_LINE), "the file's level won over the flag:\n{}", log_of(&proxy));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_log_level_stops_the_server_at_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proxy.toml");
