@@ -11,10 +11,13 @@ use tunnelkit::{ca, client, proxy, sticky, telemetry, tunnel};
 #[derive(Debug, Parser)]
 #[command(name = "tunnelkit", version, about, propagate_version = true)]
 struct Cli {
-    /// Log line format on stderr (log level and scope come from RUST_LOG, e.g.
-    /// `RUST_LOG=tunnelkit::proxy=debug`).
+    /// Log line format on stderr.
     #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Log filter: a level or EnvFilter directives (`warn,tunnelkit::proxy=debug`). Wins over a
+    /// server's `log_level` key; RUST_LOG, when set, wins over both. Default: info.
+    #[arg(long, global = true, value_name = "FILTER", value_parser = telemetry::check_log_level)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,7 +69,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    telemetry::init_tracing(cli.log_format);
+    telemetry::init_tracing(cli.log_format, cli.log_level.as_deref());
     // Socket activation's descriptors and variables are taken before the runtime starts threads.
     if matches!(cli.command, Command::Proxy(_) | Command::Sticky(_) | Command::WsServer(_)) {
         tunnelkit::upgrade::systemd::claim_from_env();

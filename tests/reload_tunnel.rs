@@ -1,6 +1,7 @@
 //! `tunnelkit ws-server --config FILE` reloads its tokens on SIGHUP: a revoked token can neither open
 //! nor resume a tunnel (its upgrade is refused before any handshake) and its open tunnels are closed
-//! after `reload_grace`, while the tunnels of the tokens kept go on carrying streams.
+//! after `reload_grace`, while the tunnels of the tokens kept go on carrying streams. A reload also
+//! changes the limits of the tunnels opened after it (`max_tunnels_per_token` here).
 
 mod support;
 
@@ -11,6 +12,7 @@ use support::origin::echo_server;
 use support::{run_to_exit, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tunnelkit::tunnel::{ConnectError, TunnelClient};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -140,4 +142,35 @@ async fn a_reload_that_drops_an_allowed_range_refuses_new_streams_of_open_tunnel
     }
     wait_log(&server, "config reloaded (generation 2)").await;
     assert!(!echoes(c.addr(), b"loopback denied now").await, "a new stream reached a denied range");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_raises_max_tunnels_per_token_for_the_tunnels_opened_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ws-server.toml");
+    let with_limit = |n: usize| format!("{}max_tunnels_per_token = {n}\n", tokens_file(&["keep"]));
+    std::fs::write(&file, with_limit(1)).unwrap();
+    let server = Proc::start_env(
+        &["ws-server", "--config", file.to_str().unwrap()],
+        1,
+        &[("RUST_LOG", "warn,tunnelkit::reload=info")],
+    );
+    let url = format!("ws://{}/tunnel", server.addr());
+    let open = || async { TunnelClient::new(&url).unwrap().token(Some("keep".into())).connect().await };
+    let refused = |r: &Result<_, ConnectError>| matches!(r, Err(ConnectError::Refused { reason, .. }) if reason.contains("--max-tunnels-per-token"));
+    let _first = open().await.expect("the first tunnel");
+    let second = open().await;
+    assert!(refused(&second), "{second:?}");
+
+    std::fs::write(&file, with_limit(2)).unwrap();
+    // SAFETY: a signal to our own child.
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGHUP);
+    }
+    wait_log(&server, "config reloaded (generation 2)").await;
+    let _second = open().await.expect("a second tunnel once the reload allows two");
+    let third = open().await;
+    assert!(refused(&third), "{third:?}");
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(!log.contains("which a reload cannot apply"), "{log}");
 }

@@ -72,6 +72,17 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     ))
 }
 
+/// Checks a file's `log_level` key (the same filters `RUST_LOG` takes), so that a typo stops the
+/// server at start, or fails the reload and keeps the filter in force, instead of silencing the log.
+pub fn log_level(value: Option<String>) -> Result<Option<String>, ConfigError> {
+    match value {
+        Some(v) => {
+            crate::telemetry::check_log_level(&v).map(Some).map_err(|e| ConfigError::invalid("log_level", e))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Deserializes a listen address from the TOML file with [`parse_listen`]'s rules.
 pub fn deserialize_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let s: Option<String> = serde::Deserialize::deserialize(d)?;

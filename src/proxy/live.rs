@@ -10,7 +10,8 @@
 //! [`LiveDialer`] and so meets the newest policy, which can only make it stricter or looser as the
 //! operator just asked (`dial_timeout` included). The timeouts ([`Timeouts`]) are the snapshot's too,
 //! except for SOCKS5 connections and TLS handshakes, which keep the ones the proxy started with.
-//! `max_connections` is resized ([`ConnectionLimit`]). Listen addresses, TLS, interception and workers
+//! `max_connections` is resized ([`ConnectionLimit`]), and `log_level` becomes the log filter (see
+//! [`crate::telemetry::log_level`]). Listen addresses, TLS, interception and workers
 //! are fixed at start:
 //! changing them in the file logs a warning (see [`crate::reload::needs_upgrade`]).
 
@@ -152,6 +153,7 @@ impl Reloader {
         let old = self.live.swap(Arc::new(next));
         self.access_log.take_over(&log);
         self.limit.resize(new.max_connections);
+        crate::telemetry::apply_config_log_level(new.log_level.as_deref());
         let kept: Vec<&str> = new.users.names().collect();
         let gone = revoke::removed(old.users.names(), &kept);
         if !gone.is_empty() {

@@ -31,5 +31,6 @@ pub use settings::Settings;
 /// Runs `tunnelkit proxy` until SIGTERM/SIGINT, reloading its configuration on SIGHUP.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let settings = Settings::load(args.clone())?;
+    crate::telemetry::apply_config_log_level(settings.log_level.as_deref());
     server::serve(settings, Some(args), crate::shutdown::signal()).await
 }

@@ -72,6 +72,7 @@ struct File {
     inspect_body_max: Option<String>,
     flows_log: Option<String>,
     har: Option<PathBuf>,
+    log_level: Option<String>,
 }
 
 /// `intercept = true` (every host) or `intercept = ["*.example.com", ...]`.
@@ -133,6 +134,8 @@ pub struct Settings {
     pub recording: Recording,
     /// The upgrade socket and whether to take over from the process serving it.
     pub upgrade: crate::upgrade::UpgradeArgs,
+    /// The file's `log_level` (`None`: not set, so `info`); `RUST_LOG` and `--log-level` win over it.
+    pub log_level: Option<String>,
 }
 
 /// The PEM files of the TLS listener (`--tls-cert`, `--tls-key`).
@@ -354,6 +357,7 @@ impl Settings {
             intercept,
             recording,
             upgrade: args.upgrade,
+            log_level: config::log_level(file.log_level)?,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! Live reload: on SIGHUP a server reads its configuration again and applies what can change
-//! while traffic flows (users, tokens, allow/deny ranges, backends, ...). The three servers that
-//! take `--config` (`proxy`, `sticky`, `ws-server`) share this part:
+//! while traffic flows (users, tokens, allow/deny ranges, backends, the log filter, ...). The three
+//! servers that take `--config` (`proxy`, `sticky`, `ws-server`) share this part:
 //!
 //! - [`Reloads`]: the SIGHUP listener loop, the configuration generation (1 at start, one more per
 //!   applied reload), the `tunnelkit_reloads_total{server,result}` counter, the

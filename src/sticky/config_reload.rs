@@ -1,8 +1,9 @@
 //! A reload of `tunnelkit sticky` (SIGHUP): the flags over the file read again, checked whole by the
 //! start-up loader, then applied: backends added (they take new sessions once listed) and removed
 //! (retired: drained like a dead backend, so their sessions get Engine.IO's fast 400 and their
-//! WebSockets are closed, while the sessions on other backends see nothing), and the health-check
-//! interval and timeout. Everything else is fixed at start; a changed key is named in a warning.
+//! WebSockets are closed, while the sessions on other backends see nothing), the health-check
+//! interval and timeout, and the log filter (`log_level`). Everything else is fixed at start; a
+//! changed key is named in a warning.
 //!
 //! Backends given with `--backend` on the command line win over the file, on reload too: the file's
 //! `backends` then changes nothing.
@@ -45,6 +46,7 @@ pub(super) fn apply(args: &Args, state: &State) -> Result<(), ConfigError> {
         tracing::info!(added = ?changes.added, removed = ?changes.removed, "backends changed by reload");
     }
     state.checks.store(Arc::new(Checks { interval: new.check_interval, timeout: new.check_timeout }));
+    crate::telemetry::apply_config_log_level(new.log_level.as_deref());
     Ok(())
 }
 

@@ -43,5 +43,6 @@ pub use settings::Settings;
 /// Runs `tunnelkit sticky` until SIGTERM/SIGINT, reloading backends and health checks on SIGHUP.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let settings = Settings::load(args.clone())?;
+    crate::telemetry::apply_config_log_level(settings.log_level.as_deref());
     server::serve(settings, Some(args), crate::shutdown::signal()).await
 }

@@ -46,6 +46,7 @@ struct File {
     shutdown_timeout: Option<Duration>,
     metrics: Option<SocketAddr>,
     pid_file: Option<PathBuf>,
+    log_level: Option<String>,
 }
 
 /// `redis_cluster` in the file: a list of node URLs, or one string of them comma-separated as on the
@@ -120,6 +121,8 @@ pub struct Settings {
     pub upgrade: crate::upgrade::UpgradeArgs,
     /// Where the process id is written (`--pid-file`).
     pub pid_file: Option<PathBuf>,
+    /// The file's `log_level` (`None`: not set, so `info`); `RUST_LOG` and `--log-level` win over it.
+    pub log_level: Option<String>,
 }
 
 impl Settings {
@@ -208,6 +211,7 @@ impl Settings {
             metrics: args.metrics.or(file.metrics),
             upgrade: args.upgrade,
             pid_file: args.pid_file.or(file.pid_file),
+            log_level: config::log_level(file.log_level)?,
         })
     }
 }

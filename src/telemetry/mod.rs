@@ -1,8 +1,10 @@
-//! Observability: tracing to stderr (filtered by `RUST_LOG`, e.g. `RUST_LOG=tunnelkit::proxy=debug`)
+//! Observability: tracing to stderr (filtered by `RUST_LOG`, e.g. `RUST_LOG=tunnelkit::proxy=debug`,
+//! else `--log-level` or a server's `log_level` key, which a reload changes: see [`log_level`]),
 //! a Prometheus `/metrics` endpoint (`--metrics ADDR`, see [`serve_metrics`]), and access logs
 //! ([`access_log`]).
 
 pub mod access_log;
+pub mod log_level;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,7 +17,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+pub use log_level::{apply_config_log_level, check_log_level, set_log_filter};
 
 /// How log lines are written to stderr (`--log-format`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -27,21 +32,25 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global tracing subscriber. `RUST_LOG` scopes it; the default is `info`.
+/// Installs the global tracing subscriber. `RUST_LOG` scopes it, else `log_level` (`--log-level`);
+/// the default is `info`. Its filter can be replaced later ([`set_log_filter`]).
 ///
 /// A closed or broken stderr (`tunnelkit proxy 2>&1 | head -1`) must not bring the server down:
 /// lines that cannot be written are dropped, never reported by a panicking `eprintln!`.
-pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn init_tracing(format: LogFormat, log_level: Option<&str>) {
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .log_internal_errors(false);
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    let (filter, source) = log_level::initial(log_level);
+    // Applied to the registry itself, so its handle's type does not depend on the format.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).log_internal_errors(false);
+    let installed = match format {
+        LogFormat::Text => registry.with(lines.with_ansi(std::io::stderr().is_terminal())).try_init(),
+        LogFormat::Json => registry.with(lines.json().with_current_span(false)).try_init(),
     };
+    if installed.is_ok() {
+        log_level::keep(handle, source);
+    }
 }
 
 /// Prints a line for the user on stderr (`listening on ADDR`, which tests and scripts read), ignoring

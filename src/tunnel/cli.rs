@@ -1,7 +1,7 @@
 //! `tunnelkit ws-server` and `tunnelkit ws-client`: flags (and `ws-server`'s `--config` file, resolved in
 //! `server_settings`) → [`Server`] / [`TunnelClient`] and their entries, then the signal handling both share: the first SIGTERM/SIGINT stops accepting and lets open
 //! streams finish for up to `--shutdown-timeout`, a second one ends at once. `ws-server` reloads its
-//! tokens on SIGHUP (`apply_reload`).
+//! tokens, stream policy, limits and log filter on SIGHUP (`apply_reload`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,7 @@ use crate::upgrade::{ListenerSet, Role};
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let settings = ServerSettings::load(args.clone())?;
     exposure::check_server(&settings)?;
+    crate::telemetry::apply_config_log_level(settings.log_level.as_deref());
     let policy = stream_policy(&settings);
     // Replaced by a reload, so new streams are dialled under the reloaded policy.
     let swappable = Arc::new(SwappableDialer::new(stream_dialer(policy.clone())));
@@ -37,17 +38,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let mut opts = ServerOptions::new(dialer.clone(), policy);
     opts.path = settings.path.clone();
     opts.tokens = settings.tokens.clone();
-    opts.limits = Limits {
-        max_tunnels: settings.max_tunnels,
-        max_streams: settings.max_streams,
-        heartbeat: settings.heartbeat,
-        max_keep_broken: settings.max_keep_broken,
-        max_tunnels_per_token: settings.max_tunnels_per_token,
-        max_listeners: settings.max_listeners,
-        allow_public_listen: settings.allow_public_listen,
-        max_stream_memory: settings.max_stream_memory,
-        ..Limits::default()
-    };
+    opts.limits = limits_of(&settings);
     if let Some((cert, key)) = &settings.tls {
         opts.tls = Some(Arc::new(crate::net::tls::server_config(cert, key)?));
     }
@@ -116,11 +107,29 @@ fn stream_dialer(policy: Arc<Policy>) -> Arc<dyn Dialer> {
     Arc::new(DirectDialer::new(policy, Duration::from_secs(10)))
 }
 
+/// The limits of the tunnels the server creates, from its settings (the rest are the protocol's
+/// defaults, which no flag changes).
+fn limits_of(settings: &ServerSettings) -> Limits {
+    Limits {
+        max_tunnels: settings.max_tunnels,
+        max_streams: settings.max_streams,
+        heartbeat: settings.heartbeat,
+        max_keep_broken: settings.max_keep_broken,
+        max_tunnels_per_token: settings.max_tunnels_per_token,
+        max_listeners: settings.max_listeners,
+        allow_public_listen: settings.allow_public_listen,
+        max_stream_memory: settings.max_stream_memory,
+        ..Limits::default()
+    }
+}
+
 /// A reload of `ws-server` (SIGHUP): the flags over the file read again, checked whole as at start,
-/// then the tokens swapped in (a revoked token's tunnels close after `--reload-grace`) and the stream
-/// policy (`allow`, `connect_ports`: new streams, of new and open tunnels, are dialled under it).
-/// Everything else is fixed at start, `-R` listen-address checks included; a changed key is named in
-/// a warning.
+/// then the tokens swapped in (a revoked token's tunnels close after `--reload-grace`), the stream
+/// policy (`allow`, `connect_ports`: new streams, of new and open tunnels, are dialled under it), the
+/// limits of the tunnels created from now on (`max_tunnels`, `max_tunnels_per_token`, `max_streams`,
+/// `max_stream_memory`, `heartbeat`, `max_keep_broken`; open tunnels keep theirs) and the log filter
+/// (`log_level`). Everything else is fixed at start, `-R` listen-address checks and `max_listeners`
+/// included, and so are all limits in compat mode; a changed key is named in a warning.
 fn apply_reload(
     args: &ServerArgs,
     started: &ServerSettings,
@@ -132,21 +141,22 @@ fn apply_reload(
     needs_upgrade("listen", &started.listen, &new.listen);
     needs_upgrade("workers", &started.workers, &new.workers);
     needs_upgrade("path", &started.path, &new.path);
-    let fixed = |s: &ServerSettings| {
-        format!(
-            "max_tunnels {}, max_tunnels_per_token {}, max_streams {}, max_stream_memory {}, \
-             max_listeners {}, heartbeat {:?}, max_keep_broken {:?}",
-            s.max_tunnels,
-            s.max_tunnels_per_token,
-            s.max_streams,
-            s.max_stream_memory,
-            s.max_listeners,
-            s.heartbeat,
-            s.max_keep_broken
-        )
-    };
-    needs_upgrade("limits", &fixed(started), &fixed(&new));
+    // One budget made at start counts the listeners of every tunnel.
+    needs_upgrade("max_listeners", &started.max_listeners, &new.max_listeners);
+    needs_upgrade("allow_public_listen", &started.allow_public_listen, &new.allow_public_listen);
+    if started.compat.is_some() {
+        // Compat tunnels take their limits from the compat context, made once at start.
+        let fixed = |s: &ServerSettings| {
+            format!(
+                "max_tunnels {}, max_tunnels_per_token {}, max_keep_broken {:?}",
+                s.max_tunnels, s.max_tunnels_per_token, s.max_keep_broken
+            )
+        };
+        needs_upgrade("limits (compat mode)", &fixed(started), &fixed(&new));
+    }
     dialer.replace(stream_dialer(stream_policy(&new)));
+    server.set_limits(limits_of(&new));
+    crate::telemetry::apply_config_log_level(new.log_level.as_deref());
     server.set_tokens(new.tokens, new.reload_grace);
     Ok(())
 }

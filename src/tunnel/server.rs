@@ -28,7 +28,7 @@ use super::http_gate;
 use super::id::{ResumeSecret, TunnelId};
 use super::link;
 use super::listen_limits::ListenLimits;
-use super::params::{LinkParams, Mode};
+use super::params::{Limits, LinkParams, Mode};
 pub use super::server_options::ServerOptions;
 use super::service::{self, ServiceContext};
 use super::session::{Attached, Role, Session};
@@ -74,6 +74,8 @@ struct Inner {
     opts: ServerOptions,
     /// The accepted tokens: `opts.tokens` at start, replaced by [`Server::set_tokens`] on a reload.
     tokens: ArcSwap<Vec<String>>,
+    /// What a new tunnel gets: `opts.limits` at start, replaced by [`Server::set_limits`] on a reload.
+    limits: ArcSwap<Limits>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     tunnels: Mutex<HashMap<TunnelId, Entry>>,
     listen: Arc<ListenLimits>,
@@ -117,7 +119,9 @@ impl Server {
         let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let listen = Arc::new(ListenLimits::new(opts.limits.max_listeners, opts.limits.allow_public_listen));
         let tokens = ArcSwap::from_pointee(opts.tokens.clone());
-        Server { inner: Arc::new(Inner { opts, tokens, tls, tunnels: Mutex::new(HashMap::new()), listen }) }
+        let limits = ArcSwap::from_pointee(opts.limits.clone());
+        let tunnels = Mutex::new(HashMap::new());
+        Server { inner: Arc::new(Inner { opts, tokens, limits, tls, tunnels, listen }) }
     }
 
     /// Tunnels alive (connected or held broken).
@@ -170,6 +174,7 @@ impl Server {
             None => Box::new(tcp),
         };
         let opts = &self.inner.opts;
+        let limits = self.inner.limits.load_full();
         // A request that is not an upgrade is answered here, with a body saying what this port is.
         let stream =
             match tokio::time::timeout(Duration::from_secs(10), http_gate::gate(stream, &opts.path)).await {
@@ -210,7 +215,7 @@ impl Server {
         // The seed sends one application write as one message (its limit is 100 MiB); ours are frames.
         let cfg = match opts.compat {
             Some(_) => link::websocket_config(64 << 20),
-            None => link::websocket_config(opts.limits.max_frame),
+            None => link::websocket_config(limits.max_frame),
         };
         let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(cfg));
         let ws = match tokio::time::timeout(Duration::from_secs(10), upgrade).await {
@@ -229,7 +234,7 @@ impl Server {
                     upgrade: &client_upgrade,
                     holds: |id: &TunnelId| self.inner.tunnels.lock().expect("registry lock").contains_key(id),
                     config: cfg,
-                    idle: opts.limits.heartbeat * 4,
+                    idle: limits.heartbeat * 4,
                 };
                 match cluster.route(ws, route).await {
                     Some(ws) => ws,
@@ -302,7 +307,8 @@ impl Server {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let limits = &self.inner.opts.limits;
+        // One snapshot: a reload changes the limits of the tunnels created after it, never this one's.
+        let limits = self.inner.limits.load_full();
         let params = LinkParams {
             mode,
             keep_broken: asked.min(limits.max_keep_broken),
@@ -465,6 +471,18 @@ impl Server {
                 tokio::spawn(async move { Tunnel::new(session).close().await });
             }
         });
+    }
+
+    /// Replaces the limits of new tunnels (a configuration reload): `max_tunnels` and
+    /// `max_tunnels_per_token` are checked against the new values from now on (tunnels over a lowered
+    /// limit are not closed), and a tunnel created after this call gets its streams, memory, heartbeat
+    /// and hold from them; open tunnels keep the ones they were created with. `max_listeners` and
+    /// `allow_public_listen` keep their values from start: one budget made then enforces them.
+    pub fn set_limits(&self, mut limits: Limits) {
+        let started = &self.inner.opts.limits;
+        (limits.max_listeners, limits.allow_public_listen) =
+            (started.max_listeners, started.allow_public_listen);
+        self.inner.limits.store(Arc::new(limits));
     }
 
     fn forget(&self, id: TunnelId) {

@@ -19,7 +19,8 @@ pub struct ServerOptions {
     pub path: String,
     /// Accepted bearer tokens; empty = no authentication.
     pub tokens: Vec<String>,
-    /// Limits applied to every tunnel.
+    /// Limits applied to every tunnel; [`super::Server::set_limits`] replaces them for tunnels created
+    /// later.
     pub limits: Limits,
     /// Dials stream targets (carries the server's policy).
     pub dialer: Arc<dyn Dialer>,

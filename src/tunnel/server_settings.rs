@@ -61,6 +61,7 @@ struct File {
     pid_file: Option<PathBuf>,
     #[serde(default, with = "humantime_serde")]
     reload_grace: Option<Duration>,
+    log_level: Option<String>,
 }
 
 /// Everything `ws-server` runs with, resolved.
@@ -114,6 +115,8 @@ pub struct ServerSettings {
     pub pid_file: Option<PathBuf>,
     /// How long a token revoked by a reload keeps its open tunnels.
     pub reload_grace: Duration,
+    /// The file's `log_level` (`None`: not set, so `info`); `RUST_LOG` and `--log-level` win over it.
+    pub log_level: Option<String>,
 }
 
 impl ServerSettings {
@@ -265,6 +268,7 @@ impl ServerSettings {
                 Duration::from_secs(10),
                 HOLD,
             )?,
+            log_level: config::log_level(file.log_level).map_err(|e| e.in_file(&path))?,
         })
     }
 }
@@ -373,6 +377,7 @@ mod tests {
             compat = "ws-stream-tunnel"
             compat_target = "127.0.0.1:5432"
             shutdown_timeout = "0s"
+            log_level = "warn,tunnelkit::tunnel=debug"
         "#;
         let s = load(Some(file), &[]).unwrap();
         assert_eq!((s.listen.port(), s.path.as_str(), s.tokens.len(), s.allow.len()), (9000, "/t", 1, 1));
@@ -385,6 +390,7 @@ mod tests {
         assert_eq!(s.metrics, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(s.compat_target.map(|t| t.to_string()).as_deref(), Some("127.0.0.1:5432"));
         assert_eq!(s.shutdown_timeout, Duration::ZERO);
+        assert_eq!(s.log_level.as_deref(), Some("warn,tunnelkit::tunnel=debug"));
 
         let flags = ["--listen", "127.0.0.1:9001", "--path", "/f", "--token", "b", "--heartbeat", "3s"];
         let s = load(Some(file), &[&flags[..], &["--max-stream-memory", "2M", "--workers", "1"]].concat())
@@ -411,6 +417,7 @@ mod tests {
             ("listen = \":80\"", "listen", "IP:PORT"),
             ("heartbeat = 10", "heartbeat", "line 1"),
             ("listen_port = 1", "listen_port", "unknown field"),
+            ("log_level = \"tunnelkit=loud\"", "log_level", "warn,tunnelkit::proxy=debug"),
         ];
         for (text, key, fix) in cases {
             let e = load(Some(text), &[]).expect_err(text).to_string();

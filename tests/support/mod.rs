@@ -76,6 +76,18 @@ impl Proc {
         Self::spawn(cmd, expect_listeners)
     }
 
+    /// Like [`Proc::start_env`] with `RUST_LOG` removed from the environment (the others set it to
+    /// `warn`), for tests of what chooses the log filter when it is not set.
+    pub fn start_without_rust_log(args: &[&str], expect_listeners: usize, env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(bin());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self::spawn(cmd, expect_listeners)
+    }
+
     /// Spawns `cmd` (a `tunnelkit` invocation with stderr piped, perhaps through a shell or with
     /// descriptors set up in `pre_exec`) and waits until it printed `expect_listeners` listening lines.
     pub fn spawn(mut cmd: Command, expect_listeners: usize) -> Proc {
