@@ -14,9 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
@@ -29,6 +27,7 @@ use super::id::{ResumeSecret, TunnelId};
 use super::link;
 use super::listen_limits::ListenLimits;
 use super::params::{Limits, LinkParams, Mode};
+use super::refusal::{protocol_error, refuse_http, refused_frame};
 pub use super::server_options::ServerOptions;
 use super::service::{self, ServiceContext};
 use super::session::{Attached, Role, Session};
@@ -89,28 +88,6 @@ enum ResumeCheck {
     OtherPrincipal,
     /// No such tunnel, or the wrong secret; answered alike so that ids cannot be probed.
     UnknownOrWrongSecret,
-}
-
-fn refuse_http(status: u16, challenge: bool, body: String) -> ErrorResponse {
-    let mut r = http::Response::builder().status(status).header(http::header::CONTENT_TYPE, "text/plain");
-    if challenge {
-        r = r.header(http::header::WWW_AUTHENTICATE, "Bearer");
-    }
-    r.body(Some(body)).unwrap_or_else(|_| http::Response::new(None))
-}
-
-/// Ends a connection whose peer broke the protocol with WebSocket close code 1002, as docs/protocol.md says.
-async fn protocol_error<S>(mut ws: WebSocketStream<S>, peer: SocketAddr, why: &str)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    tracing::debug!(%peer, "protocol error in the handshake: {why}");
-    let bye = CloseFrame { code: CloseCode::Protocol, reason: why.to_owned().into() };
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(bye))).await;
-}
-
-fn refused_frame(code: u16, reason: &str) -> WsMessage {
-    WsMessage::Binary(Message::Refused { code, reason: reason.to_owned() }.encode(0).freeze())
 }
 
 impl Server {
