@@ -31,6 +31,9 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest the first connection may take at start.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Pause between two attempts at start.
+const START_RETRY: Duration = Duration::from_millis(250);
+
 /// Pipelines of one write-back sent to a cluster at once (one per hash slot in use).
 const CLUSTER_PIPELINES: usize = 16;
 
@@ -77,11 +80,18 @@ impl RedisConn {
                     anyhow::bail!("{flag}: Sentinel connections are plain TCP here; drop the CA option");
                 }
                 let master = SentinelMaster::new(&s, COMMAND_TIMEOUT).map_err(|e| fail(&e))?;
-                tokio::time::timeout(START_TIMEOUT, master.connect())
-                    .await
-                    .map_err(|_| fail(&"the sentinels named no reachable master within 5s"))?
-                    .map_err(|e| fail(&e))?;
-                Ok(RedisConn::Sentinel(master))
+                // Sentinels that are starting, or in the middle of a failover, name no master for a
+                // moment: asked again until the start deadline rather than failing at the first answer.
+                let deadline = Instant::now() + START_TIMEOUT;
+                loop {
+                    match tokio::time::timeout_at(deadline, master.connect()).await {
+                        Ok(Ok(_)) => return Ok(RedisConn::Sentinel(master)),
+                        Ok(Err(e)) if Instant::now() + START_RETRY >= deadline => return Err(fail(&e)),
+                        Ok(Err(e)) => tracing::debug!("{flag}: no master yet ({e}); asking again"),
+                        Err(_) => return Err(fail(&"the sentinels named no reachable master within 5s")),
+                    }
+                    tokio::time::sleep(START_RETRY).await;
+                }
             }
         }
     }
