@@ -97,25 +97,43 @@ async fn another_signal() {
 }
 
 /// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
-pub async fn signal() {
+///
+/// The handlers are installed by this call, not when the future is first polled: a server calls it
+/// before it announces its address, because a SIGTERM that arrives before a handler exists kills
+/// the process at once (the signal's default action) instead of draining it.
+pub fn signal() -> impl Future<Output = ()> + Send {
     #[cfg(unix)]
-    {
+    let installed = {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        // Outside a runtime (a library caller), the handlers are left to the first poll.
+        tokio::runtime::Handle::try_current().ok().and_then(|_| {
+            Some((signal(SignalKind::terminate()).ok()?, signal(SignalKind::interrupt()).ok()?))
+        })
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = match installed {
+                Some(s) => Some(s),
+                None => signal(SignalKind::terminate()).ok().zip(signal(SignalKind::interrupt()).ok()),
+            };
+            match streams {
+                Some((mut term, mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

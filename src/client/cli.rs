@@ -54,6 +54,7 @@ pub async fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
 /// Runs `tunnelkit forward` until SIGTERM/SIGINT.
 pub async fn run_forward(args: ForwardArgs) -> anyhow::Result<()> {
     let drain = Drain::new();
+    let stop = shutdown::signal();
     let pipes =
         (!args.no_splice && args.max_pipes > 0).then(|| PipePool::new(args.max_pipes, Some(args.pipe_size)));
     for spec in &args.local {
@@ -109,7 +110,7 @@ pub async fn run_forward(args: ForwardArgs) -> anyhow::Result<()> {
             }
         });
     }
-    shutdown::signal().await;
+    stop.await;
     let left = drain.finish(args.shutdown_timeout).await;
     if left > 0 {
         tracing::warn!("{left} connections still open after --shutdown-timeout; closing them");

@@ -77,6 +77,8 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             .listen(move |_| apply_reload(&args, &started, &server, &swappable))
             .context("cannot watch SIGHUP")?
     };
+    // SIGTERM's handler too: a client may stop the server the moment it reads the address.
+    let stop = shutdown::signal();
     crate::telemetry::announce(&format!("listening on {}", listener.local_addr()?));
     if let Some(addr) = metrics {
         crate::telemetry::announce(&format!("metrics listening on {addr}"));
@@ -88,7 +90,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let handover = listeners.serve().await?;
     // Written once we accept, so that after an upgrade the file names the successor.
     let pid_file = crate::reload::pid_file::write_if(settings.pid_file.as_deref())?;
-    handover.until(shutdown::signal()).await;
+    handover.until(stop).await;
     reload.abort();
     drain_for(&drain, settings.shutdown_timeout, "tunnel connections").await;
     drop(pid_file);
@@ -184,6 +186,7 @@ pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
         anyhow::bail!("-R needs --mode multi: a single-mode tunnel carries one stream opened by the client");
     }
     let drain = Drain::new();
+    let stop = shutdown::signal();
     let keeper = Keeper::new(client, RemoteForwards::new(args.remote.clone(), drain.clone()));
     // Come up only once the server has accepted us, so a wrong token or URL fails at once.
     if mode == Mode::Multi {
@@ -202,7 +205,7 @@ pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
     if !args.remote.is_empty() {
         drain.spawn(keeper.clone().keep_shared(drain.clone()));
     }
-    shutdown::signal().await;
+    stop.await;
     let all_done = drain_for(&drain, args.shutdown_timeout, "streams").await;
     keeper.close(if all_done { Closing::InOrder } else { Closing::AtOnce }).await;
     Ok(())
