@@ -26,26 +26,8 @@ fn write_config(file: &Path, level: &str) {
     std::fs::write(file, text).unwrap();
 }
 
-fn hup(p: &Proc) {
-    // SAFETY: sends a signal to our own child.
-    unsafe {
-        libc::kill(p.child.id() as i32, libc::SIGHUP);
-    }
-}
-
 fn log_of(p: &Proc) -> String {
     p.stderr.lock().unwrap().clone()
-}
-
-/// Waits until the log holds `needle` `times` times, at most 20 s.
-async fn wait_log(p: &Proc, needle: &str, times: usize) {
-    for _ in 0..400 {
-        if log_of(p).matches(needle).count() >= times {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no `{needle}` (x{times}) in the log:\n{}", log_of(p));
 }
 
 /// One CONNECT to the echo server through `proxy` and a round trip through it.
@@ -74,19 +56,19 @@ async fn a_reload_changes_the_log_level_and_an_invalid_one_keeps_it() {
     assert!(!log_of(&proxy).contains(DEBUG_LINE), "debug line at level warn:\n{}", log_of(&proxy));
 
     write_config(&file, "\"warn,tunnelkit::reload=info,tunnelkit::proxy=debug\"");
-    hup(&proxy);
-    wait_log(&proxy, "config reloaded (generation 2)", 1).await;
+    proxy.hup();
+    proxy.wait_log("config reloaded (generation 2)", 1).await;
     connect_once(proxy.addr(), echo).await;
-    wait_log(&proxy, DEBUG_LINE, 1).await;
+    proxy.wait_log(DEBUG_LINE, 1).await;
 
     write_config(&file, "\"tunnelkit=loud\"");
-    hup(&proxy);
-    wait_log(&proxy, "config reload failed", 1).await;
+    proxy.hup();
+    proxy.wait_log("config reload failed", 1).await;
     let log = log_of(&proxy);
     assert!(log.contains("log_level") && log.contains("keeping generation 2"), "{log}");
     // The filter of generation 2 is still in force.
     connect_once(proxy.addr(), echo).await;
-    wait_log(&proxy, DEBUG_LINE, 2).await;
+    proxy.wait_log(DEBUG_LINE, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,9 +82,9 @@ async fn rust_log_wins_over_the_file_and_says_so_once() {
         1,
         &[("RUST_LOG", "warn,tunnelkit::reload=info")],
     );
-    wait_log(&proxy, "overridden by RUST_LOG", 1).await;
-    hup(&proxy);
-    wait_log(&proxy, "config reloaded (generation 2)", 1).await;
+    proxy.wait_log("overridden by RUST_LOG", 1).await;
+    proxy.hup();
+    proxy.wait_log("config reloaded (generation 2)", 1).await;
     connect_once(proxy.addr(), echo).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = log_of(&proxy);
@@ -118,7 +100,7 @@ async fn the_log_level_flag_wins_over_the_file() {
     write_config(&file, "\"debug\"");
     let args = ["--log-level", "warn", "proxy", "--config", file.to_str().unwrap()];
     let proxy = Proc::start_without_rust_log(&args, 1, &[]);
-    wait_log(&proxy, "overridden by --log-level", 1).await;
+    proxy.wait_log("overridden by --log-level", 1).await;
     connect_once(proxy.addr(), echo).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!log_of(&proxy).contains(DEBUG_LINE), "the file's level won over the flag:\n{}", log_of(&proxy));

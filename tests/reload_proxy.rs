@@ -43,24 +43,6 @@ fn start_proxy(file: &Path) -> (Proc, PathBuf) {
     (p, pid)
 }
 
-/// Waits until the proxy's log holds `needle` `times` times (a reload finished), at most 20 s.
-async fn wait_log(p: &Proc, needle: &str, times: usize) {
-    for _ in 0..400 {
-        if p.stderr.lock().unwrap().matches(needle).count() >= times {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no `{needle}` (x{times}) in the log:\n{}", p.stderr.lock().unwrap());
-}
-
-fn hup(p: &Proc) {
-    // SAFETY: sends a signal to our own child.
-    unsafe {
-        libc::kill(p.child.id() as i32, libc::SIGHUP);
-    }
-}
-
 fn auth(user: &str) -> String {
     Credentials::parse_pair(user).unwrap().to_basic_header()
 }
@@ -162,9 +144,9 @@ async fn twenty_reloads_under_load_fail_no_request_and_each_takes_effect_at_once
                 .unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         } else {
-            hup(&p);
+            p.hup();
         }
-        wait_log(&p, &format!("config reloaded (generation {})", n + 1), 1).await;
+        p.wait_log(&format!("config reloaded (generation {})", n + 1), 1).await;
         let (bob, denied) = (
             get(proxy, &origin.url("/1k"), "bob:hunter2").await,
             get(proxy, &format!("http://{second}/"), "alice:s3cret").await,
@@ -200,8 +182,8 @@ async fn a_removed_users_open_tunnel_is_closed_after_the_grace_and_others_keep_t
     assert!(echo_round(&mut bob, b"before").await);
 
     std::fs::write(&file, config_text(false, "1s")).unwrap();
-    hup(&p);
-    wait_log(&p, "config reloaded (generation 2)", 1).await;
+    p.hup();
+    p.wait_log("config reloaded (generation 2)", 1).await;
     // Within the grace the tunnel still carries bytes; after it, it is closed.
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(LIMIT, bob.read_to_end(&mut rest)).await;
@@ -248,15 +230,15 @@ async fn a_reload_reopens_the_access_log_for_rotation_and_counts_itself_in_metri
     // Rotation: the file is moved away, the reload opens a new one at the configured path.
     let rotated = dir.path().join("access.log.1");
     std::fs::rename(&log, &rotated).unwrap();
-    hup(&p);
-    wait_log(&p, "config reloaded (generation 2)", 1).await;
+    p.hup();
+    p.wait_log("config reloaded (generation 2)", 1).await;
     assert_eq!(get(p.addr(), &origin.url("/after-rotation"), "alice:s3cret").await, 404);
     wait_file(&log, "/after-rotation").await;
     assert!(!std::fs::read_to_string(&rotated).unwrap().contains("/after-rotation"));
 
     std::fs::write(&file, "allow = [\"not a range\"]\n").unwrap();
-    hup(&p);
-    wait_log(&p, "config reload failed", 1).await;
+    p.hup();
+    p.wait_log("config reload failed", 1).await;
     let text = scrape(metrics).await;
     for series in [
         r#"tunnelkit_reloads_total{server="proxy",result="ok"} 1"#,
@@ -277,8 +259,8 @@ async fn an_invalid_file_is_logged_with_its_key_and_the_old_configuration_stays(
     let mut broken = config_text(false, "10s");
     broken.push_str("deny = [\"10.0.0.0/33\"]\n");
     std::fs::write(&file, &broken).unwrap();
-    hup(&p);
-    wait_log(&p, "config reload failed", 1).await;
+    p.hup();
+    p.wait_log("config reload failed", 1).await;
     let log = p.stderr.lock().unwrap().clone();
     let line = log.lines().find(|l| l.contains("config reload failed")).unwrap();
     assert!(
@@ -291,8 +273,8 @@ async fn an_invalid_file_is_logged_with_its_key_and_the_old_configuration_stays(
 
     // Fixed, the next reload applies it as generation 2.
     std::fs::write(&file, config_text(false, "10s")).unwrap();
-    hup(&p);
-    wait_log(&p, "config reloaded (generation 2)", 1).await;
+    p.hup();
+    p.wait_log("config reloaded (generation 2)", 1).await;
     assert_eq!(get(p.addr(), &origin.url("/1k"), "bob:hunter2").await, 407);
 
     // `tunnelkit reload` explains a missing pid file instead of failing silently.
@@ -320,8 +302,8 @@ async fn a_reload_that_raises_max_connections_lets_the_next_client_in() {
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
 
     std::fs::write(&file, format!("{}max_connections = 3\n", config_text(false, "10s"))).unwrap();
-    hup(&p);
-    wait_log(&p, "config reloaded (generation 2)", 1).await;
+    p.hup();
+    p.wait_log("config reloaded (generation 2)", 1).await;
     let mut third = connect(p.addr(), echo, "alice:s3cret").await.expect("room after the reload");
     assert!(echo_round(&mut third, b"let in").await);
     assert!(echo_round(&mut first, b"the first one is untouched").await);
@@ -367,8 +349,8 @@ async fn a_removed_users_socks5_tunnel_is_closed_after_the_grace_too() {
     let mut alice = socks_connect(socks, echo, "alice", "s3cret").await.expect("alice's SOCKS tunnel");
     assert!(echo_round(&mut bob, b"before").await);
     std::fs::write(&file, with_socks(false)).unwrap();
-    hup(&p);
-    wait_log(&p, "config reloaded (generation 2)", 1).await;
+    p.hup();
+    p.wait_log("config reloaded (generation 2)", 1).await;
     let mut rest = Vec::new();
     assert!(
         tokio::time::timeout(LIMIT, bob.read_to_end(&mut rest)).await.is_ok(),

@@ -21,23 +21,6 @@ fn config_text(backends: &[&Backend]) -> String {
     )
 }
 
-async fn wait_log(p: &Proc, needle: &str) {
-    for _ in 0..400 {
-        if p.stderr.lock().unwrap().contains(needle) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no `{needle}` in the log:\n{}", p.stderr.lock().unwrap());
-}
-
-fn hup(p: &Proc) {
-    // SAFETY: a signal to our own child.
-    unsafe {
-        libc::kill(p.child.id() as i32, libc::SIGHUP);
-    }
-}
-
 /// `reconnect.js`: a Socket.IO client over WebSocket that reconnects, one JSON line per event.
 struct Client {
     _child: tokio::process::Child,
@@ -113,8 +96,8 @@ async fn a_reload_adds_a_backend_for_new_sessions_and_drains_a_removed_one() {
     let sid_b = session_on(&url, "B", 6).await;
 
     std::fs::write(&file, config_text(&[&b, &c])).unwrap();
-    hup(&s);
-    wait_log(&s, "config reloaded (generation 2)").await;
+    s.hup();
+    s.wait_log("config reloaded (generation 2)", 1).await;
 
     // A's polling session: Engine.IO's 400 at once, as for a dead backend.
     let (status, text) = poll(&url, &sid_a).await;
@@ -141,8 +124,8 @@ async fn a_reload_adds_a_backend_for_new_sessions_and_drains_a_removed_one() {
 
     // An invalid file: the error names the key, generation 2 stays in force.
     std::fs::write(&file, "backends = [\"no-port-here\"]\n").unwrap();
-    hup(&s);
-    wait_log(&s, "config reload failed").await;
+    s.hup();
+    s.wait_log("config reload failed", 1).await;
     let log = s.stderr.lock().unwrap().clone();
     assert!(log.contains("backend") && log.contains("keeping generation 2"), "{log}");
     let (status, text) = poll(&url, &sid_b).await;

@@ -40,16 +40,6 @@ async fn echoes(entry: SocketAddr, data: &[u8]) -> bool {
         && got == data
 }
 
-async fn wait_log(p: &Proc, needle: &str) {
-    for _ in 0..400 {
-        if p.stderr.lock().unwrap().contains(needle) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no `{needle}` in the log:\n{}", p.stderr.lock().unwrap());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_cannot_open_or_resume_and_loses_its_tunnels_while_others_flow() {
     let echo = echo_server().await;
@@ -68,11 +58,8 @@ async fn a_revoked_token_cannot_open_or_resume_and_loses_its_tunnels_while_other
     assert!(echoes(revoked.addr(), b"before, revoked").await);
 
     std::fs::write(&file, tokens_file(&["keep"])).unwrap();
-    // SAFETY: a signal to our own child.
-    unsafe {
-        libc::kill(server.child.id() as i32, libc::SIGHUP);
-    }
-    wait_log(&server, "config reloaded (generation 2)").await;
+    server.hup();
+    server.wait_log("config reloaded (generation 2)", 1).await;
 
     // A new tunnel with the revoked token: refused at the upgrade (so is a RESUME, which needs it too).
     let (status, err) =
@@ -109,11 +96,8 @@ async fn an_invalid_file_on_reload_is_logged_and_the_tokens_in_force_stay() {
     let url = format!("ws://{}/tunnel", server.addr());
     let kept = client(&url, "keep", echo);
     std::fs::write(&file, "tokens = [\"\"]\n").unwrap();
-    // SAFETY: a signal to our own child.
-    unsafe {
-        libc::kill(server.child.id() as i32, libc::SIGHUP);
-    }
-    wait_log(&server, "config reload failed").await;
+    server.hup();
+    server.wait_log("config reload failed", 1).await;
     let log = server.stderr.lock().unwrap().clone();
     assert!(log.contains("tokens") && log.contains("keeping generation 1"), "{log}");
     assert!(echoes(kept.addr(), b"still flowing").await);
@@ -136,11 +120,8 @@ async fn a_reload_that_drops_an_allowed_range_refuses_new_streams_of_open_tunnel
     let c = client(&url, "keep", echo);
     assert!(echoes(c.addr(), b"loopback allowed").await);
     std::fs::write(&file, file_without_allow(&["keep"])).unwrap();
-    // SAFETY: a signal to our own child.
-    unsafe {
-        libc::kill(server.child.id() as i32, libc::SIGHUP);
-    }
-    wait_log(&server, "config reloaded (generation 2)").await;
+    server.hup();
+    server.wait_log("config reloaded (generation 2)", 1).await;
     assert!(!echoes(c.addr(), b"loopback denied now").await, "a new stream reached a denied range");
 }
 
@@ -163,11 +144,8 @@ async fn a_reload_raises_max_tunnels_per_token_for_the_tunnels_opened_after_it()
     assert!(refused(&second), "{second:?}");
 
     std::fs::write(&file, with_limit(2)).unwrap();
-    // SAFETY: a signal to our own child.
-    unsafe {
-        libc::kill(server.child.id() as i32, libc::SIGHUP);
-    }
-    wait_log(&server, "config reloaded (generation 2)").await;
+    server.hup();
+    server.wait_log("config reloaded (generation 2)", 1).await;
     let _second = open().await.expect("a second tunnel once the reload allows two");
     let third = open().await;
     assert!(refused(&third), "{third:?}");

@@ -140,6 +140,25 @@ impl Proc {
         }
     }
 
+    /// Sends SIGHUP (a configuration reload).
+    pub fn hup(&self) {
+        // SAFETY: sends a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGHUP);
+        }
+    }
+
+    /// Waits until the log holds `needle` `times` times (a reload finished, say), at most 20 s.
+    pub async fn wait_log(&self, needle: &str, times: usize) {
+        for _ in 0..400 {
+            if self.stderr.lock().unwrap().matches(needle).count() >= times {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no `{needle}` (x{times}) in the log:\n{}", self.stderr.lock().unwrap());
+    }
+
     /// Waits for exit, at most `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let start = std::time::Instant::now();
