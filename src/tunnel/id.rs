@@ -25,6 +25,18 @@ impl TunnelId {
     pub fn random() -> Self {
         TunnelId(random16())
     }
+
+    /// An id as `Display` writes it: 32 hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 32 || !s.is_ascii() {
+            return None;
+        }
+        let mut id = [0u8; 16];
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(TunnelId(id))
+    }
 }
 
 impl fmt::Display for TunnelId {
@@ -67,6 +79,14 @@ impl fmt::Debug for ResumeSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_read_back_as_displayed() {
+        let id = TunnelId([0xab; 16]);
+        assert_eq!(TunnelId::from_hex(&id.to_string()), Some(id));
+        assert_eq!(TunnelId::from_hex("ab"), None);
+        assert_eq!(TunnelId::from_hex(&"zz".repeat(16)), None);
+    }
 
     #[test]
     fn ids_and_secrets_are_random_and_independent() {

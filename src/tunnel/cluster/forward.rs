@@ -74,10 +74,8 @@ pub async fn open(
                 Box::new(connector.connect(name, tcp).await.map_err(|e| unreachable(&e))?)
             }
         };
-        let key = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            crate::tunnel::id::TunnelId::random().0,
-        );
+        let key =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crate::tunnel::id::random16());
         let mut head = format!(
             "GET {} HTTP/1.1\r\nHost: {holder}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n{}: {handoff_header}\r\n",
