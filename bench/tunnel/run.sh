@@ -3,6 +3,7 @@
 # saturating stream, through a direct TCP connection, tunnelkit ws-server/ws-client, rusty-penguin and the
 # seed ws-stream-tunnel, in one run. Not a test.
 # Usage: bench/tunnel/run.sh [SECONDS_PER_MEASUREMENT (default 5)] [ROUNDS (default 3; each cell is the median)]
+# BENCH_PATHS picks paths (default: direct relay2 tunnelkit penguin seed; also: baseline, with BENCH_BASELINE).
 # Writes bench/results/tunnel-<date>.md and prints the same table. A path that does not come up (answer an
 # echo probe through its entry port) is skipped with the reason, and the run goes on.
 set -euo pipefail
@@ -66,6 +67,8 @@ start_tunnelkit() {
   wait_up "$ws" "${path_pids[@]}" || return 1
   "$TK" ws-client ws://127.0.0.1:$ws/tunnel -L 127.0.0.1:$ENTRY:127.0.0.1:$SINK 2>>"$work/tunnelkit.log" & path_pids+=($!)
 }
+# An older tunnelkit binary (BENCH_BASELINE=PATH, with "baseline" in BENCH_PATHS) beside this one, for A/B.
+start_baseline() { TK="${BENCH_BASELINE:?set BENCH_BASELINE to a tunnelkit binary}" start_tunnelkit; }
 start_penguin() {
   local ws; ws=$(port); ENTRY=$(port)
   "$PG" -q server --host 127.0.0.1 --port $ws 2>"$work/penguin.log" & path_pids+=($!)
@@ -143,7 +146,7 @@ goal() { # LABEL VALUE TARGET
   awk -v l="$1" -v v="$2" -v t="$3" 'BEGIN { if (v == "n/a") printf "- %s >= %s: not measured\n", l, t;
     else printf "- %s >= %s: %s (%s)\n", l, t, v, (v+0 >= t+0 ? "met" : "NOT met") }'
 }
-label() { case "$1" in penguin) echo rusty-penguin ;; relay2) echo "two plain relays (ceiling)" ;; *) echo "$1" ;; esac; }
+label() { case "$1" in penguin) echo rusty-penguin ;; baseline) echo "tunnelkit baseline ($BENCH_BASELINE)" ;; relay2) echo "two plain relays (ceiling)" ;; *) echo "$1" ;; esac; }
 
 date_tag=$(date -u +%Y-%m-%d)
 mkdir -p bench/results
@@ -169,7 +172,7 @@ tk1=$(cell tunnelkit up1); d1=$(cell direct up1)
   echo "| path | 1 stream up Gbit/s | vs direct | 1 stream down Gbit/s | 64 streams up Gbit/s | vs direct | ping-pong idle p50 / p99 µs | ping-pong under load p50 / p99 µs | down beside a stalled stream | tunnelkit 1-stream vs it |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for p in "${PATHS[@]}"; do
-    vs_tk=""; case $p in relay2|penguin|seed) vs_tk=$(ratio "$tk1" "$(cell $p up1)"); [ "$vs_tk" = n/a ] || vs_tk="${vs_tk}x" ;; esac
+    vs_tk=""; case $p in relay2|penguin|seed|baseline) vs_tk=$(ratio "$tk1" "$(cell $p up1)"); [ "$vs_tk" = n/a ] || vs_tk="${vs_tk}x" ;; esac
     echo "| $(label $p) | $(cell $p up1) | $(ratio "$(cell $p up1)" "$d1") | $(cell $p down1) | $(cell $p up64) | $(ratio "$(cell $p up64)" "$(cell direct up64)") | $(lat $p idle) | $(lat $p ping) | $(cell $p stalled) ($(ratio "$(cell $p stalled)" "$(cell $p down1)")) | $vs_tk |"
   done
   echo

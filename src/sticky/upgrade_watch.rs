@@ -12,6 +12,8 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::http::ws_frame::{opcode, Decoded, FrameHead};
+
 /// Client frames inspected before giving up: the upgrade packet follows the probe at once.
 const MAX_FRAMES: u32 = 16;
 
@@ -51,23 +53,9 @@ impl UpgradeSniffer {
             if p.len() < 2 {
                 return;
             }
-            let (b0, b1) = (p[0], p[1]);
-            let ext = match b1 & 0x7f {
-                126 => 2,
-                127 => 8,
-                _ => 0,
-            };
-            let header = 2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 };
-            if p.len() < header {
-                return;
-            }
-            let len = match ext {
-                0 => u64::from(b1 & 0x7f),
-                2 => u64::from(u16::from_be_bytes([p[2], p[3]])),
-                _ => u64::from_be_bytes(p[2..10].try_into().expect("8 bytes")),
-            };
-            let opcode = b0 & 0x0f;
-            if opcode == 0x8 || b0 & 0x70 != 0 || self.frames >= MAX_FRAMES {
+            let Decoded::Head { head: h, len: header } = FrameHead::decode(p) else { return };
+            let len = h.payload_len;
+            if h.opcode == opcode::CLOSE || h.rsv != 0 || self.frames >= MAX_FRAMES {
                 // Close, or an extension (permessage-deflate) hides the payload.
                 self.outcome = Some(false);
                 return;
@@ -83,8 +71,8 @@ impl UpgradeSniffer {
                 return;
             }
             let end = header + len as usize;
-            if b0 & 0x80 != 0 && opcode == 0x1 && len == 1 {
-                let mask = if b1 & 0x80 != 0 { p[header - 4] } else { 0 };
+            if h.fin && h.opcode == opcode::TEXT && len == 1 {
+                let mask = h.mask.map_or(0, |k| k[0]);
                 if p[header] ^ mask == b'5' {
                     self.outcome = Some(true);
                     return;

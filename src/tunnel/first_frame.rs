@@ -1,15 +1,16 @@
 //! The client's first WebSocket frame, read off the raw connection instead of through tungstenite, so
 //! that a cluster server can look at a `RESUME` and still hand the connection, byte for byte, to the
 //! server that owns the tunnel (`cluster`). Whatever is read is kept: when the connection stays
-//! here, tungstenite is given the same bytes back (`WebSocketStream::from_partially_read`) and parses
-//! them itself.
+//! here, the tunnel's WebSocket (`tunnel::ws`) starts from the same bytes and parses them itself.
 //!
 //! Only the shape a tunnel handshake has is decoded: one final, masked, binary frame no longer than
-//! the handshake limit. Anything else (a ping first, a fragment, a huge length) is left to tungstenite
-//! and the normal handshake, which refuses it as it always has.
+//! the handshake limit. Anything else (a ping first, a fragment, a huge length) is left to the
+//! WebSocket and the normal handshake, which refuse it as they always have.
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::http::ws_frame::{apply_mask, opcode, Decoded, FrameHead};
 
 /// What was read of the first frame.
 pub struct FirstFrame {
@@ -19,62 +20,31 @@ pub struct FirstFrame {
     pub payload: Option<Bytes>,
 }
 
-/// The frame's header, once enough of it is in.
-#[derive(Debug, PartialEq, Eq)]
-enum Header {
-    /// More bytes are needed.
-    Partial,
-    /// Not a frame this module decodes.
-    Other,
-    /// A final masked binary frame: header length, payload length and mask.
-    Binary { header: usize, len: usize, mask: [u8; 4] },
-}
-
-/// FIN set, no extension bits, opcode 2 (binary).
-const FINAL_BINARY: u8 = 0x82;
-
-fn header(buf: &[u8], max_payload: usize) -> Header {
-    if buf.len() < 2 {
-        return Header::Partial;
-    }
-    if buf[0] != FINAL_BINARY || buf[1] & 0x80 == 0 {
-        return Header::Other;
-    }
-    let (len, at) = match buf[1] & 0x7f {
-        126 if buf.len() < 4 => return Header::Partial,
-        126 => (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4),
-        127 if buf.len() < 10 => return Header::Partial,
-        127 => (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")), 10),
-        n => (n as u64, 2),
-    };
-    if len > max_payload as u64 {
-        return Header::Other;
-    }
-    if buf.len() < at + 4 {
-        return Header::Partial;
-    }
-    let mask = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
-    Header::Binary { header: at + 4, len: len as usize, mask }
-}
-
 /// Reads until the first frame is complete or known not to be one we decode. An error or EOF before
 /// that is an error: the connection is of no further use.
 pub async fn read<S: AsyncRead + Unpin>(stream: &mut S, max_payload: usize) -> std::io::Result<FirstFrame> {
     let mut raw = BytesMut::with_capacity(256);
     loop {
-        match header(&raw, max_payload) {
-            Header::Other => return Ok(FirstFrame { raw, payload: None }),
-            Header::Binary { header, len, mask } if raw.len() >= header + len => {
-                let payload: Vec<u8> =
-                    raw[header..header + len].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+        if let Decoded::Head { head, len } = FrameHead::decode(&raw) {
+            let Some(mask) = head.mask.filter(|_| is_final_binary(&head, max_payload)) else {
+                return Ok(FirstFrame { raw, payload: None });
+            };
+            let end = len + head.payload_len as usize;
+            if raw.len() >= end {
+                let mut payload = raw[len..end].to_vec();
+                apply_mask(&mut payload, mask, 0);
                 return Ok(FirstFrame { raw, payload: Some(payload.into()) });
             }
-            _ => {}
         }
         if stream.read_buf(&mut raw).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
     }
+}
+
+/// One final binary frame with no extension bits, within the limit.
+fn is_final_binary(head: &FrameHead, max_payload: usize) -> bool {
+    head.fin && head.rsv == 0 && head.opcode == opcode::BINARY && head.payload_len <= max_payload as u64
 }
 
 #[cfg(test)]
@@ -126,11 +96,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn other_frames_are_left_to_tungstenite_with_what_was_read() {
+    async fn other_frames_are_left_to_the_websocket_with_what_was_read() {
         let ping = masked(9, b"hi");
         let got = read_all(ping, 64).await.unwrap();
         assert!(got.payload.is_none());
-        assert_eq!(got.raw.len(), 2, "stops at the header, reads no further");
+        assert_eq!(got.raw.len(), 6, "stops at the end of the head, reads no further");
         let big = masked(2, &[0; 65]);
         assert!(read_all(big, 64).await.unwrap().payload.is_none());
         let mut unmasked = masked(2, b"x");

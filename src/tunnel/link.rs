@@ -5,28 +5,33 @@
 //! peer that stops reading is dropped too: a write with no progress for two heartbeat periods fails the
 //! connection, and what we owe it is bounded (`backlog`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::backlog::{self, WriterState};
 use super::budget;
 use super::session::{LinkError, Session};
+use super::ws::{Incoming, WsConnection, WsError, WsReader, WsWriter, CLOSE_NORMAL, CLOSE_PROTOCOL};
 
 /// Frames taken from the session per writer turn.
 const BATCH: usize = 64;
 
-/// The WebSocket settings both ends use: messages fit the largest frame, writes are batched.
+/// The longest WebSocket message a link takes when its frames are at most `max_frame` bytes: the
+/// frame, an OPEN's extra bytes, and slack.
+pub fn max_message(max_frame: usize) -> usize {
+    max_frame + 64 * 1024 + 64
+}
+
+/// The WebSocket settings tungstenite's upgrade uses (only `ws-server --compat` goes on with
+/// tungstenite after it): messages fit the largest frame, writes are batched.
 pub fn websocket_config(max_frame: usize) -> WebSocketConfig {
-    let max_msg = max_frame + 64 * 1024 + 64;
+    let max_msg = max_message(max_frame);
     WebSocketConfig::default()
         .write_buffer_size(256 * 1024)
         .max_write_buffer_size(16 << 20)
@@ -38,17 +43,22 @@ fn lost(e: impl std::fmt::Display) -> LinkError {
     LinkError::Lost(e.to_string())
 }
 
+/// A WebSocket ping received, waiting for the writer to answer it. Answers coalesce: a peer that pings
+/// without reading is owed one pong, not one per ping.
+type PendingPong = Mutex<Option<Bytes>>;
+
 /// Runs connection `gen` until it fails, is superseded (`cancel`), or the tunnel ends. A protocol error
 /// is answered with WebSocket close code 1002 (the tunnel is then broken, not closed).
-pub async fn run<S>(session: Arc<Session>, ws: WebSocketStream<S>, gen: u64, cancel: CancellationToken)
+pub async fn run<S>(session: Arc<Session>, ws: WsConnection<S>, gen: u64, cancel: CancellationToken)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut sink, stream) = ws.split();
-    let writer = WriterState::default();
+    let (mut reader, mut writer) = ws.into_split();
+    let state = WriterState::default();
+    let pong = PendingPong::default();
     let result = tokio::select! {
-        r = read_loop(&session, stream, gen, &writer) => r,
-        r = write_loop(&session, &mut sink, gen, &writer) => r,
+        r = read_loop(&session, &mut reader, gen, &state, &pong) => r,
+        r = write_loop(&session, &mut writer, gen, &state, &pong) => r,
         _ = cancel.cancelled() => Err(LinkError::Stale),
     };
     match &result {
@@ -59,50 +69,47 @@ where
     if let Err(LinkError::Protocol(why)) = &result {
         // Say why, as docs/protocol.md promises; a peer that does not read does not delay us long.
         let reason: String = why.chars().take(100).collect();
-        let bye = CloseFrame { code: CloseCode::Protocol, reason: reason.into() };
-        let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(bye)))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer.close(CLOSE_PROTOCOL, &reason)).await;
     }
     session.link_down(gen);
 }
 
 async fn read_loop<S>(
     session: &Arc<Session>,
-    mut stream: futures_util::stream::SplitStream<WebSocketStream<S>>,
+    reader: &mut WsReader<ReadHalf<S>>,
     gen: u64,
     writer: &WriterState,
+    pong: &PendingPong,
 ) -> Result<(), LinkError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead,
 {
     let dead_after = session.params.heartbeat * 2;
     loop {
         backlog::wait_for_room(session, writer, dead_after).await?;
         budget::wait_for_memory(session).await;
-        let msg = match tokio::time::timeout(dead_after, stream.next()).await {
+        let msg = match tokio::time::timeout(dead_after, reader.next()).await {
             Err(_) => return Err(LinkError::Silent(dead_after)),
-            Ok(None) => return Err(LinkError::Lost("connection closed".into())),
-            Ok(Some(Err(e))) => return Err(lost(e)),
-            Ok(Some(Ok(m))) => m,
+            Ok(Ok(None)) => return Err(LinkError::Lost("connection closed".into())),
+            Ok(Err(WsError::Protocol(why))) => return Err(LinkError::Protocol(why.into())),
+            Ok(Err(e)) => return Err(lost(e)),
+            Ok(Ok(Some(m))) => m,
         };
         match msg {
-            Message::Binary(b) => session.on_frame(gen, b)?,
-            Message::Text(_) => return Err(LinkError::Protocol("text message".into())),
-            Message::Close(_) => {
-                if is_closing(session) {
+            Incoming::Binary(b) => session.on_frame(gen, b)?,
+            Incoming::Text => return Err(LinkError::Protocol("text message".into())),
+            Incoming::Ping(p) => {
+                *pong.lock().expect("pong lock") = Some(p);
+                session.wake_writer();
+            }
+            Incoming::Close { .. } => {
+                if session.is_closing() {
                     return Ok(());
                 }
                 return Err(LinkError::Lost("peer closed the WebSocket".into()));
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
     }
-}
-
-/// Whether the tunnel is ending in order: ended, or our CLOSE is sent. Then the peer closing the
-/// WebSocket is the expected end (a signal, an idle timeout, a single-mode stream's end), not a lost
-/// connection, and is not logged as one.
-fn is_closing(session: &Session) -> bool {
-    session.is_closing()
 }
 
 /// One write to the socket, failed when it makes no progress for `limit` (the peer does not read: it
@@ -120,44 +127,42 @@ async fn timed<T, E: std::fmt::Display>(
 
 async fn write_loop<S>(
     session: &Arc<Session>,
-    sink: &mut futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+    sink: &mut WsWriter<WriteHalf<S>>,
     gen: u64,
     writer: &WriterState,
+    pong: &PendingPong,
 ) -> Result<(), LinkError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncWrite,
 {
     // The same bound as the peer's silence: a peer that takes nothing for two heartbeats is as dead as
     // one that sends nothing.
     let limit = session.params.heartbeat * 2;
-    for frame in session.replay_frames(gen)? {
-        timed(writer, limit, sink.feed(Message::Binary(frame))).await?;
+    for frames in session.replay_frames(gen)?.chunks(BATCH) {
+        timed(writer, limit, sink.send(frames)).await?;
     }
-    timed(writer, limit, sink.flush()).await?;
     let heartbeat = session.params.heartbeat;
     let mut last_sent = Instant::now();
-    let mut dirty = false;
     loop {
         let notified = session.writer_wakeup();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        let owed_pong = pong.lock().expect("pong lock").take();
+        if let Some(p) = owed_pong {
+            timed(writer, limit, sink.pong(&p)).await?;
+        }
         let batch = session.take_batch(gen, BATCH)?;
         if !batch.frames.is_empty() {
-            for frame in batch.frames {
-                timed(writer, limit, sink.feed(Message::Binary(frame))).await?;
-            }
-            dirty = true;
+            // Written at once: the batch is one vectored write (or one buffer, masked), so there is
+            // nothing to gain from holding it back for the next.
+            timed(writer, limit, sink.send(&batch.frames)).await?;
             last_sent = Instant::now();
             continue;
         }
-        if dirty {
-            timed(writer, limit, sink.flush()).await?;
-            dirty = false;
-        }
         if session.is_ended() {
             // Orderly end: say goodbye so the peer does not take it for a break.
-            let bye = CloseFrame { code: CloseCode::Normal, reason: "tunnel closed".into() };
-            let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(bye)))).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), sink.close(CLOSE_NORMAL, "tunnel closed")).await;
             return Ok(());
         }
         let ping_at = last_sent + heartbeat;
@@ -169,7 +174,7 @@ where
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(wake_at) => {
                 if Instant::now() >= ping_at {
-                    timed(writer, limit, sink.send(Message::Binary(session.ping_frame()))).await?;
+                    timed(writer, limit, sink.send(&[session.ping_frame()])).await?;
                     last_sent = Instant::now();
                 }
             }

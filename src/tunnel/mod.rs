@@ -4,7 +4,8 @@
 //! - [`frame`]: the frame header; [`wire`]: the typed payloads (one [`wire::Message`] per frame type);
 //!   [`replay`]: the bounded replay buffer; [`id`]: tunnel ids and resume secrets.
 //! - `session`: one tunnel's state (streams, credits, sequence numbers), shared by its connection's `link`
-//!   tasks and its [`TunnelStream`] handles.
+//!   tasks and its [`TunnelStream`] handles; `ws`: the WebSocket under the link once the upgrade is done
+//!   (binary messages without a copy each way; `link`: the reader and writer of one connection).
 //! - [`Server`] / [`TunnelClient`]: the two ends, creating and resuming tunnels; [`Tunnel`]: the handle.
 //!   `client/` also holds the client's keeper (the one place a client tunnel's life is decided) and the
 //!   `ws-client` entries (`-L`, `-R`, `--socks`); `token`: the server's bearer-token checks.
@@ -54,6 +55,7 @@ mod session;
 mod stream;
 mod token;
 pub mod wire;
+mod ws;
 
 pub use args::{ClientArgs, ServerArgs};
 pub use client::{ConnectError, TunnelClient};

@@ -5,14 +5,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::server::ErrorResponse;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::WebSocketStream;
 
 use super::wire::Message;
+use super::ws::{WsConnection, CLOSE_PROTOCOL};
 
 /// An HTTP refusal of the upgrade, with a plain-text body saying why.
 pub fn refuse_http(status: u16, challenge: bool, body: String) -> ErrorResponse {
@@ -24,16 +22,15 @@ pub fn refuse_http(status: u16, challenge: bool, body: String) -> ErrorResponse 
 }
 
 /// Ends a connection whose peer broke the protocol with WebSocket close code 1002, as docs/protocol.md says.
-pub async fn protocol_error<S>(mut ws: WebSocketStream<S>, peer: SocketAddr, why: &str)
+pub async fn protocol_error<S>(mut ws: WsConnection<S>, peer: SocketAddr, why: &str)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite,
 {
     tracing::debug!(%peer, "protocol error in the handshake: {why}");
-    let bye = CloseFrame { code: CloseCode::Protocol, reason: why.to_owned().into() };
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(bye))).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(CLOSE_PROTOCOL, why)).await;
 }
 
 /// A `REFUSED` frame with `code` and `reason`.
-pub fn refused_frame(code: u16, reason: &str) -> WsMessage {
-    WsMessage::Binary(Message::Refused { code, reason: reason.to_owned() }.encode(0).freeze())
+pub fn refused_frame(code: u16, reason: &str) -> Bytes {
+    Message::Refused { code, reason: reason.to_owned() }.encode(0).freeze()
 }

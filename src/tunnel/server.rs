@@ -10,13 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use futures_util::{SinkExt, StreamExt};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::WebSocketStream;
 
 use super::cluster::{self, ClientUpgrade, Handoff};
 use super::compat;
@@ -33,6 +31,7 @@ use super::service::{self, ServiceContext};
 use super::session::{Attached, Role, Session};
 use super::token;
 use super::wire::{refused, Message, Welcome, WireError, MAX_CLIENT_HANDSHAKE};
+use super::ws::{Incoming, WsConnection, WsError};
 use crate::net::{socket, BoxStream};
 use crate::shutdown::Drain;
 
@@ -203,6 +202,9 @@ impl Server {
         if let Some(ctx) = &opts.compat {
             return compat::serve(ws, ctx.clone(), principal).await;
         }
+        let max_message = link::max_message(limits.max_frame);
+        // A conforming client sends nothing before the upgrade's answer: tungstenite holds no bytes.
+        let raw = ws.into_inner();
         let ws = match (&opts.cluster, &handoff) {
             // A handoff is never handed on: the holder answers it, whatever its registry says.
             (Some(cluster), None) => {
@@ -210,15 +212,15 @@ impl Server {
                     peer,
                     upgrade: &client_upgrade,
                     holds: |id: &TunnelId| self.inner.tunnels.lock().expect("registry lock").contains_key(id),
-                    config: cfg,
+                    max_message,
                     idle: limits.heartbeat * 4,
                 };
-                match cluster.route(ws, route).await {
+                match cluster.route(raw, route).await {
                     Some(ws) => ws,
                     None => return,
                 }
             }
-            _ => ws,
+            _ => WsConnection::new(raw, Role::Server, BytesMut::new(), max_message),
         };
         self.handshake(ws, principal, peer, handoff, drain).await;
     }
@@ -226,7 +228,7 @@ impl Server {
     /// Runs the tunnel handshake on an upgraded WebSocket and hands it to the link.
     async fn handshake<S>(
         &self,
-        mut ws: WebSocketStream<S>,
+        mut ws: WsConnection<S>,
         principal: Option<String>,
         peer: SocketAddr,
         handoff: Option<Handoff>,
@@ -235,8 +237,9 @@ impl Server {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let first = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(Ok(WsMessage::Binary(b)))) => b,
-            Ok(Some(Ok(WsMessage::Text(_)))) => return protocol_error(ws, peer, "text message").await,
+            Ok(Ok(Some(Incoming::Binary(b)))) => b,
+            Ok(Ok(Some(Incoming::Text))) => return protocol_error(ws, peer, "text message").await,
+            Ok(Err(WsError::Protocol(why))) => return protocol_error(ws, peer, why).await,
             _ => return tracing::debug!(%peer, "no tunnel handshake"),
         };
         let Ok(frame) = Frame::decode(first, MAX_CLIENT_HANDSHAKE) else {
@@ -275,7 +278,7 @@ impl Server {
 
     async fn hello<S>(
         &self,
-        mut ws: WebSocketStream<S>,
+        mut ws: WsConnection<S>,
         mode: Mode,
         asked: Duration,
         principal: Option<String>,
@@ -338,7 +341,7 @@ impl Server {
             heartbeat: params.heartbeat,
         });
         tracing::info!(tunnel = %id, %peer, ?mode, keep_broken = ?params.keep_broken, "tunnel open");
-        if ws.send(WsMessage::Binary(welcome.encode(0).freeze())).await.is_err() {
+        if ws.send(welcome.encode(0).freeze()).await.is_err() {
             // The client never learned the id: nobody can resume it, so do not hold it.
             self.forget(id);
             return;
@@ -370,7 +373,7 @@ impl Server {
 
     async fn resume<S>(
         &self,
-        mut ws: WebSocketStream<S>,
+        mut ws: WsConnection<S>,
         id: TunnelId,
         presented: ResumeSecret,
         peer_ack: u64,
@@ -416,7 +419,7 @@ impl Server {
         };
         let mut r = Message::Resumed.encode(0);
         stamp(&mut r, 0, our_ack);
-        if ws.send(WsMessage::Binary(r.freeze())).await.is_err() {
+        if ws.send(r.freeze()).await.is_err() {
             session.link_down(gen);
             return;
         }

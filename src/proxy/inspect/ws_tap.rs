@@ -16,6 +16,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::flow::{Direction, WsMessage, WsOpcode};
+use crate::http::ws_frame::{apply_mask, Decoded, FrameHead};
 
 /// Messages kept per upgraded connection (both directions together).
 pub const MAX_MESSAGES: usize = 1000;
@@ -116,21 +117,19 @@ impl FrameParser {
             match &mut self.state {
                 State::Lost => return,
                 State::Header => {
-                    let need = header_len(&self.header).unwrap_or(2);
-                    let take = (need - self.header.len()).min(data.len());
-                    self.header.extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                    if header_len(&self.header) == Some(self.header.len()) {
-                        self.start_frame();
+                    // One byte at a time: a head is at most 14 bytes, and none of the payload is taken.
+                    self.header.push(data[0]);
+                    data = &data[1..];
+                    if let Decoded::Head { head, .. } = FrameHead::decode(&self.header) {
+                        self.header.clear();
+                        self.start_frame(head);
                     }
                 }
                 State::Payload { opcode, mask, remaining, offset, .. } => {
                     let n = (*remaining).min(data.len() as u64) as usize;
                     let mut chunk = data[..n].to_vec();
                     if let Some(key) = mask {
-                        for (i, b) in chunk.iter_mut().enumerate() {
-                            *b ^= key[((*offset + i as u64) % 4) as usize];
-                        }
+                        apply_mask(&mut chunk, *key, *offset);
                     }
                     *remaining -= n as u64;
                     *offset += n as u64;
@@ -149,21 +148,9 @@ impl FrameParser {
         }
     }
 
-    /// A whole header is in `self.header`: open the frame (and end it at once if it is empty).
-    fn start_frame(&mut self) {
-        let h = std::mem::take(&mut self.header);
-        let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0f);
-        let (len, mut at) = match h[1] & 0x7f {
-            126 => (u16::from_be_bytes([h[2], h[3]]) as u64, 4),
-            127 => (u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")), 10),
-            n => (n as u64, 2),
-        };
-        let mask = (h[1] & 0x80 != 0).then(|| {
-            let k = [h[at], h[at + 1], h[at + 2], h[at + 3]];
-            at += 4;
-            k
-        });
-        debug_assert_eq!(at, h.len());
+    /// A whole head has come: open the frame (and end it at once if it is empty).
+    fn start_frame(&mut self, head: FrameHead) {
+        let FrameHead { fin, opcode, mask, payload_len: len, .. } = head;
         let kind = match opcode {
             0 if self.message.is_some() => None,
             1 => Some(WsOpcode::Text),
@@ -213,17 +200,6 @@ impl FrameParser {
             }
         }
     }
-}
-
-/// The full length of the header that starts with `h`, once its first two bytes are known.
-fn header_len(h: &[u8]) -> Option<usize> {
-    let b1 = *h.get(1)?;
-    let ext = match b1 & 0x7f {
-        126 => 2,
-        127 => 8,
-        _ => 0,
-    };
-    Some(2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 })
 }
 
 #[cfg(test)]

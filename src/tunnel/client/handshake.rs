@@ -7,10 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures_util::{SinkExt, StreamExt};
+use bytes::BytesMut;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::WebSocketStream;
 
 use super::builder::TunnelClient;
 use super::error::ConnectError;
@@ -21,6 +19,7 @@ use crate::tunnel::link;
 use crate::tunnel::params::LinkParams;
 use crate::tunnel::session::{Attached, Role, Session};
 use crate::tunnel::wire::{Message, Welcome, MAX_SERVER_HANDSHAKE};
+use crate::tunnel::ws::{Incoming, WsConnection};
 
 /// Bytes a client's streams may hold in each direction (see `LinkParams::stream_memory`).
 const CLIENT_STREAM_MEMORY: usize = 64 << 20;
@@ -29,7 +28,7 @@ const CLIENT_STREAM_MEMORY: usize = 64 << 20;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens the WebSocket (through the proxy and TLS if configured).
-async fn websocket(client: &TunnelClient) -> Result<WebSocketStream<BoxStream>, ConnectError> {
+async fn websocket(client: &TunnelClient) -> Result<WsConnection<BoxStream>, ConnectError> {
     let tcp: BoxStream = match &client.proxy {
         Some(p) => p.tunnel(&client.target).await.map_err(|e| anyhow::anyhow!("via proxy: {e}"))?,
         None => {
@@ -60,10 +59,10 @@ async fn websocket(client: &TunnelClient) -> Result<WebSocketStream<BoxStream>, 
             http::HeaderValue::from_str(&format!("Bearer {t}")).context("the token is not a header value")?;
         req.headers_mut().insert(http::header::AUTHORIZATION, v);
     }
-    // The server's frame limit is not known before WELCOME: accept up to 1 MiB messages.
-    let cfg = link::websocket_config(1 << 20);
-    match tokio_tungstenite::client_async_with_config(req, stream, Some(cfg)).await {
-        Ok((ws, _)) => Ok(ws),
+    match tokio_tungstenite::client_async(req, stream).await {
+        // The server sends nothing before our first frame: tungstenite holds no bytes of it.
+        // The server's frame limit is not known before WELCOME: accept up to 1 MiB messages.
+        Ok((ws, _)) => Ok(WsConnection::new(ws.into_inner(), Role::Client, BytesMut::new(), 1 << 20)),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             Err(upgrade_refused(resp.status(), client.url.path(), client.token.is_some()))
         }
@@ -82,7 +81,7 @@ pub(super) struct Created {
 pub(super) async fn create(client: &TunnelClient) -> Result<Created, ConnectError> {
     let mut ws = websocket(client).await?;
     let hello = Message::Hello { mode: client.mode, keep_broken: client.keep_broken }.encode(0);
-    ws.send(WsMessage::Binary(hello.freeze())).await.context("sending HELLO")?;
+    ws.send(hello.freeze()).await.context("sending HELLO")?;
     let Welcome { id, secret, keep_broken, max_frame, max_streams, replay_bytes, heartbeat } =
         match first_message(&mut ws).await? {
             Message::Welcome(w) => w,
@@ -120,7 +119,7 @@ pub(super) async fn resume(
     let our_ack = session.our_ack();
     let mut f = Message::Resume { id: session.id, secret: *secret }.encode(0);
     stamp(&mut f, 0, our_ack);
-    ws.send(WsMessage::Binary(f.freeze())).await.context("sending RESUME")?;
+    ws.send(f.freeze()).await.context("sending RESUME")?;
     let answer = first_frame(&mut ws).await?;
     if !matches!(Message::of(&answer), Ok(Message::Resumed)) {
         return Err(anyhow::anyhow!("expected RESUMED, got {:?}", answer.kind).into());
@@ -145,12 +144,12 @@ fn upgrade_refused(status: http::StatusCode, path: &str, has_token: bool) -> Con
 }
 
 /// Reads the server's first frame; a `REFUSED` becomes [`ConnectError::Refused`].
-async fn first_frame(ws: &mut WebSocketStream<BoxStream>) -> Result<Frame, ConnectError> {
+async fn first_frame(ws: &mut WsConnection<BoxStream>) -> Result<Frame, ConnectError> {
     let msg = match tokio::time::timeout(ANSWER_TIMEOUT, ws.next()).await {
-        Ok(Some(Ok(WsMessage::Binary(b)))) => b,
-        Ok(Some(Ok(other))) => return Err(anyhow::anyhow!("unexpected {other:?} in the handshake").into()),
-        Ok(Some(Err(e))) => return Err(anyhow::anyhow!("reading the handshake: {e}").into()),
-        Ok(None) => return Err(anyhow::anyhow!("the server closed during the handshake").into()),
+        Ok(Ok(Some(Incoming::Binary(b)))) => b,
+        Ok(Ok(Some(other))) => return Err(anyhow::anyhow!("unexpected {other:?} in the handshake").into()),
+        Ok(Err(e)) => return Err(anyhow::anyhow!("reading the handshake: {e}").into()),
+        Ok(Ok(None)) => return Err(anyhow::anyhow!("the server closed during the handshake").into()),
         Err(_) => return Err(anyhow::anyhow!("no handshake answer within {ANSWER_TIMEOUT:?}").into()),
     };
     let frame = Frame::decode(msg, MAX_SERVER_HANDSHAKE).map_err(|e| anyhow::anyhow!("handshake: {e}"))?;
@@ -161,7 +160,7 @@ async fn first_frame(ws: &mut WebSocketStream<BoxStream>) -> Result<Frame, Conne
 }
 
 /// Reads the server's first frame as a typed message (see [`first_frame`]).
-async fn first_message(ws: &mut WebSocketStream<BoxStream>) -> Result<Message, ConnectError> {
+async fn first_message(ws: &mut WsConnection<BoxStream>) -> Result<Message, ConnectError> {
     let frame = first_frame(ws).await?;
     Message::of(&frame).map_err(|e| anyhow::anyhow!("handshake: {e}").into())
 }

@@ -19,8 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 
 pub use forward::ClientUpgrade;
 pub use handoff::{ClusterSecret, Handoff, HandoffError};
@@ -29,7 +27,9 @@ use registry::{Registry, REFRESH};
 use super::first_frame;
 use super::frame::Frame;
 use super::id::TunnelId;
+use super::session::Role;
 use super::wire::{Message, MAX_CLIENT_HANDSHAKE};
+use super::ws::WsConnection;
 use crate::net::redis::RedisConn;
 
 /// What a server needs to join a cluster.
@@ -109,14 +109,11 @@ impl Cluster {
     /// Looks at a fresh connection's first frame: a resume of a tunnel another server holds is handed
     /// to that server (`None`: the connection is gone); everything else comes back as a WebSocket
     /// holding the bytes read, for the normal handshake.
-    pub async fn route<S, F>(&self, ws: WebSocketStream<S>, route: Route<'_, F>) -> Option<WebSocketStream<S>>
+    pub async fn route<S, F>(&self, mut raw: S, route: Route<'_, F>) -> Option<WsConnection<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
         F: Fn(&TunnelId) -> bool,
     {
-        // A conforming client sends nothing before the upgrade's answer, so tungstenite holds no
-        // bytes of the first frame yet: it is all still in the socket.
-        let mut raw = ws.into_inner();
         let first = match tokio::time::timeout(
             FIRST_FRAME_TIMEOUT,
             first_frame::read(&mut raw, MAX_CLIENT_HANDSHAKE),
@@ -138,10 +135,7 @@ impl Cluster {
                 return None;
             }
         }
-        Some(
-            WebSocketStream::from_partially_read(raw, first.raw.to_vec(), Role::Server, Some(route.config))
-                .await,
-        )
+        Some(WsConnection::new(raw, Role::Server, first.raw, route.max_message))
     }
 
     /// Hands the connection to the holder of `id`; false when there is none to hand it to, or the
@@ -199,8 +193,8 @@ pub struct Route<'a, F> {
     pub upgrade: &'a ClientUpgrade,
     /// Whether this server holds a tunnel.
     pub holds: F,
-    /// The WebSocket settings for a connection that stays here.
-    pub config: WebSocketConfig,
+    /// The longest WebSocket message a connection that stays here may send.
+    pub max_message: usize,
     /// A handed-off connection idle this long is dead (both ends heartbeat through it).
     pub idle: Duration,
 }

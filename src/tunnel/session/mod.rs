@@ -235,6 +235,11 @@ impl Session {
         self.writer.notified()
     }
 
+    /// Wakes the link's writer for something of the link's own (a WebSocket pong to send).
+    pub(crate) fn wake_writer(&self) {
+        self.writer.notify_one();
+    }
+
     /// Hands the tunnel to a new connection: cancels the previous one, drops what the peer has acked and
     /// says what the new connection needs ([`Attached`]). Frames still unacked are replayed first by the
     /// new writer.
