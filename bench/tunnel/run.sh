@@ -86,9 +86,22 @@ stop_path() { for p in "${path_pids[@]}"; do kill "$p" 2>/dev/null || true; wait
 # measure PATH KEY ARGS...: one bench_tunnel run, appended to V[PATH.KEY] (one line per round); a failed
 # run is noted (the reason goes to NOTES) and leaves no value.
 declare -A V R; NOTES=()
+# CPU time (user + system, clock ticks) of the path's own processes: on a shared machine a path's rate moves
+# with the neighbours' load, its CPU per byte much less.
+ticks() { local t=0 p; for p in "${path_pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+HZ=$(getconf CLK_TCK)
 measure() {
-  local path=$1 key=$2 out; shift 2
-  if out=$("$BT" "$@" 127.0.0.1:$ENTRY 2>"$work/err"); then V[$path.$key]+="$out"$'\n'; return; fi
+  local path=$1 key=$2 out t0; shift 2
+  t0=$(ticks)
+  if out=$("$BT" "$@" 127.0.0.1:$ENTRY 2>"$work/err"); then
+    V[$path.$key]+="$out"$'\n'
+    # Bytes moved ~ rate x (window + 0.75 s warm-up); ms of CPU per GB (decimal) of them.
+    if [ "${#path_pids[@]}" -gt 0 ] && [[ $key == up1 || $key == down1 ]]; then
+      V[$path.$key.cpu]+="$(awk -v g="$out" -v s="$SECS" -v c=$(($(ticks) - t0)) -v hz="$HZ" \
+        'BEGIN { gb = g * (s + 0.75) / 8; if (gb > 0) printf "%.0f", c * 1000 / hz / gb; else print 0 }')"$'\n'
+    fi
+    return
+  fi
   NOTES+=("$path (round $round): \`bench_tunnel $*\` failed: $(tr '\n' ' ' <"$work/err")")
   echo "  $path: bench_tunnel $* failed: $(cat "$work/err")" >&2
 }
@@ -130,7 +143,7 @@ for ((round = 0; round < ROUNDS; round++)); do
 done
 for path in "${PATHS[@]}"; do
   [ -n "${SKIP[$path]:-}" ] && { R[$path.skip]=1; continue; }
-  for key in up1 down1 stalled up64 idle ping; do
+  for key in up1 down1 stalled up64 idle ping up1.cpu down1.cpu; do
     if [ -n "${V[$path.$key]:-}" ]; then R[$path.$key]=$(median "${V[$path.$key]}"); else R[$path.$key]=fail; fi
   done
 done
@@ -176,11 +189,28 @@ tk1=$(cell tunnelkit up1); d1=$(cell direct up1)
     echo "| $(label $p) | $(cell $p up1) | $(ratio "$(cell $p up1)" "$d1") | $(cell $p down1) | $(cell $p up64) | $(ratio "$(cell $p up64)" "$(cell direct up64)") | $(lat $p idle) | $(lat $p ping) | $(cell $p stalled) ($(ratio "$(cell $p stalled)" "$(cell $p down1)")) | $vs_tk |"
   done
   echo
+  echo "CPU per byte (user + system time of the path's client and server processes, ms per GB moved, 1 stream; lower is"
+  echo "better; the machine is shared, and this moves much less than the rates):"
+  echo
+  echo "| path | up ms/GB | down ms/GB | two plain relays vs it (up / down) |"
+  echo "|---|---|---|---|"
+  for p in "${PATHS[@]}"; do
+    [ "$p" = direct ] && continue
+    echo "| $(label $p) | $(cell $p up1.cpu) | $(cell $p down1.cpu) | $(ratio "$(cell relay2 up1.cpu)" "$(cell $p up1.cpu)") / $(ratio "$(cell relay2 down1.cpu)" "$(cell $p down1.cpu)") |"
+  done
+  echo
   echo "Goals (issue 4), single stream up:"
   goal "tunnelkit vs direct" "$(ratio "$tk1" "$d1")" 0.8
   echo "  (the ceiling of a two-process tunnel here, two plain relays, is $(ratio "$(cell relay2 up1)" "$d1") of direct; tunnelkit reaches $(ratio "$tk1" "$(cell relay2 up1)") of that ceiling)"
   goal "tunnelkit vs rusty-penguin" "$(ratio "$tk1" "$(cell penguin up1)")" 1.5
   goal "tunnelkit vs seed" "$(ratio "$tk1" "$(cell seed up1)")" 5
+  echo
+  echo "Goals (issue 12):"
+  goal "tunnelkit vs two plain relays, 1 stream up" "$(ratio "$tk1" "$(cell relay2 up1)")" 1.0
+  goal "tunnelkit vs two plain relays, 1 stream down" "$(ratio "$(cell tunnelkit down1)" "$(cell relay2 down1)")" 1.0
+  goal "two plain relays' CPU per GB vs tunnelkit's, up" "$(ratio "$(cell relay2 up1.cpu)" "$(cell tunnelkit up1.cpu)")" 1.0
+  goal "two plain relays' CPU per GB vs tunnelkit's, down" "$(ratio "$(cell relay2 down1.cpu)" "$(cell tunnelkit down1.cpu)")" 1.0
+  goal "tunnelkit vs rusty-penguin" "$(ratio "$tk1" "$(cell penguin up1)")" 2.0
   if [ "${#NOTES[@]}" -gt 0 ]; then
     echo
     echo "Notes:"
