@@ -1,20 +1,34 @@
 //! The receiving half of a tunnel's WebSocket: whole binary messages out of the bytes the socket gives,
 //! with no copy of a payload. The socket reads straight into the spare room of one `BytesMut` (never
 //! zeroed first), each payload is split off it and unmasked in place, and the session keeps the very
-//! bytes that were read. Fragmented messages are joined; pongs are dropped (the tunnel has its own
+//! bytes that were read. The room is large while the peer sends in bulk and 4 KiB while it is quiet, so
+//! an idle tunnel does not keep its last burst's buffer. Fragmented messages are joined; pongs are dropped (the tunnel has its own
 //! liveness check); everything RFC 6455 forbids is a [`WsError::Protocol`].
 
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
+use tokio::time::Instant;
+use tokio_util::io::poll_read_buf;
 
 use super::incoming::{Incoming, WsError};
 use crate::http::ws_frame::{apply_mask, opcode, Decoded, FrameHead};
 
-/// Room asked for before a read: several full frames of the default size, so one read takes what a
-/// busy peer has sent since the last one.
+/// Room asked for before a read while the peer is sending in bulk: several full frames of the default
+/// size, so one read takes what it has sent since the last one.
 const READ_CHUNK: usize = 128 * 1024;
-/// Less room than this left in the buffer, and a read first makes [`READ_CHUNK`] of it.
+/// Less room than this left in the buffer, and a busy reader first makes [`READ_CHUNK`] of it.
 const MIN_ROOM: usize = 16 * 1024;
+/// Room asked for while the peer sends little (heartbeats, acks, a keystroke): an idle tunnel keeps a
+/// buffer of this size, not the last burst's. A read that fills it makes the reader busy again.
+const IDLE_CHUNK: usize = 4 * 1024;
+/// How long after its last large read a reader counts as busy. Bulk transfers have short gaps (the
+/// reader catches up with the peer and waits), which must not cost them their buffer.
+const BUSY_FOR: Duration = Duration::from_secs(1);
 
 /// Reads messages from `R`.
 pub struct WsReader<R> {
@@ -25,11 +39,13 @@ pub struct WsReader<R> {
     max_message: usize,
     /// A binary message whose final fragment has not come yet.
     partial: Option<BytesMut>,
+    /// Until when the reader counts as busy: [`BUSY_FOR`] after a read of at least [`IDLE_CHUNK`].
+    busy_until: Option<Instant>,
 }
 
 impl<R: AsyncRead + Unpin> WsReader<R> {
     pub(super) fn new(io: R, read_ahead: BytesMut, masked_from_peer: bool, max_message: usize) -> Self {
-        WsReader { io, buf: read_ahead, masked_from_peer, max_message, partial: None }
+        WsReader { io, buf: read_ahead, masked_from_peer, max_message, partial: None, busy_until: None }
     }
 
     /// The next message; `None` when the peer closed the connection between messages.
@@ -42,16 +58,45 @@ impl<R: AsyncRead + Unpin> WsReader<R> {
                 },
                 Err(want) => want,
             };
-            if self.buf.capacity() - self.buf.len() < want.max(MIN_ROOM) {
-                self.buf.reserve(want.max(READ_CHUNK));
-            }
-            if self.io.read_buf(&mut self.buf).await? == 0 {
+            let n = poll_fn(|cx| self.poll_fill(cx, want)).await?;
+            if n == 0 {
                 if self.buf.is_empty() && self.partial.is_none() {
                     return Ok(None);
                 }
                 return Err(WsError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
+            if n >= IDLE_CHUNK {
+                self.busy_until = Some(Instant::now() + BUSY_FOR);
+            }
         }
+    }
+
+    /// Reads into the buffer's spare room, made first if there is too little for `want` more bytes.
+    /// A quiet connection that has to wait gives its large buffer back.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<std::io::Result<usize>> {
+        let room = self.buf.capacity() - self.buf.len();
+        if room < want.max(MIN_ROOM) {
+            if self.is_busy() {
+                self.buf.reserve(want.max(READ_CHUNK));
+            } else if room < want.max(1) {
+                self.buf.reserve(want.max(IDLE_CHUNK));
+            }
+        }
+        let polled = poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
+        if polled.is_pending() && self.buf.is_empty() && self.buf.capacity() > IDLE_CHUNK && !self.is_busy() {
+            self.buf = BytesMut::new();
+        }
+        polled
+    }
+
+    fn is_busy(&self) -> bool {
+        self.busy_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// The read buffer's size, for tests of what an idle connection holds.
+    #[cfg(test)]
+    pub(super) fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// The next whole frame in the buffer, unmasked; or how many more bytes it needs at least.

@@ -211,3 +211,29 @@ async fn a_client_masks_every_frame_with_a_fresh_key_and_leaves_the_payload_alon
     assert_ne!(keys[0], keys[1]);
     assert_eq!(&wire[6..10], keys[0], "zeros masked with the key show the key");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_connection_keeps_a_small_buffer_after_a_burst() {
+    let (a, b) = pipe();
+    let (mut client, mut server) = (ours(a, Role::Client), ours(b, Role::Server));
+    let burst: Vec<Bytes> = (0..8).map(|i| Bytes::from(vec![i as u8; 60_000])).collect();
+    let sent = burst.clone();
+    let w = tokio::spawn(async move {
+        client.writer.send(&sent).await.unwrap();
+        client
+    });
+    for m in &burst {
+        assert_eq!(server.next().await.unwrap(), Some(Incoming::Binary(m.clone())));
+    }
+    let mut client = w.await.unwrap();
+    assert!(server.reader.buffer_capacity() >= 16 * 1024, "a burst is read with a large buffer");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Heartbeat-sized messages once the burst is over, each read on its own while the reader waits.
+    for i in 0..3u8 {
+        client.send(Bytes::from(vec![i; 30])).await.unwrap();
+        assert_eq!(server.next().await.unwrap(), Some(Incoming::Binary(Bytes::from(vec![i; 30]))));
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), server.next()).await;
+        assert!(waiting.is_err(), "nothing more was sent");
+    }
+    assert!(server.reader.buffer_capacity() <= 4 * 1024, "now {}", server.reader.buffer_capacity());
+}
