@@ -12,8 +12,12 @@ need=()
 for t in haproxy:haproxy nginx:nginx redis-server:redis-server; do command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t##*:}"); done
 if [ "${#need[@]}" -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
 [ -d tests/node/sticky/node_modules/socket.io ] || (cd tests/node/sticky && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
-cargo build --release --quiet --bin tunnelkit
-TK=$PWD/target/release/tunnelkit
+# TK=/path/to/tunnelkit measures that binary instead (a baseline build); otherwise the one built here, in
+# CARGO_TARGET_DIR when that is set.
+if [ -z "${TK:-}" ]; then
+  cargo build --release --quiet --bin tunnelkit
+  TK=${CARGO_TARGET_DIR:-$PWD/target}/release/tunnelkit
+fi
 work=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
