@@ -91,11 +91,26 @@ impl Workers {
         Ok(Arc::new(Workers { handles, next: AtomicUsize::new(0), stop }))
     }
 
+    /// How many workers run (never zero).
+    pub fn count(&self) -> usize {
+        self.handles.len()
+    }
+
     /// Runs `serve(tcp, peer)` on the next worker in turn. The socket is moved to that worker's
     /// reactor first, so its readiness events are handled on the thread that serves it.
     pub fn serve<F, Fut>(&self, tcp: TcpStream, peer: SocketAddr, serve: F)
     where
         F: FnOnce(TcpStream, SocketAddr) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.serve_numbered(tcp, peer, move |tcp, peer, _| serve(tcp, peer));
+    }
+
+    /// As [`Workers::serve`], telling `serve` the number of the worker it runs on (below
+    /// [`Workers::count`]), for servers that keep something per worker (a connection pool).
+    pub fn serve_numbered<F, Fut>(&self, tcp: TcpStream, peer: SocketAddr, serve: F)
+    where
+        F: FnOnce(TcpStream, SocketAddr, usize) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let std = match tcp.into_std() {
@@ -105,7 +120,7 @@ impl Workers {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         self.handles[i].spawn(async move {
             match TcpStream::from_std(std) {
-                Ok(tcp) => serve(tcp, peer).await,
+                Ok(tcp) => serve(tcp, peer, i).await,
                 Err(e) => tracing::debug!(%peer, "cannot register a connection with its worker: {e}"),
             }
         });
