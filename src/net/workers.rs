@@ -80,9 +80,15 @@ impl Workers {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             handles.push(rt.handle().clone());
             let stopped = stop.clone().cancelled_owned();
-            let spawned = std::thread::Builder::new()
-                .name(format!("tunnelkit-worker-{i}"))
-                .spawn(move || rt.block_on(stopped));
+            let spawned =
+                std::thread::Builder::new().name(format!("tunnelkit-worker-{i}")).spawn(move || {
+                    rt.block_on(async move {
+                        tokio::select! {
+                            _ = stopped => {}
+                            _ = keep_a_timer_pending() => {}
+                        }
+                    })
+                });
             if let Err(e) = spawned {
                 stop.cancel();
                 return Err(e);
@@ -124,6 +130,25 @@ impl Workers {
                 Err(e) => tracing::debug!(%peer, "cannot register a connection with its worker: {e}"),
             }
         });
+    }
+}
+
+/// How often a worker's own timer fires; see [`keep_a_timer_pending`].
+const TIMER_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps a timer due within [`TIMER_TICK`] on the worker's clock, for ever.
+///
+/// tokio wakes its driver (a write to the runtime's eventfd, then an `epoll_wait` that returns at
+/// once) whenever a timer is registered that is due before every pending one, or while none is
+/// pending. Connections arm timers per request (hyper's header timeout while it waits for a head,
+/// backend deadlines), so a worker whose connections were all busy paid that wake-up at the next
+/// request: 0.17 `write`s per handshake through `tunnelkit sticky`. With this one always due soon,
+/// later deadlines never come first, and the price is one wake-up a second.
+async fn keep_a_timer_pending() {
+    let mut tick = tokio::time::interval(TIMER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
     }
 }
 
