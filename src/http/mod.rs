@@ -12,5 +12,5 @@ pub mod response;
 pub mod upgrade;
 pub mod write;
 
-pub use hop::{connection_tokens, is_hop_by_hop, strip_hop_by_hop};
+pub use hop::{connection_tokens, is_always_hop_by_hop, is_hop_by_hop, strip_hop_by_hop};
 pub use upgrade::is_upgrade_request;

@@ -271,6 +271,7 @@ async fn handshake(
     let polling = q.transport.as_deref() != Some("websocket");
     // A handshake is a GET without a body, so it can be re-sent to another backend.
     let (parts, _) = req.into_parts();
+    // Filled only when a backend cannot be reached: a handshake that goes through allocates none.
     let mut tried = Vec::new();
     loop {
         let sessions = live_sessions(state);
@@ -278,7 +279,6 @@ async fn handshake(
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "no_backend").increment(1);
             return full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n");
         };
-        tried.push(b);
         tracing::debug!(%peer, backend = %state.backends.get(b).addr, polling, "new session");
         if !polling {
             let req = Request::from_parts(parts, empty());
@@ -286,7 +286,7 @@ async fn handshake(
         }
         let req = Request::from_parts(parts.clone(), empty());
         match send(state, client, b, req, true, false).await {
-            Err(BackendFailure::Connect) => continue,
+            Err(BackendFailure::Connect) => tried.push(b),
             Err(BackendFailure::Other(resp)) => return resp,
             Ok(resp) => return learn(state, b, resp).await,
         }
