@@ -1,43 +1,37 @@
-//! Requests to backends: the pooled hyper clients, one per worker thread, and [`send`], which turns a
-//! client's request into the backend's and tells a backend that cannot be reached (marked down, so the
-//! caller tries another) from any other failure (an answer for the client).
+//! Requests to backends: one [`BackendPool`] of keep-alive connections per worker thread, and
+//! [`send`], which turns a client's request into the backend's and tells a backend that cannot be
+//! reached (marked down, so the caller tries another) from any other failure (an answer for the
+//! client).
 //!
 //! A client connection is served on one `net::workers` thread with everything it spawns, so its
 //! requests take their backend connections from that thread's own pool: a pooled connection is
-//! registered with the reactor of the thread that dialled it, and checked out by another thread its
-//! every read and write would be a wake-up across cores.
+//! registered with the reactor of the thread that dialled it, and used by another thread its every
+//! read and write would be a wake-up across cores.
 
-use hyper::body::Incoming;
-use hyper::header::ACCEPT_ENCODING;
-use hyper::http::uri::PathAndQuery;
+use std::sync::Arc;
+
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, HOST};
+use hyper::http::uri::{Authority, PathAndQuery};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use super::backend::BackendId;
+use super::backend_pool::{BackendPool, ConnectError, PooledBody};
 use super::bodies::{full, Body};
 use super::connector::Connector;
 use super::headers;
 use super::state::State;
 
-/// A pooled client to the backends.
-pub(super) type BackendClient = Client<Connector, Body>;
+/// One [`BackendPool`] per worker thread, indexed by the worker's number.
+pub(super) struct BackendPools(Box<[Arc<BackendPool>]>);
 
-/// One [`BackendClient`] per worker thread, indexed by the worker's number.
-pub(super) struct BackendClients(Box<[BackendClient]>);
-
-impl BackendClients {
-    /// `workers` clients over `connector`'s sockets.
+impl BackendPools {
+    /// `workers` pools dialling through `connector`.
     pub(super) fn new(connector: &Connector, workers: usize) -> Self {
-        BackendClients(
-            (0..workers.max(1))
-                .map(|_| Client::builder(TokioExecutor::new()).build(connector.clone()))
-                .collect(),
-        )
+        BackendPools((0..workers.max(1)).map(|_| Arc::new(BackendPool::new(connector.clone()))).collect())
     }
 
-    /// The client of worker `worker`.
-    pub(super) fn of(&self, worker: usize) -> &BackendClient {
+    /// The pool of worker `worker`.
+    pub(super) fn of(&self, worker: usize) -> &Arc<BackendPool> {
         &self.0[worker % self.0.len()]
     }
 }
@@ -50,27 +44,20 @@ pub(super) enum BackendFailure {
     Other(Response<Body>),
 }
 
-/// Sends `req` to backend `b`; `learning` strips Accept-Encoding so the handshake body is readable,
-/// `upgrade` relays a WebSocket upgrade ([`crate::http::is_upgrade_request`]). A backend has
-/// `--backend-timeout` to send the response head: one that accepts and never answers gets a 504.
+/// Sends `req` to backend `b` over a connection of `pool`; `learning` strips Accept-Encoding so the
+/// handshake body is readable, `upgrade` relays a WebSocket upgrade
+/// ([`crate::http::is_upgrade_request`]). A backend has `--backend-timeout` to send the response
+/// head: one that accepts and never answers gets a 504.
 pub(super) async fn send(
     state: &State,
-    client: &BackendClient,
+    pool: &Arc<BackendPool>,
     b: BackendId,
     mut req: Request<Body>,
     learning: bool,
     upgrade: bool,
-) -> Result<Response<Incoming>, BackendFailure> {
+) -> Result<Response<PooledBody>, BackendFailure> {
     let backend = &state.backends.get(b);
-    let uri = backend.authority.clone().and_then(|authority| {
-        let mut parts = hyper::http::uri::Parts::default();
-        parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
-        parts.authority = Some(authority);
-        parts.path_and_query =
-            Some(req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-        Uri::from_parts(parts).ok()
-    });
-    let Some(uri) = uri else {
+    let Some(authority) = &backend.authority else {
         return Err(BackendFailure::Other(full(
             StatusCode::BAD_REQUEST,
             "text/plain",
@@ -78,14 +65,24 @@ pub(super) async fn send(
         )));
     };
     let target_authority = req.uri().authority().cloned();
-    *req.uri_mut() = uri;
+    // The backend gets the origin form (`/path?query`), as from any client.
+    let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::from(path);
     if let Err(why) = headers::for_backend(req.headers_mut(), target_authority.as_ref(), upgrade) {
         return Err(BackendFailure::Other(full(StatusCode::BAD_REQUEST, "text/plain", why)));
+    }
+    if !req.headers().contains_key(HOST) {
+        // An HTTP/1.0 client may send none: the backend's address stands in.
+        if let Ok(host) = host_of(authority) {
+            req.headers_mut().insert(HOST, host);
+        }
     }
     if learning {
         req.headers_mut().remove(ACCEPT_ENCODING);
     }
-    let Ok(answer) = tokio::time::timeout(state.settings.backend_timeout, client.request(req)).await else {
+    let answer =
+        tokio::time::timeout(state.settings.backend_timeout, request(pool, b, authority, req, upgrade));
+    let Ok(answer) = answer.await else {
         tracing::debug!(backend = %backend.addr, "no answer within --backend-timeout");
         metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "timeout").increment(1);
         return Err(BackendFailure::Other(full(
@@ -96,14 +93,14 @@ pub(super) async fn send(
     };
     match answer {
         Ok(r) => Ok(r),
-        Err(e) if e.is_connect() => {
+        Err(Failed::Connect(e)) => {
             if state.backends.mark(b, false) {
                 tracing::warn!(backend = %backend.addr, "backend unreachable, marked down: {e}");
             }
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "connect").increment(1);
             Err(BackendFailure::Connect)
         }
-        Err(e) if write_timed_out(&e) => {
+        Err(Failed::Request(e)) if write_timed_out(&e) => {
             tracing::debug!(backend = %backend.addr, "backend read nothing within --idle-timeout");
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "timeout").increment(1);
             Err(BackendFailure::Other(full(
@@ -112,11 +109,61 @@ pub(super) async fn send(
                 "backend read nothing of the request within --idle-timeout\n",
             )))
         }
-        Err(e) => {
+        Err(Failed::Request(e)) => {
             tracing::debug!(backend = %backend.addr, error = ?e, "backend request failed");
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "backend").increment(1);
             Err(BackendFailure::Other(full(StatusCode::BAD_GATEWAY, "text/plain", "backend failed\n")))
         }
+    }
+}
+
+/// How [`request`] failed.
+enum Failed {
+    /// No connection to the backend could be made.
+    Connect(ConnectError),
+    /// The exchange failed.
+    Request(hyper::Error),
+}
+
+/// Sends `req` on an idle connection to `b`, or a new one. A request that a reused connection could
+/// not take (it closed meanwhile) was not sent, so it goes on the next one.
+async fn request(
+    pool: &Arc<BackendPool>,
+    b: BackendId,
+    authority: &Authority,
+    mut req: Request<Body>,
+    upgrade: bool,
+) -> Result<Response<PooledBody>, Failed> {
+    loop {
+        let (mut sender, reused) = match pool.take(b) {
+            Some(s) => (s, true),
+            None => (pool.connect(authority).await.map_err(Failed::Connect)?, false),
+        };
+        if let Err(e) = sender.ready().await {
+            if reused {
+                continue;
+            }
+            return Err(Failed::Request(e));
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                // An upgraded connection becomes the tunnel: it never goes back.
+                let back = (!upgrade).then(|| (pool.clone(), b, sender));
+                return Ok(resp.map(|body| PooledBody::new(body, back)));
+            }
+            Err(mut e) => match e.take_message() {
+                Some(unsent) if reused => req = unsent,
+                _ => return Err(Failed::Request(e.into_error())),
+            },
+        }
+    }
+}
+
+/// The `Host` value for `authority`, without the default port (as hyper's client writes it).
+fn host_of(authority: &Authority) -> Result<HeaderValue, hyper::header::InvalidHeaderValue> {
+    match authority.port_u16() {
+        Some(80) | None => HeaderValue::from_str(authority.host()),
+        Some(_) => HeaderValue::from_str(authority.as_str()),
     }
 }
 

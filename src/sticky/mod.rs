@@ -11,7 +11,8 @@
 //! - [`upgrade_watch`]: spotting, in a relayed WebSocket, the moment a polling session moves onto it.
 //! - `listener`: client connections (`--max-connections`, `--header-timeout`), each served on one
 //!   `net::workers` thread (`--workers`).
-//! - `backend_request`: requests to backends, through one pooled client per worker thread.
+//! - `backend_request`: requests to backends, through one `backend_pool` per worker thread.
+//! - `backend_pool`: one worker's keep-alive connections to the backends.
 //! - `connector`: backend sockets whose stalled writes fail after `--idle-timeout` (`net::WriteDeadline`).
 //! - `headers`: which header fields go to the backend (exactly one `Host`, hop-by-hop removed).
 //! - `bodies`: the body type, the balancer's own short answers, reading small bodies.
@@ -22,6 +23,7 @@
 
 mod args;
 pub mod backend;
+mod backend_pool;
 mod backend_request;
 mod bodies;
 mod config_reload;

@@ -17,7 +17,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::args::Args;
 use super::backend::{BackendId, Backends};
-use super::backend_request::{send, BackendClient, BackendClients, BackendFailure};
+use super::backend_pool::{BackendPool, PooledBody};
+use super::backend_request::{send, BackendFailure, BackendPools};
 use super::bodies::{empty, full, full_body, read_small, session_unknown, Body, Small};
 use super::config_reload;
 use super::connector::Connector;
@@ -97,7 +98,7 @@ pub(super) async fn serve(
     let workers = Workers::start(settings.workers)?;
     let connector = Connector::new(CONNECT_TIMEOUT, settings.idle_timeout);
     let probe = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector.plain());
-    let clients = BackendClients::new(&connector, workers.count());
+    let pools = BackendPools::new(&connector, workers.count());
     let state = Arc::new(State {
         backends: Backends::new(settings.backends.clone(), settings.balance),
         store,
@@ -107,7 +108,7 @@ pub(super) async fn serve(
             timeout: settings.check_timeout,
         }),
         settings,
-        clients,
+        pools,
         probe,
     });
     // Installed before the address is announced: a SIGHUP without a handler ends the process.
@@ -129,7 +130,7 @@ pub(super) async fn serve(
         let state = state.clone();
         move |req: Request<Incoming>, peer: SocketAddr, worker: usize| {
             let state = state.clone();
-            async move { route(&state, state.clients.of(worker), req, peer).await }
+            async move { route(&state, state.pools.of(worker), req, peer).await }
         }
     };
     // From here we accept: a predecessor stops, and a successor may take over from us in turn.
@@ -147,28 +148,28 @@ pub(super) async fn serve(
 
 async fn route(
     state: &Arc<State>,
-    client: &BackendClient,
+    pool: &Arc<BackendPool>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
     if !engine::under_path(req.uri().path(), &state.settings.path) {
         return match state.backends.any() {
-            Some(b) => forward(state, client, b, req.map(BodyExt::boxed), SessionTunnel::Plain).await,
+            Some(b) => forward(state, pool, b, req.map(BodyExt::boxed), SessionTunnel::Plain).await,
             None => full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n"),
         };
     }
     let q = engine::parse_query(req.uri().query().unwrap_or(""));
     if let Some(sid) = q.sid.clone() {
-        return by_sid(state, client, req, sid, &q, peer).await;
+        return by_sid(state, pool, req, sid, &q, peer).await;
     }
     if req.method() != Method::GET {
         // Engine.IO answers a sid-less POST with its own 400; any backend will do.
         return match state.backends.any() {
-            Some(b) => forward(state, client, b, req.map(BodyExt::boxed), SessionTunnel::Plain).await,
+            Some(b) => forward(state, pool, b, req.map(BodyExt::boxed), SessionTunnel::Plain).await,
             None => full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n"),
         };
     }
-    handshake(state, client, req, &q, peer).await
+    handshake(state, pool, req, &q, peer).await
 }
 
 /// A request of a known session (poll, POST, upgrade): to its backend. Watches for the session's
@@ -176,7 +177,7 @@ async fn route(
 /// end of the WebSocket the session moved onto.
 async fn by_sid(
     state: &Arc<State>,
-    client: &BackendClient,
+    pool: &Arc<BackendPool>,
     mut req: Request<Incoming>,
     sid: String,
     q: &EngineQuery,
@@ -194,7 +195,7 @@ async fn by_sid(
     } else {
         (req.map(BodyExt::boxed), false)
     };
-    let resp = forward(state, client, b, req, SessionTunnel::Session(sid.clone())).await;
+    let resp = forward(state, pool, b, req, SessionTunnel::Session(sid.clone())).await;
     match resp.status() {
         StatusCode::OK if closing => {
             end_session(state, &sid, "client_close").await;
@@ -263,7 +264,7 @@ async fn backend_forgot_session(resp: Response<Body>) -> (Response<Body>, bool) 
 /// that cannot be reached is marked down and the next one is tried.
 async fn handshake(
     state: &Arc<State>,
-    client: &BackendClient,
+    pool: &Arc<BackendPool>,
     req: Request<Incoming>,
     q: &EngineQuery,
     peer: SocketAddr,
@@ -282,10 +283,10 @@ async fn handshake(
         tracing::debug!(%peer, backend = %state.backends.get(b).addr, polling, "new session");
         if !polling {
             let req = Request::from_parts(parts, empty());
-            return forward(state, client, b, req, SessionTunnel::WebSocketOnly).await;
+            return forward(state, pool, b, req, SessionTunnel::WebSocketOnly).await;
         }
         let req = Request::from_parts(parts.clone(), empty());
-        match send(state, client, b, req, true, false).await {
+        match send(state, pool, b, req, true, false).await {
             Err(BackendFailure::Connect) => tried.push(b),
             Err(BackendFailure::Other(resp)) => return resp,
             Ok(resp) => return learn(state, b, resp).await,
@@ -294,7 +295,7 @@ async fn handshake(
 }
 
 /// Reads a handshake answer, binds its sid, then releases it to the client.
-async fn learn(state: &State, b: BackendId, resp: Response<Incoming>) -> Response<Body> {
+async fn learn(state: &State, b: BackendId, resp: Response<PooledBody>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     if parts.status != StatusCode::OK {
@@ -355,14 +356,14 @@ enum SessionTunnel {
 /// Forwards a request to backend `b`, relaying a WebSocket upgrade byte for byte after the 101.
 async fn forward(
     state: &Arc<State>,
-    client: &BackendClient,
+    pool: &Arc<BackendPool>,
     b: BackendId,
     mut req: Request<Body>,
     tunnel: SessionTunnel,
 ) -> Response<Body> {
     let upgrade = is_upgrade_request(req.method().as_str(), req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let mut resp = match send(state, client, b, req, false, upgrade).await {
+    let mut resp = match send(state, pool, b, req, false, upgrade).await {
         Ok(r) => r,
         // The session's backend just became unreachable: answer as Engine.IO does for a lost session.
         Err(BackendFailure::Connect) => return session_unknown(),

@@ -10,7 +10,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
 use super::backend::Backends;
-use super::backend_request::BackendClients;
+use super::backend_request::BackendPools;
 use super::settings::Settings;
 use super::sid_tag::SidTagger;
 use super::store::SidStore;
@@ -25,8 +25,8 @@ pub(super) struct State {
     pub(super) tags: Option<ArcSwap<SidTagger>>,
     /// The health-check settings in force (a reload changes them).
     pub(super) checks: ArcSwap<Checks>,
-    /// Requests to backends: pooled, one pool per worker thread.
-    pub(super) clients: BackendClients,
+    /// Connections to backends: one pool per worker thread.
+    pub(super) pools: BackendPools,
     /// Health checks: no pooling, each probe bounded by `--check-timeout`.
     pub(super) probe: Client<HttpConnector, Full<Bytes>>,
 }
