@@ -1,5 +1,5 @@
 //! [`State`]: what every request handler and the health loop share (settings, backends, the sid
-//! store, the two hyper clients), and [`live_sessions`], the per-backend session count both the
+//! store, the backend connection pools and the health checks' client), and [`live_sessions`], the per-backend session count both the
 //! balancing of new sessions and the session gauges read. Its own file so that `server` (routing) and
 //! `health` (checks) each depend on it and not on each other.
 
