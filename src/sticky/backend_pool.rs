@@ -150,3 +150,84 @@ impl Drop for PooledBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A backend that answers every request on a connection with a fixed body, counting
+    /// connections; with `close_after_one`, it closes each connection after its first answer.
+    async fn backend(close_after_one: bool) -> (Authority, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match tcp.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                        if close_after_one {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (authority, accepted)
+    }
+
+    async fn get(pool: &Arc<BackendPool>, authority: &Authority) -> Bytes {
+        let b = BackendId::at(0);
+        let mut sender = match pool.take(b) {
+            Some(s) => s,
+            None => pool.connect(authority).await.unwrap(),
+        };
+        sender.ready().await.unwrap();
+        let req = hyper::Request::get("/").header("host", "x").body(super::super::bodies::empty()).unwrap();
+        let resp = sender.try_send_request(req).await.map_err(|e| e.into_error()).unwrap();
+        let body = PooledBody::new(resp.into_body(), Some((pool.clone(), b, sender)));
+        body.collect().await.unwrap().to_bytes()
+    }
+
+    fn pool() -> Arc<BackendPool> {
+        Arc::new(BackendPool::new(Connector::new(Duration::from_secs(5), Duration::from_secs(5))))
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_its_end_is_used_again() {
+        let (authority, accepted) = backend(false).await;
+        let pool = pool();
+        for _ in 0..3 {
+            assert_eq!(get(&pool, &authority).await, "ok");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_backend_closed_is_not_taken() {
+        let (authority, accepted) = backend(true).await;
+        let pool = pool();
+        assert_eq!(get(&pool, &authority).await, "ok");
+        // Give the connection's task the time to see the close.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(pool.take(BackendId::at(0)).is_none());
+        assert_eq!(get(&pool, &authority).await, "ok");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+}
