@@ -2,7 +2,7 @@
 //! backend, most recently used first.
 //!
 //! A worker serves its client connections and everything they spawn on one thread (`net::workers`),
-//! so its pool is only ever used from that thread: the lock is never contended, and a connection is
+//! so its pool ([`BackendPools`] holds one per worker) is only ever used from that thread: the lock is never contended, and a connection is
 //! always read and written on the thread whose reactor it is registered with. hyper-util's pooled
 //! client did the same job for every thread at once, hashing the backend's authority into a shared
 //! map twice per request and spawning a task per request to put the connection back; here a
@@ -94,6 +94,21 @@ impl BackendPool {
             let _ = conn.with_upgrades().await;
         });
         Ok(sender)
+    }
+}
+
+/// One [`BackendPool`] per worker thread, indexed by the worker's number.
+pub(super) struct BackendPools(Box<[Arc<BackendPool>]>);
+
+impl BackendPools {
+    /// `workers` pools dialling through `connector`.
+    pub(super) fn new(connector: &Connector, workers: usize) -> Self {
+        BackendPools((0..workers.max(1)).map(|_| Arc::new(BackendPool::new(connector.clone()))).collect())
+    }
+
+    /// The pool of worker `worker`.
+    pub(super) fn of(&self, worker: usize) -> &Arc<BackendPool> {
+        &self.0[worker % self.0.len()]
     }
 }
 

@@ -1,12 +1,6 @@
-//! Requests to backends: one [`BackendPool`] of keep-alive connections per worker thread, and
-//! [`send`], which turns a client's request into the backend's and tells a backend that cannot be
-//! reached (marked down, so the caller tries another) from any other failure (an answer for the
-//! client).
-//!
-//! A client connection is served on one `net::workers` thread with everything it spawns, so its
-//! requests take their backend connections from that thread's own pool: a pooled connection is
-//! registered with the reactor of the thread that dialled it, and used by another thread its every
-//! read and write would be a wake-up across cores.
+//! Requests to backends: [`send`] turns a client's request into the backend's, sends it over a
+//! connection of the worker's [`BackendPool`], and tells a backend that cannot be reached (marked
+//! down, so the caller tries another) from any other failure (an answer for the client).
 
 use std::sync::Arc;
 
@@ -17,24 +11,8 @@ use hyper::{Request, Response, StatusCode, Uri};
 use super::backend::BackendId;
 use super::backend_pool::{BackendPool, ConnectError, PooledBody};
 use super::bodies::{full, Body};
-use super::connector::Connector;
 use super::headers;
 use super::state::State;
-
-/// One [`BackendPool`] per worker thread, indexed by the worker's number.
-pub(super) struct BackendPools(Box<[Arc<BackendPool>]>);
-
-impl BackendPools {
-    /// `workers` pools dialling through `connector`.
-    pub(super) fn new(connector: &Connector, workers: usize) -> Self {
-        BackendPools((0..workers.max(1)).map(|_| Arc::new(BackendPool::new(connector.clone()))).collect())
-    }
-
-    /// The pool of worker `worker`.
-    pub(super) fn of(&self, worker: usize) -> &Arc<BackendPool> {
-        &self.0[worker % self.0.len()]
-    }
-}
 
 /// Why [`send`] produced no backend answer.
 pub(super) enum BackendFailure {

@@ -11,8 +11,8 @@
 //! - [`upgrade_watch`]: spotting, in a relayed WebSocket, the moment a polling session moves onto it.
 //! - `listener`: client connections (`--max-connections`, `--header-timeout`), each served on one
 //!   `net::workers` thread (`--workers`).
-//! - `backend_request`: requests to backends, through one `backend_pool` per worker thread.
-//! - `backend_pool`: one worker's keep-alive connections to the backends.
+//! - `backend_request`: a request turned into the backend's and sent through the worker's pool.
+//! - `backend_pool`: the keep-alive connections to the backends, one pool per worker thread.
 //! - `connector`: backend sockets whose stalled writes fail after `--idle-timeout` (`net::WriteDeadline`).
 //! - `headers`: which header fields go to the backend (exactly one `Host`, hop-by-hop removed).
 //! - `bodies`: the body type, the balancer's own short answers, reading small bodies.

@@ -17,8 +17,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::args::Args;
 use super::backend::{BackendId, Backends};
-use super::backend_pool::{BackendPool, PooledBody};
-use super::backend_request::{send, BackendFailure, BackendPools};
+use super::backend_pool::{BackendPool, BackendPools, PooledBody};
+use super::backend_request::{send, BackendFailure};
 use super::bodies::{empty, full, full_body, read_small, session_unknown, Body, Small};
 use super::config_reload;
 use super::connector::Connector;

@@ -10,7 +10,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
 use super::backend::Backends;
-use super::backend_request::BackendPools;
+use super::backend_pool::BackendPools;
 use super::settings::Settings;
 use super::sid_tag::SidTagger;
 use super::store::SidStore;
