@@ -12,8 +12,12 @@ need=()
 for t in haproxy:haproxy nginx:nginx redis-server:redis-server; do command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t##*:}"); done
 if [ "${#need[@]}" -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
 [ -d tests/node/sticky/node_modules/socket.io ] || (cd tests/node/sticky && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
-cargo build --release --quiet --bin tunnelkit
-TK=$PWD/target/release/tunnelkit
+# TK=/path/to/tunnelkit measures that binary instead (a baseline build); otherwise the one built here, in
+# CARGO_TARGET_DIR when that is set.
+if [ -z "${TK:-}" ]; then
+  cargo build --release --quiet --bin tunnelkit
+  TK=${CARGO_TARGET_DIR:-$PWD/target}/release/tunnelkit
+fi
 work=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
@@ -24,8 +28,10 @@ B=(); for n in A B C; do p=$(port); (cd tests/node/sticky && exec node backend.j
 RP=$(port); redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no >/dev/null & pids+=($!); RPID=$!
 for p in "${B[@]}" "$RP"; do wait_port "$p"; done
 backs=(); for p in "${B[@]}"; do backs+=(--backend "127.0.0.1:$p"); done
-TM=$(port); $TK sticky --listen 127.0.0.1:$TM "${backs[@]}" 2>/dev/null & pids+=($!); TMPID=$!
-TR=$(port); $TK sticky --listen 127.0.0.1:$TR "${backs[@]}" --redis redis://127.0.0.1:$RP 2>/dev/null & pids+=($!); TRPID=$!
+# One worker thread, as NGINX below has one worker process (TK_ARGS="" for a binary without --workers).
+read -r -a tk_args <<<"${TK_ARGS---workers 1}"
+TM=$(port); $TK sticky --listen 127.0.0.1:$TM "${backs[@]}" "${tk_args[@]}" 2>/dev/null & pids+=($!); TMPID=$!
+TR=$(port); $TK sticky --listen 127.0.0.1:$TR "${backs[@]}" "${tk_args[@]}" --redis redis://127.0.0.1:$RP 2>/dev/null & pids+=($!); TRPID=$!
 HP=$(port)
 cat > "$work/haproxy.cfg" <<CONF
 global
@@ -126,6 +132,7 @@ out="bench/results/sticky-$(date -u +%Y-%m-%d).md"
   done
   echo
   echo "Goal (issue 5): >= HAProxy's rates with the memory store, within 20% of them with Redis."
-  echo "Configs: HAProxy \`balance roundrobin\` + \`stick on url_param(sid)\`; NGINX \`ip_hash\` with WebSocket headers."
+  echo "Configs: HAProxy \`balance roundrobin\` + \`stick on url_param(sid)\`; NGINX \`ip_hash\` with WebSocket headers,"
+  echo "\`worker_processes 1\`; tunnelkit \`${tk_args[*]:-(defaults)}\`."
   echo "Command: \`bench/sticky/run.sh $SECS $CONC $ROUNDS\`."
 } | tee "$out"

@@ -44,8 +44,14 @@ pub fn is_hop_by_hop(name: &str, connection_tokens: &[String], keep_upgrade: boo
     if name.eq_ignore_ascii_case("upgrade") {
         return !keep_upgrade;
     }
-    ALWAYS.iter().any(|h| name.eq_ignore_ascii_case(h))
+    is_always_hop_by_hop(name)
         || connection_tokens.iter().any(|t| name.eq_ignore_ascii_case(t) && !(keep_upgrade && t == "upgrade"))
+}
+
+/// True if a header named `name` is hop-by-hop whatever the `Connection` header says (`Upgrade`,
+/// which depends on what is relayed, aside: see [`is_hop_by_hop`]).
+pub fn is_always_hop_by_hop(name: &str) -> bool {
+    ALWAYS.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Removes hop-by-hop headers from a [`HeaderMap`]. With `keep_upgrade`, `Upgrade` survives (the

@@ -63,6 +63,9 @@ pub struct Args {
     /// closed [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Threads serving client connections; each connection stays on one (0 = one per core) [default: 0].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Time a backend has to answer a request (the response head); then 504. Must exceed the
     /// backends' pingInterval, which bounds a long poll [default: 30s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]

@@ -55,6 +55,7 @@ fn warn_fixed(s: &Settings, new: &Settings) {
     needs_upgrade("listen", &s.listen, &new.listen);
     needs_upgrade_opt("metrics", &s.metrics, &new.metrics);
     needs_upgrade("max_connections", &s.max_connections, &new.max_connections);
+    needs_upgrade("workers", &s.workers, &new.workers);
     // Shown without its password.
     let redis = |x: &Settings| x.redis.as_deref().map(crate::config::redact_password);
     needs_upgrade_opt("redis", &redis(s), &redis(new));

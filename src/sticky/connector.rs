@@ -1,5 +1,5 @@
-//! How the balancer connects to backends: hyper's `HttpConnector` (TCP_NODELAY, a connect
-//! timeout), with every backend socket wrapped in a [`WriteDeadline`] so a backend that stops reading
+//! How the balancer connects to backends (`backend_pool`): hyper's `HttpConnector` (TCP_NODELAY, a
+//! connect timeout), with every backend socket wrapped in a [`WriteDeadline`] so a backend that stops reading
 //! (an upload it never takes, a WebSocket it no longer drains) fails the request after
 //! `--idle-timeout` instead of holding it forever.
 
@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
@@ -59,12 +59,5 @@ impl Service<Uri> for Connector {
             let tcp = connecting.await?.into_inner();
             Ok(TokioIo::new(WriteDeadline::new(tcp, idle)))
         })
-    }
-}
-
-/// Backend sockets keep what hyper's pool needs to know about them.
-impl<S: Connection> Connection for WriteDeadline<S> {
-    fn connected(&self) -> Connected {
-        self.get_ref().connected()
     }
 }

@@ -7,10 +7,10 @@
 //! address (the backend would see another virtual host); `Connection: sec-websocket-key` would
 //! break a handshake the same way. Those tokens are ignored; every other named field still goes.
 
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST};
+use hyper::header::{GetAll, HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST};
 use hyper::http::uri::Authority;
 
-use crate::http::{connection_tokens, is_hop_by_hop};
+use crate::http::is_always_hop_by_hop;
 
 /// Fields a `Connection` token may not remove: what the backend needs to serve the request (the
 /// virtual host, the body's length and type, credentials, the origin CORS checks) and the
@@ -33,17 +33,51 @@ const END_TO_END: &[&str] = &[
 /// Removes the hop-by-hop fields of a message the balancer passes on, never the end-to-end ones
 /// above. With `upgrade` (a WebSocket upgrade being relayed), `Upgrade` stays and `Connection:
 /// upgrade` is set again.
+///
+/// This runs twice per request (its head and its answer's), so it allocates nothing and reads the
+/// fields once: the doomed ones are noted in a few slots (a head has one or two besides
+/// `Connection`; more take another pass), then removed, `Connection` last since its tokens name
+/// the others.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let mut tokens = connection_tokens(headers.get_all(CONNECTION).iter().map(|v| v.as_bytes()));
-    tokens.retain(|t| !END_TO_END.contains(&t.as_str()));
-    let doomed: Vec<HeaderName> =
-        headers.keys().filter(|n| is_hop_by_hop(n.as_str(), &tokens, upgrade)).cloned().collect();
-    for n in doomed {
-        headers.remove(n);
+    loop {
+        let mut doomed: [Option<HeaderName>; 4] = Default::default();
+        let mut full = false;
+        let connection = headers.get_all(CONNECTION);
+        for name in headers.keys().filter(|n| *n != CONNECTION && is_hop_by_hop(&connection, n, upgrade)) {
+            match doomed.iter_mut().find(|slot| slot.is_none()) {
+                Some(slot) => *slot = Some(name.clone()),
+                None => full = true,
+            }
+        }
+        for name in doomed.into_iter().flatten() {
+            headers.remove(name);
+        }
+        if !full {
+            break;
+        }
     }
+    headers.remove(CONNECTION);
     if upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// True if the field `name` goes: `Upgrade` unless relayed, the fields hop-by-hop whatever
+/// `Connection` says (`http::hop`), and those a token of `connection` names, except the
+/// [`END_TO_END`] ones.
+fn is_hop_by_hop(connection: &GetAll<'_, HeaderValue>, name: &HeaderName, upgrade: bool) -> bool {
+    let name = name.as_str();
+    if name == "upgrade" {
+        return !upgrade;
+    }
+    if is_always_hop_by_hop(name) {
+        return true;
+    }
+    // Field names are lower case in a HeaderMap; tokens may be in any case.
+    !END_TO_END.contains(&name)
+        && connection.iter().any(|v| {
+            v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+        })
 }
 
 /// Prepares a client's request headers for its backend: hop-by-hop fields removed as above, and
@@ -100,6 +134,25 @@ mod tests {
         for gone in ["connection", "x-trace", "keep-alive", "te"] {
             assert!(!h.contains_key(gone), "{gone} is hop-by-hop");
         }
+    }
+
+    #[test]
+    fn many_hop_by_hop_fields_all_go() {
+        let mut h = map(&[
+            ("connection", "a, B, c"),
+            ("Connection", "d, e, keep-alive"),
+            ("a", "1"),
+            ("b", "1"),
+            ("c", "1"),
+            ("d", "1"),
+            ("e", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["x-kept"]);
     }
 
     #[test]

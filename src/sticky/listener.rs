@@ -23,21 +23,24 @@ use tokio::sync::Semaphore;
 
 use super::bodies::Body;
 use super::settings::Settings;
+use crate::net::workers::Workers;
 use crate::net::WriteDeadline;
 use crate::shutdown::Drain;
 
 /// How long a connection refused for `--max-connections` gets to take its 503.
 const REFUSAL_TIME: Duration = Duration::from_secs(1);
 
-/// Accepts clients until `shutdown` resolves, answering each request with `handle`, then gives
-/// running connections up to 10 s to finish.
+/// Accepts clients until `shutdown` resolves, serving each connection on one of `workers` and
+/// answering its requests with `handle(request, peer, worker number)`, then gives running
+/// connections up to `--shutdown-timeout` to finish.
 pub async fn serve<H, F>(
     listener: TcpListener,
     settings: &Settings,
+    workers: &Workers,
     shutdown: impl Future<Output = ()>,
     handle: H,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, usize) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let drain = Drain::new();
@@ -56,15 +59,18 @@ pub async fn serve<H, F>(
             drain.spawn(refuse(tcp));
             continue;
         };
-        let io = WriteDeadline::new(tcp, settings.idle_timeout).holding(slot);
-        let (http, handle) = (http.clone(), handle.clone());
-        drain.spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let answer = handle(req, peer);
-                async move { Ok::<_, Infallible>(answer.await) }
-            });
-            // Errors here are the client's (a timeout, a reset, a malformed head): nothing to add.
-            let _ = http.serve_connection(TokioIo::new(io), svc).with_upgrades().await;
+        let (http, handle, drain, idle) =
+            (http.clone(), handle.clone(), drain.clone(), settings.idle_timeout);
+        workers.serve_numbered(tcp, peer, move |tcp, peer, worker| {
+            drain.track(async move {
+                let io = WriteDeadline::new(tcp, idle).holding(slot);
+                let svc = hyper::service::service_fn(move |req| {
+                    let answer = handle(req, peer, worker);
+                    async move { Ok::<_, Infallible>(answer.await) }
+                });
+                // Errors here are the client's (a timeout, a reset, a malformed head): nothing to add.
+                let _ = http.serve_connection(TokioIo::new(io), svc).with_upgrades().await;
+            })
         });
     }
     let left = drain.finish(settings.shutdown_timeout).await;

@@ -9,7 +9,10 @@
 //! - `sid_route`: how a known session's request finds its backend, by the store or by the tag.
 //! - [`backend`]: backends, health, and balancing of new sessions.
 //! - [`upgrade_watch`]: spotting, in a relayed WebSocket, the moment a polling session moves onto it.
-//! - `listener`: client connections (`--max-connections`, `--header-timeout`).
+//! - `listener`: client connections (`--max-connections`, `--header-timeout`), each served on one
+//!   `net::workers` thread (`--workers`).
+//! - `backend_request`: a request turned into the backend's and sent through the worker's pool.
+//! - `backend_pool`: the keep-alive connections to the backends, one pool per worker thread.
 //! - `connector`: backend sockets whose stalled writes fail after `--idle-timeout` (`net::WriteDeadline`).
 //! - `headers`: which header fields go to the backend (exactly one `Host`, hop-by-hop removed).
 //! - `bodies`: the body type, the balancer's own short answers, reading small bodies.
@@ -20,6 +23,8 @@
 
 mod args;
 pub mod backend;
+mod backend_pool;
+mod backend_request;
 mod bodies;
 mod config_reload;
 mod connector;

@@ -10,14 +10,15 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::http::uri::PathAndQuery;
-use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::args::Args;
 use super::backend::{BackendId, Backends};
+use super::backend_pool::{BackendPool, BackendPools, PooledBody};
+use super::backend_request::{send, BackendFailure};
 use super::bodies::{empty, full, full_body, read_small, session_unknown, Body, Small};
 use super::config_reload;
 use super::connector::Connector;
@@ -30,6 +31,7 @@ use super::state::{live_sessions, Checks, State};
 use super::store::SidStore;
 use super::upgrade_watch::UpgradeWatch;
 use crate::http::is_upgrade_request;
+use crate::net::workers::Workers;
 use crate::reload::Reloads;
 use crate::upgrade::{ListenerSet, Role};
 
@@ -93,9 +95,10 @@ pub(super) async fn serve(
         Some(addr) => Some(crate::telemetry::serve_metrics_on(listeners.take(Role::Metrics, addr).await?)?),
         None => None,
     };
+    let workers = Workers::start(settings.workers)?;
     let connector = Connector::new(CONNECT_TIMEOUT, settings.idle_timeout);
     let probe = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector.plain());
-    let client = Client::builder(TokioExecutor::new()).build(connector);
+    let pools = BackendPools::new(&connector, workers.count());
     let state = Arc::new(State {
         backends: Backends::new(settings.backends.clone(), settings.balance),
         store,
@@ -105,7 +108,7 @@ pub(super) async fn serve(
             timeout: settings.check_timeout,
         }),
         settings,
-        client,
+        pools,
         probe,
     });
     // Installed before the address is announced: a SIGHUP without a handler ends the process.
@@ -125,16 +128,16 @@ pub(super) async fn serve(
     let checker = tokio::spawn(super::health::health_loop(state.clone()));
     let handler = {
         let state = state.clone();
-        move |req: Request<Incoming>, peer: SocketAddr| {
+        move |req: Request<Incoming>, peer: SocketAddr, worker: usize| {
             let state = state.clone();
-            async move { route(&state, req, peer).await }
+            async move { route(&state, state.pools.of(worker), req, peer).await }
         }
     };
     // From here we accept: a predecessor stops, and a successor may take over from us in turn.
     let handover = listeners.serve().await?;
     // Written once we accept, so that after an upgrade the file names the successor.
     let pid_file = crate::reload::pid_file::write_if(state.settings.pid_file.as_deref())?;
-    super::listener::serve(listener, &state.settings, handover.until(shutdown), handler).await;
+    super::listener::serve(listener, &state.settings, &workers, handover.until(shutdown), handler).await;
     checker.abort();
     if let Some(r) = reloads {
         r.abort();
@@ -143,25 +146,30 @@ pub(super) async fn serve(
     Ok(())
 }
 
-async fn route(state: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn route(
+    state: &Arc<State>,
+    pool: &Arc<BackendPool>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     if !engine::under_path(req.uri().path(), &state.settings.path) {
         return match state.backends.any() {
-            Some(b) => forward(state, b, req.map(BodyExt::boxed), SessionTunnel::Plain).await,
+            Some(b) => forward(state, pool, b, req.map(BodyExt::boxed), SessionTunnel::Plain).await,
             None => full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n"),
         };
     }
     let q = engine::parse_query(req.uri().query().unwrap_or(""));
     if let Some(sid) = q.sid.clone() {
-        return by_sid(state, req, sid, &q, peer).await;
+        return by_sid(state, pool, req, sid, &q, peer).await;
     }
     if req.method() != Method::GET {
         // Engine.IO answers a sid-less POST with its own 400; any backend will do.
         return match state.backends.any() {
-            Some(b) => forward(state, b, req.map(BodyExt::boxed), SessionTunnel::Plain).await,
+            Some(b) => forward(state, pool, b, req.map(BodyExt::boxed), SessionTunnel::Plain).await,
             None => full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n"),
         };
     }
-    handshake(state, req, &q, peer).await
+    handshake(state, pool, req, &q, peer).await
 }
 
 /// A request of a known session (poll, POST, upgrade): to its backend. Watches for the session's
@@ -169,6 +177,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
 /// end of the WebSocket the session moved onto.
 async fn by_sid(
     state: &Arc<State>,
+    pool: &Arc<BackendPool>,
     mut req: Request<Incoming>,
     sid: String,
     q: &EngineQuery,
@@ -186,7 +195,7 @@ async fn by_sid(
     } else {
         (req.map(BodyExt::boxed), false)
     };
-    let resp = forward(state, b, req, SessionTunnel::Session(sid.clone())).await;
+    let resp = forward(state, pool, b, req, SessionTunnel::Session(sid.clone())).await;
     match resp.status() {
         StatusCode::OK if closing => {
             end_session(state, &sid, "client_close").await;
@@ -255,6 +264,7 @@ async fn backend_forgot_session(resp: Response<Body>) -> (Response<Body>, bool) 
 /// that cannot be reached is marked down and the next one is tried.
 async fn handshake(
     state: &Arc<State>,
+    pool: &Arc<BackendPool>,
     req: Request<Incoming>,
     q: &EngineQuery,
     peer: SocketAddr,
@@ -262,6 +272,7 @@ async fn handshake(
     let polling = q.transport.as_deref() != Some("websocket");
     // A handshake is a GET without a body, so it can be re-sent to another backend.
     let (parts, _) = req.into_parts();
+    // Filled only when a backend cannot be reached: a handshake that goes through allocates none.
     let mut tried = Vec::new();
     loop {
         let sessions = live_sessions(state);
@@ -269,113 +280,22 @@ async fn handshake(
             metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "no_backend").increment(1);
             return full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy backend\n");
         };
-        tried.push(b);
         tracing::debug!(%peer, backend = %state.backends.get(b).addr, polling, "new session");
         if !polling {
             let req = Request::from_parts(parts, empty());
-            return forward(state, b, req, SessionTunnel::WebSocketOnly).await;
+            return forward(state, pool, b, req, SessionTunnel::WebSocketOnly).await;
         }
         let req = Request::from_parts(parts.clone(), empty());
-        match send(state, b, req, true, false).await {
-            Err(BackendFailure::Connect) => continue,
+        match send(state, pool, b, req, true, false).await {
+            Err(BackendFailure::Connect) => tried.push(b),
             Err(BackendFailure::Other(resp)) => return resp,
             Ok(resp) => return learn(state, b, resp).await,
         }
     }
 }
 
-enum BackendFailure {
-    /// The backend could not be reached (it has been marked down).
-    Connect,
-    /// An answer to give the client as is.
-    Other(Response<Body>),
-}
-
-/// Sends `req` to backend `b`; `learning` strips Accept-Encoding so the handshake body is readable,
-/// `upgrade` relays a WebSocket upgrade ([`is_upgrade_request`]). A backend has
-/// `--backend-timeout` to send the response head: one that accepts and never answers gets a 504.
-async fn send(
-    state: &State,
-    b: BackendId,
-    mut req: Request<Body>,
-    learning: bool,
-    upgrade: bool,
-) -> Result<Response<Incoming>, BackendFailure> {
-    let backend = &state.backends.get(b);
-    let uri = backend.authority.clone().and_then(|authority| {
-        let mut parts = hyper::http::uri::Parts::default();
-        parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
-        parts.authority = Some(authority);
-        parts.path_and_query =
-            Some(req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-        Uri::from_parts(parts).ok()
-    });
-    let Some(uri) = uri else {
-        return Err(BackendFailure::Other(full(
-            StatusCode::BAD_REQUEST,
-            "text/plain",
-            "bad request target\n",
-        )));
-    };
-    let target_authority = req.uri().authority().cloned();
-    *req.uri_mut() = uri;
-    if let Err(why) = headers::for_backend(req.headers_mut(), target_authority.as_ref(), upgrade) {
-        return Err(BackendFailure::Other(full(StatusCode::BAD_REQUEST, "text/plain", why)));
-    }
-    if learning {
-        req.headers_mut().remove(ACCEPT_ENCODING);
-    }
-    let Ok(answer) = tokio::time::timeout(state.settings.backend_timeout, state.client.request(req)).await
-    else {
-        tracing::debug!(backend = %backend.addr, "no answer within --backend-timeout");
-        metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "timeout").increment(1);
-        return Err(BackendFailure::Other(full(
-            StatusCode::GATEWAY_TIMEOUT,
-            "text/plain",
-            "backend did not answer within --backend-timeout\n",
-        )));
-    };
-    match answer {
-        Ok(r) => Ok(r),
-        Err(e) if e.is_connect() => {
-            if state.backends.mark(b, false) {
-                tracing::warn!(backend = %backend.addr, "backend unreachable, marked down: {e}");
-            }
-            metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "connect").increment(1);
-            Err(BackendFailure::Connect)
-        }
-        Err(e) if write_timed_out(&e) => {
-            tracing::debug!(backend = %backend.addr, "backend read nothing within --idle-timeout");
-            metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "timeout").increment(1);
-            Err(BackendFailure::Other(full(
-                StatusCode::GATEWAY_TIMEOUT,
-                "text/plain",
-                "backend read nothing of the request within --idle-timeout\n",
-            )))
-        }
-        Err(e) => {
-            tracing::debug!(backend = %backend.addr, error = ?e, "backend request failed");
-            metrics::counter!("tunnelkit_sticky_routing_errors_total", "kind" => "backend").increment(1);
-            Err(BackendFailure::Other(full(StatusCode::BAD_GATEWAY, "text/plain", "backend failed\n")))
-        }
-    }
-}
-
-/// True if a request failed because writing it to the backend made no progress within
-/// `--idle-timeout` (the `TimedOut` of [`crate::net::WriteDeadline`], somewhere in the chain).
-fn write_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        if c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
-}
-
 /// Reads a handshake answer, binds its sid, then releases it to the client.
-async fn learn(state: &State, b: BackendId, resp: Response<Incoming>) -> Response<Body> {
+async fn learn(state: &State, b: BackendId, resp: Response<PooledBody>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     if parts.status != StatusCode::OK {
@@ -436,13 +356,14 @@ enum SessionTunnel {
 /// Forwards a request to backend `b`, relaying a WebSocket upgrade byte for byte after the 101.
 async fn forward(
     state: &Arc<State>,
+    pool: &Arc<BackendPool>,
     b: BackendId,
     mut req: Request<Body>,
     tunnel: SessionTunnel,
 ) -> Response<Body> {
     let upgrade = is_upgrade_request(req.method().as_str(), req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let mut resp = match send(state, b, req, false, upgrade).await {
+    let mut resp = match send(state, pool, b, req, false, upgrade).await {
         Ok(r) => r,
         // The session's backend just became unreachable: answer as Engine.IO does for a lost session.
         Err(BackendFailure::Connect) => return session_unknown(),

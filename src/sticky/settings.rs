@@ -38,6 +38,7 @@ struct File {
     #[serde(default, with = "humantime_serde")]
     header_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    workers: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     backend_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -109,6 +110,8 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// Most client connections at once.
     pub max_connections: usize,
+    /// Threads serving client connections, each connection on one (0 = one per core).
+    pub workers: usize,
     /// Time a backend has to send a response head.
     pub backend_timeout: Duration,
     /// Longest a write may make no progress before its connection is closed.
@@ -205,6 +208,7 @@ impl Settings {
             balance,
             header_timeout,
             max_connections,
+            workers: crate::net::workers::check_count(args.workers.or(file.workers).unwrap_or(0))?,
             backend_timeout,
             idle_timeout,
             shutdown_timeout,
@@ -326,6 +330,7 @@ mod tests {
         let s = Settings::load(args()).unwrap();
         assert_eq!(s.header_timeout, Duration::from_secs(10));
         assert_eq!(s.max_connections, 10_000);
+        assert_eq!(s.workers, 0);
         assert_eq!(s.backend_timeout, Duration::from_secs(30));
         assert_eq!(s.idle_timeout, Duration::from_secs(60));
     }
@@ -346,6 +351,7 @@ mod tests {
             ),
             (Args { max_connections: Some(0), ..args() }, "--max-connections"),
             (Args { max_connections: Some(usize::MAX), ..args() }, "--max-connections"),
+            (Args { workers: Some(5000), ..args() }, "--workers"),
         ];
         for (a, flag) in cases {
             let e = error(a);

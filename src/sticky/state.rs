@@ -1,5 +1,5 @@
 //! [`State`]: what every request handler and the health loop share (settings, backends, the sid
-//! store, the two hyper clients), and [`live_sessions`], the per-backend session count both the
+//! store, the backend connection pools and the health checks' client), and [`live_sessions`], the per-backend session count both the
 //! balancing of new sessions and the session gauges read. Its own file so that `server` (routing) and
 //! `health` (checks) each depend on it and not on each other.
 
@@ -10,8 +10,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
 use super::backend::Backends;
-use super::bodies::Body;
-use super::connector::Connector;
+use super::backend_pool::BackendPools;
 use super::settings::Settings;
 use super::sid_tag::SidTagger;
 use super::store::SidStore;
@@ -26,8 +25,8 @@ pub(super) struct State {
     pub(super) tags: Option<ArcSwap<SidTagger>>,
     /// The health-check settings in force (a reload changes them).
     pub(super) checks: ArcSwap<Checks>,
-    /// Requests to backends: pooled, over [`Connector`]'s sockets.
-    pub(super) client: Client<Connector, Body>,
+    /// Connections to backends: one pool per worker thread.
+    pub(super) pools: BackendPools,
     /// Health checks: no pooling, each probe bounded by `--check-timeout`.
     pub(super) probe: Client<HttpConnector, Full<Bytes>>,
 }
