@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sticky-balancer benchmark: handshakes/s, polling requests/s and WebSocket acks/s through tunnelkit
-# (memory and Redis stores), HAProxy sticking on the sid URL parameter, and NGINX ip_hash, against the
+# (memory and Redis stores), HAProxy sticking on the sid URL parameter, NGINX ip_hash and the seed
+# socket.io-proxy2 (bench/sticky/seed: rebuilt from its README on node http-proxy + Redis), against the
 # same 3 Socket.IO backends, in one run. Not a test. Usage: bench/sticky/run.sh [SECONDS] [CONCURRENCY] [ROUNDS]
 # Each cell is measured ROUNDS times, the balancers in a rotated order each round and "direct" last (the node
 # backends slow down while sessions from earlier cells linger, so a fixed order would favour whoever goes
@@ -65,18 +66,21 @@ http { access_log off;
       proxy_set_header Upgrade \$http_upgrade; proxy_set_header Connection "upgrade"; proxy_set_header Host \$host; } } }
 CONF
 nginx -c "$work/nginx.conf" & pids+=($!); NPID=$!
-for p in $TM $TR $HP $NP; do wait_port "$p"; done
+# The seed, socket.io-proxy2 (node http-proxy + Redis), rebuilt from its README: it is no longer on npm.
+[ -d bench/sticky/seed/node_modules/http-proxy ] || (cd bench/sticky/seed && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+SP=$(port); node bench/sticky/seed/proxy.js "$SP" "$RP" "${B[@]}" & pids+=($!); SPID=$!
+for p in $TM $TR $HP $NP $SP; do wait_port "$p"; done
 
 measure() { (cd tests/node/sticky && node ../../../bench/sticky/load.js "http://127.0.0.1:$1" "$2" "$CONC" "$SECS"); }
 # CPU time (user + system, clock ticks) of a balancer's processes: on a shared machine the rates move with the
 # neighbours' load, the balancer's own CPU per request much less.
 declare -A PROCS=([tunnelkit-memory]="$TMPID" [tunnelkit-redis]="$TRPID $RPID" [haproxy]="$HPID"
-  [nginx-ip_hash]="$NPID $(pgrep -P "$NPID" | xargs)")
+  [nginx-ip_hash]="$NPID $(pgrep -P "$NPID" | xargs)" [socket.io-proxy2]="$SPID $RPID")
 ticks() { local t=0 p; for p in ${PROCS[$1]:-}; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 HZ=$(getconf CLK_TCK)
 declare -A CPU
 declare -A RUNS
-paths=(tunnelkit-memory:$TM tunnelkit-redis:$TR haproxy:$HP nginx-ip_hash:$NP)
+paths=(tunnelkit-memory:$TM tunnelkit-redis:$TR haproxy:$HP nginx-ip_hash:$NP socket.io-proxy2:$SP)
 for round in $(seq "$ROUNDS"); do
   for mode in handshake poll ws; do
     # "direct" loads one backend alone, which slows whatever comes next: it goes last in every round.
@@ -117,21 +121,25 @@ out="bench/results/sticky-$(date -u +%Y-%m-%d).md"
   echo
   echo "| path | handshakes/s (errors) | polling POSTs/s (errors) | WebSocket acks/s (errors) | tunnelkit-memory vs it (handshake / poll / ws) |"
   echo "|---|---|---|---|---|"
-  for label in direct tunnelkit-memory tunnelkit-redis haproxy nginx-ip_hash; do
+  for label in direct tunnelkit-memory tunnelkit-redis haproxy nginx-ip_hash socket.io-proxy2; do
     h=${R[$label.handshake]}; p=${R[$label.poll]}; w=${R[$label.ws]}
     echo "| $label | $(val "$h") ($(err "$h")) | $(val "$p") ($(err "$p")) | $(val "$w") ($(err "$w")) | $(ratio "$(val "${R[tunnelkit-memory.handshake]}")" "$(val "$h")") / $(ratio "$(val "${R[tunnelkit-memory.poll]}")" "$(val "$p")") / $(ratio "$(val "${R[tunnelkit-memory.ws]}")" "$(val "$w")") |"
   done
   echo
   echo "Balancer CPU per request (user + system time of its processes / requests served, µs, median; lower is better;"
-  echo "tunnelkit-redis includes redis-server, nginx its worker):"
+  echo "tunnelkit-redis and socket.io-proxy2 include redis-server, nginx its worker):"
   echo
   echo "| path | handshake | polling POST | WebSocket ack |"
   echo "|---|---|---|---|"
-  for label in tunnelkit-memory tunnelkit-redis haproxy nginx-ip_hash; do
+  for label in tunnelkit-memory tunnelkit-redis haproxy nginx-ip_hash socket.io-proxy2; do
     echo "| $label | ${C[$label.handshake]} | ${C[$label.poll]} | ${C[$label.ws]} |"
   done
   echo
   echo "Goal (issue 5): >= HAProxy's rates with the memory store, within 20% of them with Redis."
+  le() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "") print "not measured"; else printf "%s vs %s (%s)", a, b, (a+0 <= b+0 ? "met" : "NOT met") }'; }
+  echo "Goals (issue 12): tunnelkit-memory CPU per handshake <= nginx's: $(le "${C[tunnelkit-memory.handshake]}" "${C[nginx-ip_hash.handshake]}");"
+  echo "per polling POST <= nginx's: $(le "${C[tunnelkit-memory.poll]}" "${C[nginx-ip_hash.poll]}");"
+  echo "WebSocket acks/s >= socket.io-proxy2's: $(ratio "$(val "${R[tunnelkit-memory.ws]}")" "$(val "${R[socket.io-proxy2.ws]}")")x."
   echo "Configs: HAProxy \`balance roundrobin\` + \`stick on url_param(sid)\`; NGINX \`ip_hash\` with WebSocket headers,"
   echo "\`worker_processes 1\`; tunnelkit \`${tk_args[*]:-(defaults)}\`."
   echo "Command: \`bench/sticky/run.sh $SECS $CONC $ROUNDS\`."

@@ -9,12 +9,14 @@
 //! connection goes back when its answer's body ends ([`PooledBody`]), a backend is found by index.
 //!
 //! A connection the backend closed while idle (Node closes idle keep-alive connections after 5 s)
-//! is skipped when taken, and a request that could not be sent on a reused connection is sent again
+//! is skipped when taken, one unused for 90 s is closed (when the next request to its backend comes), and a request that could not be sent on a reused connection is sent again
 //! on another, as hyper-util did: it never reached the backend, so this is safe for any method.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
@@ -33,12 +35,16 @@ pub(super) type Sender = SendRequest<Body>;
 /// Most idle connections kept per backend per worker; past it, a connection is closed after its
 /// answer. Closed ones are only swept out when the list is full.
 const MAX_IDLE: usize = 1024;
+/// An idle connection unused this long is closed instead of reused (hyper-util's default): a backend
+/// that never closes idle connections itself does not collect them from every busy minute.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// One worker's backend connections; see the module documentation.
 pub(super) struct BackendPool {
     connector: Connector,
-    /// Idle connections by backend index.
-    idle: Mutex<Vec<Vec<Sender>>>,
+    /// Idle connections by backend index, oldest first, each with when it was given back.
+    idle: Mutex<Vec<VecDeque<(Sender, Instant)>>>,
+    idle_timeout: Duration,
 }
 
 /// Why [`BackendPool::connect`] failed.
@@ -47,14 +53,23 @@ pub(super) type ConnectError = Box<dyn std::error::Error + Send + Sync>;
 impl BackendPool {
     /// An empty pool dialling through `connector`.
     pub(super) fn new(connector: Connector) -> Self {
-        BackendPool { connector, idle: Mutex::new(Vec::new()) }
+        Self::with_idle_timeout(connector, IDLE_TIMEOUT)
+    }
+
+    fn with_idle_timeout(connector: Connector, idle_timeout: Duration) -> Self {
+        BackendPool { connector, idle: Mutex::new(Vec::new()), idle_timeout }
     }
 
     /// An idle connection to `b` that is still open, the most recently used first.
     pub(super) fn take(&self, b: BackendId) -> Option<Sender> {
         let mut idle = self.idle.lock().expect("pool lock");
         let list = idle.get_mut(b.index())?;
-        while let Some(s) = list.pop() {
+        while let Some((s, since)) = list.pop_back() {
+            if since.elapsed() >= self.idle_timeout {
+                // The newest is too old, so are all the others: close them all.
+                list.clear();
+                return None;
+            }
             if !s.is_closed() {
                 return Some(s);
             }
@@ -69,16 +84,19 @@ impl BackendPool {
         }
         let mut idle = self.idle.lock().expect("pool lock");
         if idle.len() <= b.index() {
-            idle.resize_with(b.index() + 1, Vec::new);
+            idle.resize_with(b.index() + 1, VecDeque::new);
         }
         let list = &mut idle[b.index()];
+        while list.front().is_some_and(|(_, since)| since.elapsed() >= self.idle_timeout) {
+            list.pop_front();
+        }
         if list.len() >= MAX_IDLE {
-            list.retain(|s| !s.is_closed());
+            list.retain(|(s, _)| !s.is_closed());
             if list.len() >= MAX_IDLE {
                 return;
             }
         }
-        list.push(sender);
+        list.push_back((sender, Instant::now()));
     }
 
     /// A new connection to `authority`, driven by a task on this worker (it hands the socket over
@@ -169,7 +187,6 @@ impl Drop for PooledBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -222,6 +239,19 @@ mod tests {
 
     fn pool() -> Arc<BackendPool> {
         Arc::new(BackendPool::new(Connector::new(Duration::from_secs(5), Duration::from_secs(5))))
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_timeout_is_closed_not_used() {
+        let (authority, accepted) = backend(false).await;
+        let connector = Connector::new(Duration::from_secs(5), Duration::from_secs(5));
+        let pool = Arc::new(BackendPool::with_idle_timeout(connector, Duration::from_millis(50)));
+        assert_eq!(get(&pool, &authority).await, "ok");
+        assert_eq!(get(&pool, &authority).await, "ok");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "reused while fresh");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(get(&pool, &authority).await, "ok");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "a new one after the timeout");
     }
 
     #[tokio::test]
