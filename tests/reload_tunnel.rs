@@ -25,6 +25,15 @@ fn file_without_allow(tokens: &[&str]) -> String {
     format!("listen = \"127.0.0.1:0\"\nreload_grace = \"1s\"\ntokens = [{}]\n", list.join(", "))
 }
 
+/// `ws-server --config FILE`, logging its reloads.
+fn server_from(file: &std::path::Path) -> Proc {
+    Proc::start_env(
+        &["ws-server", "--config", file.to_str().unwrap()],
+        1,
+        &[("RUST_LOG", "warn,tunnelkit::reload=info")],
+    )
+}
+
 fn client(url: &str, token: &str, target: SocketAddr) -> Proc {
     Proc::start(&["ws-client", url, "--token", token, "-L", &format!("127.0.0.1:0:{target}")], 1)
 }
@@ -46,11 +55,7 @@ async fn a_revoked_token_cannot_open_or_resume_and_loses_its_tunnels_while_other
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ws-server.toml");
     std::fs::write(&file, tokens_file(&["keep", "revoke"])).unwrap();
-    let server = Proc::start_env(
-        &["ws-server", "--config", file.to_str().unwrap()],
-        1,
-        &[("RUST_LOG", "warn,tunnelkit::reload=info")],
-    );
+    let server = server_from(&file);
     let url = format!("ws://{}/tunnel", server.addr());
     let kept = client(&url, "keep", echo);
     let revoked = client(&url, "revoke", echo);
@@ -88,11 +93,7 @@ async fn an_invalid_file_on_reload_is_logged_and_the_tokens_in_force_stay() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ws-server.toml");
     std::fs::write(&file, tokens_file(&["keep"])).unwrap();
-    let server = Proc::start_env(
-        &["ws-server", "--config", file.to_str().unwrap()],
-        1,
-        &[("RUST_LOG", "warn,tunnelkit::reload=info")],
-    );
+    let server = server_from(&file);
     let url = format!("ws://{}/tunnel", server.addr());
     let kept = client(&url, "keep", echo);
     std::fs::write(&file, "tokens = [\"\"]\n").unwrap();
@@ -111,11 +112,7 @@ async fn a_reload_that_drops_an_allowed_range_refuses_new_streams_of_open_tunnel
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ws-server.toml");
     std::fs::write(&file, tokens_file(&["keep"])).unwrap();
-    let server = Proc::start_env(
-        &["ws-server", "--config", file.to_str().unwrap()],
-        1,
-        &[("RUST_LOG", "warn,tunnelkit::reload=info")],
-    );
+    let server = server_from(&file);
     let url = format!("ws://{}/tunnel", server.addr());
     let c = client(&url, "keep", echo);
     assert!(echoes(c.addr(), b"loopback allowed").await);
@@ -131,11 +128,7 @@ async fn a_reload_raises_max_tunnels_per_token_for_the_tunnels_opened_after_it()
     let file = dir.path().join("ws-server.toml");
     let with_limit = |n: usize| format!("{}max_tunnels_per_token = {n}\n", tokens_file(&["keep"]));
     std::fs::write(&file, with_limit(1)).unwrap();
-    let server = Proc::start_env(
-        &["ws-server", "--config", file.to_str().unwrap()],
-        1,
-        &[("RUST_LOG", "warn,tunnelkit::reload=info")],
-    );
+    let server = server_from(&file);
     let url = format!("ws://{}/tunnel", server.addr());
     let open = || async { TunnelClient::new(&url).unwrap().token(Some("keep".into())).connect().await };
     let refused = |r: &Result<_, ConnectError>| matches!(r, Err(ConnectError::Refused { reason, .. }) if reason.contains("--max-tunnels-per-token"));

@@ -11,7 +11,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::backlog::{self, WriterState};
@@ -26,17 +25,6 @@ const BATCH: usize = 64;
 /// frame, an OPEN's extra bytes, and slack.
 pub fn max_message(max_frame: usize) -> usize {
     max_frame + 64 * 1024 + 64
-}
-
-/// The WebSocket settings tungstenite's upgrade uses (only `ws-server --compat` goes on with
-/// tungstenite after it): messages fit the largest frame, writes are batched.
-pub fn websocket_config(max_frame: usize) -> WebSocketConfig {
-    let max_msg = max_message(max_frame);
-    WebSocketConfig::default()
-        .write_buffer_size(256 * 1024)
-        .max_write_buffer_size(16 << 20)
-        .max_message_size(Some(max_msg))
-        .max_frame_size(Some(max_msg))
 }
 
 fn lost(e: impl std::fmt::Display) -> LinkError {

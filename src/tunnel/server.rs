@@ -188,12 +188,10 @@ impl Server {
             }
             Ok(resp)
         };
-        // The seed sends one application write as one message (its limit is 100 MiB); ours are frames.
-        let cfg = match opts.compat {
-            Some(_) => link::websocket_config(64 << 20),
-            None => link::websocket_config(limits.max_frame),
-        };
-        let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(cfg));
+        // Only compat connections go on with tungstenite after the upgrade (ours go to `tunnel::ws`),
+        // so only they need its message settings.
+        let cfg = opts.compat.as_ref().map(|_| compat::websocket_config());
+        let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, check, cfg);
         let ws = match tokio::time::timeout(Duration::from_secs(10), upgrade).await {
             Ok(Ok(ws)) => ws,
             Ok(Err(e)) => return tracing::debug!(%peer, "upgrade refused: {e}"),

@@ -30,9 +30,22 @@ mod writer;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
 pub use context::CompatContext;
+
+/// The settings of a seed-protocol WebSocket, the one kind tungstenite carries past the upgrade: the
+/// seed sends one application write as one message (its limit is 100 MiB), so messages may be 64 MiB
+/// (and an OPEN's worth more); writes are batched.
+pub fn websocket_config() -> WebSocketConfig {
+    let max_msg = (64 << 20) + 64 * 1024 + 64;
+    WebSocketConfig::default()
+        .write_buffer_size(256 * 1024)
+        .max_write_buffer_size(16 << 20)
+        .max_message_size(Some(max_msg))
+        .max_frame_size(Some(max_msg))
+}
 
 /// Serves one seed-protocol WebSocket until it closes. The tunnel it creates or resumes outlives it
 /// if the connection breaks (for the agreed hold time).
