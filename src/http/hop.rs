@@ -38,6 +38,20 @@ where
     out
 }
 
+/// True if a token of the `Connection` values names the field `name` (case-insensitive): what
+/// [`connection_tokens`] tells, without collecting the tokens (the balancer asks it per field, per
+/// message).
+pub fn connection_names<'a, I>(connection_values: I, name: &str) -> bool
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
+    let named = |t: &[u8]| {
+        let t = t.trim_ascii();
+        !t.is_empty() && t.eq_ignore_ascii_case(name.as_bytes())
+    };
+    connection_values.into_iter().any(|v| v.split(|&b| b == b',').any(named))
+}
+
 /// True if a header named `name` must not be forwarded, given the `Connection` tokens of the
 /// message and whether an `Upgrade` is being relayed.
 pub fn is_hop_by_hop(name: &str, connection_tokens: &[String], keep_upgrade: bool) -> bool {
@@ -68,6 +82,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_names_agrees_with_the_tokens() {
+        let values: [&[u8]; 2] = [b"close, X-Secret ,,", b" keep-alive"];
+        let tokens = connection_tokens(values);
+        for name in ["close", "x-secret", "X-SECRET", "keep-alive", "x", "secret", ""] {
+            let listed = tokens.iter().any(|t| t.eq_ignore_ascii_case(name));
+            assert_eq!(connection_names(values, name), listed, "{name:?}");
+        }
+    }
 
     #[test]
     fn strips_named_and_fixed() {

@@ -14,5 +14,5 @@ pub mod upgrade;
 pub mod write;
 pub mod ws_frame;
 
-pub use hop::{connection_tokens, is_always_hop_by_hop, is_hop_by_hop, strip_hop_by_hop};
+pub use hop::{connection_names, connection_tokens, is_always_hop_by_hop, is_hop_by_hop, strip_hop_by_hop};
 pub use upgrade::is_upgrade_request;

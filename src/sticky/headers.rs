@@ -10,7 +10,7 @@
 use hyper::header::{GetAll, HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST};
 use hyper::http::uri::Authority;
 
-use crate::http::is_always_hop_by_hop;
+use crate::http::{connection_names, is_always_hop_by_hop};
 
 /// Fields a `Connection` token may not remove: what the backend needs to serve the request (the
 /// virtual host, the body's length and type, credentials, the origin CORS checks) and the
@@ -43,7 +43,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         let mut doomed: [Option<HeaderName>; 4] = Default::default();
         let mut full = false;
         let connection = headers.get_all(CONNECTION);
-        for name in headers.keys().filter(|n| *n != CONNECTION && is_hop_by_hop(&connection, n, upgrade)) {
+        for name in headers.keys().filter(|n| *n != CONNECTION && goes(&connection, n, upgrade)) {
             match doomed.iter_mut().find(|slot| slot.is_none()) {
                 Some(slot) => *slot = Some(name.clone()),
                 None => full = true,
@@ -65,7 +65,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// True if the field `name` goes: `Upgrade` unless relayed, the fields hop-by-hop whatever
 /// `Connection` says (`http::hop`), and those a token of `connection` names, except the
 /// [`END_TO_END`] ones.
-fn is_hop_by_hop(connection: &GetAll<'_, HeaderValue>, name: &HeaderName, upgrade: bool) -> bool {
+fn goes(connection: &GetAll<'_, HeaderValue>, name: &HeaderName, upgrade: bool) -> bool {
     let name = name.as_str();
     if name == "upgrade" {
         return !upgrade;
@@ -73,11 +73,7 @@ fn is_hop_by_hop(connection: &GetAll<'_, HeaderValue>, name: &HeaderName, upgrad
     if is_always_hop_by_hop(name) {
         return true;
     }
-    // Field names are lower case in a HeaderMap; tokens may be in any case.
-    !END_TO_END.contains(&name)
-        && connection.iter().any(|v| {
-            v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-        })
+    !END_TO_END.contains(&name) && connection_names(connection.iter().map(|v| v.as_bytes()), name)
 }
 
 /// Prepares a client's request headers for its backend: hop-by-hop fields removed as above, and
