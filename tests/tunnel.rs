@@ -62,6 +62,42 @@ async fn local_forward_carries_64_concurrent_streams_exactly() {
     .expect("64 streams finish in time");
 }
 
+/// Writes of every size, some after a pause, so each side's relay reads small pieces (copied into frames
+/// of their own) and large ones (read straight into frames split off its slab) in turn, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_every_size_arrive_exactly_both_ways() {
+    let echo = echo_server().await;
+    let server = ws_server(&[]);
+    let client = ws_client(server.addr(), &["-L", &format!("127.0.0.1:0:{echo}")], 1);
+    let data = pattern(24 << 20, 41);
+    let s = TcpStream::connect(client.addr()).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let (mut r, mut w) = s.into_split();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        let sizes = [1usize, 700, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, 64 * 1024, 200_000];
+        let mut rest = &sent[..];
+        for i in 0.. {
+            if rest.is_empty() {
+                break;
+            }
+            let n = sizes[i % sizes.len()].min(rest.len());
+            w.write_all(&rest[..n]).await.unwrap();
+            rest = &rest[n..];
+            if i % 3 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        w.shutdown().await.unwrap();
+        w
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(LIMIT, r.read_to_end(&mut got)).await.expect("the echo ends in time").unwrap();
+    writer.await.unwrap();
+    assert_eq!(got.len(), data.len(), "every byte, once");
+    assert_eq!(sha(&got), sha(&data), "the same bytes in the same order");
+}
+
 /// Origin that reads until EOF, then answers with what it counted: the client half-closed and still
 /// receives. It also first sends a greeting and half-closes its own side while the client keeps writing.
 async fn half_close_origin() -> (SocketAddr, Arc<AtomicUsize>) {

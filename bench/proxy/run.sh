@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Forward-proxy benchmark: tunnelkit vs a direct connection, Squid, tinyproxy and (SOCKS5)
-# microsocks, in one run. Every cell is the median of ROUNDS rounds; each round measures the paths in
+# microsocks, in one run; HAProxy as a reverse proxy (GET) and a spliced TCP relay (bulk), which are not
+# forward proxies but show what one proxy hop costs on this machine at best. Every cell is the median of ROUNDS rounds; each round measures the paths in
 # a rotated order, so a slow moment of the shared machine does not always hit the same path.
 # Not a test. Usage: bench/proxy/run.sh [SECONDS_PER_RUN (default 10)] [ROUNDS (default 3)]
 # Writes bench/results/proxy-<date>.md and prints the same table.
@@ -11,7 +12,7 @@ ROUNDS="${2:-3}"
 # 9000: the sandbox caps open files at 20000 per process and a tunnel costs the proxy two.
 TUNNELS="${TUNNELS:-9000}"
 need=()
-for t in wrk:wrk squid:squid tinyproxy:tinyproxy nginx:nginx microsocks:microsocks; do
+for t in wrk:wrk squid:squid tinyproxy:tinyproxy nginx:nginx microsocks:microsocks haproxy:haproxy; do
   command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t##*:}")
 done
 if [ "${#need[@]}" -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
@@ -68,7 +69,36 @@ LogLevel Critical
 PidFile "$work/tinyproxy.pid"
 CONF
 tinyproxy -d -c "$work/tinyproxy.conf" 2>/dev/null & TPPID=$!; pids+=($TPPID)
-for p in $ORIGIN $SINK $TKP $TKS $TKC $SQP $TPP $MSP; do wait_port "$p"; done
+# HAProxy: the same hop with no forward-proxy work. A reverse proxy to the origin (keep-alive both sides,
+# connections to the origin reused) for GETs; a TCP relay to the sink with splice(2) for bulk bytes.
+HAH=$(port); HAT=$(port)
+cat > "$work/haproxy.cfg" <<CONF
+global
+  maxconn 20000
+defaults
+  timeout connect 5s
+  timeout client 10m
+  timeout server 10m
+frontend get_in
+  mode http
+  bind 127.0.0.1:$HAH
+  default_backend origin
+backend origin
+  mode http
+  http-reuse always
+  server o1 127.0.0.1:$ORIGIN
+frontend bulk_in
+  mode tcp
+  option splice-auto
+  bind 127.0.0.1:$HAT
+  default_backend sink
+backend sink
+  mode tcp
+  option splice-auto
+  server s1 127.0.0.1:$SINK
+CONF
+haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!)
+for p in $ORIGIN $SINK $TKP $TKS $TKC $SQP $TPP $MSP $HAH $HAT; do wait_port "$p"; done
 
 cat > "$work/abs.lua" <<LUA
 wrk.path = "http://127.0.0.1:$ORIGIN/1k"
@@ -91,24 +121,25 @@ median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1
 rotate() { local n=$1; shift; local a=("$@"); local k=$(( n % ${#a[@]} )); echo "${a[@]:k}" "${a[@]:0:k}"; }
 
 declare -A rps p99 tp
-get_paths=(direct tunnelkit squid tinyproxy)
-connect_paths=(direct tunnelkit tunnelkit_copy squid tinyproxy tunnelkit_socks microsocks)
-get_base() { case $1 in direct) echo "http://127.0.0.1:$ORIGIN/1k";; tunnelkit) echo "http://127.0.0.1:$TKP";;
+get_paths=(direct tunnelkit squid tinyproxy haproxy)
+connect_paths=(direct tunnelkit tunnelkit_copy squid tinyproxy tunnelkit_socks microsocks haproxy)
+get_base() { case $1 in direct) echo "http://127.0.0.1:$ORIGIN/1k";; haproxy) echo "http://127.0.0.1:$HAH/1k";; tunnelkit) echo "http://127.0.0.1:$TKP";;
   squid) echo "http://127.0.0.1:$SQP";; tinyproxy) echo "http://127.0.0.1:$TPP";; esac; }
 via() { case $1 in direct) echo "";; tunnelkit) echo "127.0.0.1:$TKP";; tunnelkit_copy) echo "127.0.0.1:$TKC";;
-  squid) echo "127.0.0.1:$SQP";; tinyproxy) echo "127.0.0.1:$TPP";; tunnelkit_socks) echo "socks5://127.0.0.1:$TKS";;
+  squid) echo "127.0.0.1:$SQP";; tinyproxy) echo "127.0.0.1:$TPP";; tunnelkit_socks) echo "socks5://127.0.0.1:$TKS";; haproxy) echo "";;
   microsocks) echo "socks5://127.0.0.1:$MSP";; esac; }
 for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS: GET 1 KiB (wrk -c100 -t2 -d${SECS}s)..." >&2
   for path in $(rotate "$round" "${get_paths[@]}"); do
-    if [ "$path" = direct ]; then read -r r l < <(run_wrk "$(get_base direct)")
+    if [ "$path" = direct ] || [ "$path" = haproxy ]; then read -r r l < <(run_wrk "$(get_base "$path")")
     else read -r r l < <(run_wrk "$(get_base "$path")" "$work/abs.lua"); fi
     rps[$path]+="$r "; p99[$path]+="$l "
   done
   echo "round $round/$ROUNDS: CONNECT/SOCKS5 throughput (${SECS}s each)..." >&2
   for path in $(rotate "$round" "${connect_paths[@]}"); do
     # shellcheck disable=SC2046
-    t=$($BP throughput 127.0.0.1:$SINK "$SECS" $(via "$path") || echo 0)
+    target=127.0.0.1:$SINK; [ "$path" = haproxy ] && target=127.0.0.1:$HAT
+    t=$($BP throughput "$target" "$SECS" $(via "$path") || echo 0)
     tp[$path]+="$t "
   done
 done
@@ -119,7 +150,7 @@ for path in "${connect_paths[@]}"; do tp[$path]=$(med "${tp[$path]}"); done
 d_rps=${rps[direct]}; t_rps=${rps[tunnelkit]}; s_rps=${rps[squid]}; y_rps=${rps[tinyproxy]}
 d_p99=${p99[direct]}; t_p99=${p99[tunnelkit]}; s_p99=${p99[squid]}; y_p99=${p99[tinyproxy]}
 d_tp=${tp[direct]}; t_tp=${tp[tunnelkit]}; c_tp=${tp[tunnelkit_copy]}; s_tp=${tp[squid]}; y_tp=${tp[tinyproxy]}
-k_tp=${tp[tunnelkit_socks]}; m_tp=${tp[microsocks]}
+k_tp=${tp[tunnelkit_socks]}; m_tp=${tp[microsocks]}; h_rps=${rps[haproxy]}; h_p99=${p99[haproxy]}; h_tp=${tp[haproxy]}
 
 idle_rss() { # $1 pid, $2 proxy port -> KiB per tunnel
   local before after
@@ -148,7 +179,7 @@ out="bench/results/proxy-$date_tag.md"
   echo "# Forward proxy benchmark ($date_tag)"
   echo
   echo "Machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), kernel $(uname -r)."
-  echo "Versions: $($TK --version), $(squid -v | head -1), $(tinyproxy -v 2>&1 | head -1), $(nginx -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)."
+  echo "Versions: $($TK --version), $(squid -v | head -1), $(tinyproxy -v 2>&1 | head -1), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)."
   echo
   echo "All on 127.0.0.1; each proxy with default-like settings, no caching, no logging. Origin: nginx, 1 KiB file."
   echo "Each cell: median of $ROUNDS rounds, paths in rotated order per round."
@@ -161,6 +192,7 @@ out="bench/results/proxy-$date_tag.md"
   echo "| tunnelkit | $t_rps | $t_p99 | $(ratio "$t_rps" "$d_rps") | |"
   echo "| squid | $s_rps | $s_p99 | $(ratio "$s_rps" "$d_rps") | $(ratio "$t_rps" "$s_rps")x |"
   echo "| tinyproxy | $y_rps | $y_p99 | $(ratio "$y_rps" "$d_rps") | $(ratio "$t_rps" "$y_rps")x |"
+  echo "| haproxy, reverse proxy (not absolute-form) | $h_rps | $h_p99 | $(ratio "$h_rps" "$d_rps") | $(ratio "$t_rps" "$h_rps")x |"
   echo
   echo "## CONNECT and SOCKS5 bulk throughput (one stream, ${SECS}s, \`bench_proxy throughput\`)"
   echo
@@ -173,8 +205,9 @@ out="bench/results/proxy-$date_tag.md"
   echo "| tinyproxy CONNECT | $y_tp | $(ratio "$y_tp" "$d_tp") |"
   echo "| tunnelkit SOCKS5 (splice) | $k_tp | $(ratio "$k_tp" "$d_tp") |"
   echo "| microsocks SOCKS5 | $m_tp | $(ratio "$m_tp" "$d_tp") |"
+  echo "| haproxy TCP relay, splice (no CONNECT) | $h_tp | $(ratio "$h_tp" "$d_tp") |"
   echo
-  echo "splice vs copy: $(ratio "$t_tp" "$c_tp")x."
+  echo "splice vs copy: $(ratio "$t_tp" "$c_tp")x. tunnelkit CONNECT vs HAProxy's spliced TCP relay: $(ratio "$t_tp" "$h_tp")x."
   echo
   echo "## Memory per idle CONNECT tunnel ($TUNNELS tunnels, VmRSS delta / tunnels)"
   echo

@@ -104,6 +104,22 @@ impl FrameHead {
     }
 }
 
+/// Writes `src` masked with `key` into `dst` (the same length), in one pass: a client's frame is
+/// masked on its way into the output buffer instead of being copied there and masked again.
+pub fn mask_copy(dst: &mut [u8], src: &[u8], key: [u8; 4]) {
+    assert_eq!(dst.len(), src.len(), "mask_copy needs equal lengths");
+    let word = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (dc, sc) in (&mut d).zip(&mut s) {
+        let v = u64::from_ne_bytes(sc.try_into().expect("8 bytes")) ^ word;
+        dc.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, (db, sb)) in d.into_remainder().iter_mut().zip(s.remainder()).enumerate() {
+        *db = sb ^ key[i % 4];
+    }
+}
+
 /// XORs `buf` with the masking key, `buf[0]` being payload byte `offset` (masking is its own inverse).
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: u64) {
     let mut key = key;
@@ -123,6 +139,19 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mask_copy_is_apply_mask_on_a_copy_at_every_length() {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        for len in [0usize, 1, 7, 8, 9, 63, 64, 65, 1000] {
+            let src: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let mut expected = src.clone();
+            apply_mask(&mut expected, key, 0);
+            let mut dst = vec![0xAA; len];
+            mask_copy(&mut dst, &src, key);
+            assert_eq!(dst, expected, "length {len}");
+        }
+    }
 
     fn head(fin: bool, opcode: u8, mask: Option<[u8; 4]>, payload_len: u64) -> FrameHead {
         FrameHead { fin, rsv: 0, opcode, mask, payload_len }

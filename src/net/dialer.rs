@@ -23,7 +23,7 @@ use crate::policy::{Denied, Policy, ResolveError};
 /// Any byte stream a dialer can return.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// The concrete stream, so the relay can see a plain TCP socket behind a [`BoxStream`] and
-    /// splice it (`net::splice::SpliceEnd`).
+    /// splice it (`net::RelayEnd`).
     fn as_any(&self) -> &dyn std::any::Any;
 }
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {

@@ -28,49 +28,6 @@ use std::sync::{Arc, Mutex};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::dialer::BoxStream;
-use super::prefixed::Prefixed;
-
-/// An end of a relay that may be a plain kernel TCP socket: the relay splices a direction only
-/// when both its ends are. Anything with bytes of its own in user space (TLS, a tunnel stream, a
-/// stream with a prefix still to yield) answers `None` and is copied.
-pub trait SpliceEnd {
-    /// The socket to splice from and to, when bytes can go straight to it.
-    fn tcp(&self) -> Option<&TcpStream>;
-}
-
-impl SpliceEnd for TcpStream {
-    fn tcp(&self) -> Option<&TcpStream> {
-        Some(self)
-    }
-}
-
-impl<S: SpliceEnd> SpliceEnd for Prefixed<S> {
-    fn tcp(&self) -> Option<&TcpStream> {
-        // Until the bytes put back are read, reads must go through the prefix.
-        if self.prefix().is_empty() {
-            self.get_ref().tcp()
-        } else {
-            None
-        }
-    }
-}
-
-impl SpliceEnd for BoxStream {
-    fn tcp(&self) -> Option<&TcpStream> {
-        // `**self`: the boxed stream, not the box (which is a `Stream` too).
-        let any = (**self).as_any();
-        // A dialer's socket, or one behind a proxy's CONNECT answer (`client::ProxyDialer`).
-        if let Some(tcp) = any.downcast_ref::<TcpStream>() {
-            return Some(tcp);
-        }
-        if let Some(p) = any.downcast_ref::<Prefixed<TcpStream>>() {
-            return p.tcp();
-        }
-        any.downcast_ref::<Prefixed<BoxStream>>().and_then(|p| p.tcp())
-    }
-}
-
 /// The pipe size asked for by default (`--pipe-size`). Measured on 2 cores, CONNECT bulk through
 /// the proxy, medians of 3 alternated rounds: 64 KiB pipes (the kernel's default) 9.6 Gbit/s, no
 /// better than the buffered copy's 10.2; 256 KiB 12.2; 1 MiB 13.4. Fewer, larger `splice` calls per

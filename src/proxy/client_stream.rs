@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::net::{Prefixed, SpliceEnd};
+use crate::net::{Prefixed, RelayEnd};
 
 /// A client connection's byte stream.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub(super) enum ClientStream {
     Intercepted(Box<TlsStream<Prefixed<ClientStream>>>),
 }
 
-impl SpliceEnd for ClientStream {
+impl RelayEnd for ClientStream {
     fn tcp(&self) -> Option<&TcpStream> {
         match self {
             ClientStream::Plain(s) => Some(s),

@@ -172,12 +172,18 @@ impl Frame {
     /// means stream bytes are copied once, from the application into the message.
     pub fn start(kind: FrameType, flags: u8, stream: u32, payload_capacity: usize) -> BytesMut {
         let mut b = BytesMut::with_capacity(HEADER_LEN + payload_capacity);
-        b.put_u8(kind as u8);
-        b.put_u8(flags);
-        b.put_u32(stream);
-        b.put_u64(0);
-        b.put_u64(0);
+        b.put_bytes(0, HEADER_LEN);
+        Frame::write_head(&mut b, kind, flags, stream);
         b
+    }
+
+    /// Writes a header with `seq` and `ack` zero (for [`stamp`]) into the first [`HEADER_LEN`] bytes
+    /// of `encoded`, in front of a payload already there.
+    pub fn write_head(encoded: &mut [u8], kind: FrameType, flags: u8, stream: u32) {
+        encoded[OFFSET_TYPE] = kind as u8;
+        encoded[OFFSET_FLAGS] = flags;
+        encoded[OFFSET_STREAM..OFFSET_SEQ].copy_from_slice(&stream.to_be_bytes());
+        stamp(encoded, 0, 0);
     }
 
     /// Decodes one message, rejecting payloads above `max_payload`.

@@ -13,7 +13,8 @@ use super::handle::Tunnel;
 use super::listen_limits::{ListenLimits, ListenerSlot};
 use super::session::{rst, EndReason, LinkStatus, ListenRequest, Session};
 use super::stream::TunnelStream;
-use crate::net::{relay, socket, DialError, Dialer, Purpose, Target};
+use crate::net::relay::Relay;
+use crate::net::{socket, DialError, Dialer, Purpose, Target};
 use crate::shutdown::Drain;
 
 /// Everything the service needs from the server.
@@ -122,7 +123,7 @@ async fn dial_and_relay(mut stream: TunnelStream, dialer: Arc<dyn Dialer>) {
     match dialer.dial(&target, Purpose::Tunnel).await {
         Ok(mut up) => {
             stream.confirm();
-            let _ = relay(&mut stream, &mut up, None).await;
+            let _ = Relay::new(&mut stream, &mut up, None).lending().await;
         }
         Err(e) => {
             tracing::debug!(%target, "tunnel stream refused: {e}");
@@ -173,7 +174,7 @@ async fn remote_listener(tunnel: Tunnel, req: ListenRequest, ctx: ServiceContext
         let Ok(mut stream) = tunnel.open(&target) else { continue };
         tokio::spawn(async move {
             if stream.connected().await.is_ok() {
-                let _ = relay(&mut tcp, &mut stream, None).await;
+                let _ = Relay::new(&mut tcp, &mut stream, None).lending().await;
             }
         });
     }

@@ -5,6 +5,10 @@
 //! Shutdown sends FIN (half-close). Dropping the handle finishes our direction and resets the stream if
 //! the peer may still be sending. When the tunnel ends, reads and writes fail with
 //! `ConnectionAborted`: never a clean EOF, which would be silent truncation.
+//!
+//! To `net::relay` a stream is also a [`ChunkEnd`]: the relay takes what arrived as the slices of the
+//! WebSocket reader's buffer it already is, and reads a socket straight into DATA frames. Through
+//! `AsyncRead`/`AsyncWrite` each byte would be copied once more, into or out of the relay's buffer.
 
 use std::future::poll_fn;
 use std::io;
@@ -12,9 +16,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::frame::HEADER_LEN;
 use super::session::Session;
+use crate::net::relay::{ChunkEnd, RelayEnd};
 
 /// A bidirectional byte stream carried by a tunnel.
 pub struct TunnelStream {
@@ -85,6 +92,30 @@ impl AsyncWrite for TunnelStream {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.session.shutdown_stream(self.id);
         Poll::Ready(Ok(()))
+    }
+}
+
+impl RelayEnd for TunnelStream {
+    fn chunks(&mut self) -> Option<&mut dyn ChunkEnd> {
+        Some(self)
+    }
+}
+
+impl ChunkEnd for TunnelStream {
+    fn poll_read_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
+        self.session.read_chunk(self.id, max, cx.waker())
+    }
+
+    fn poll_write_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.session.write_room(self.id, cx.waker())
+    }
+
+    fn head_room(&self) -> usize {
+        HEADER_LEN
+    }
+
+    fn write_chunk(&mut self, chunk: BytesMut) -> io::Result<()> {
+        self.session.queue_frame(self.id, chunk)
     }
 }
 

@@ -7,47 +7,37 @@
 //!   would block. Ten thousand idle tunnels cost sockets and tasks, not 1.3 GB of buffers.
 //! - **Plain sockets are spliced.** Given a [`PipePool`] ([`Relay::splice`]), a direction whose two
 //!   ends are kernel TCP sockets moves bytes with `splice(2)` through a pipe lent for as long as
-//!   bytes flow (`net::splice`); without a free pipe, or with TLS or a tunnel stream on either
-//!   end, it copies through the buffer. A direction switches strategy only when it holds no bytes,
-//!   so order is kept.
+//!   bytes flow (`net::splice`); without a free pipe, or with TLS on either end, it copies through
+//!   the buffer.
+//! - **An end's own buffers are moved, not copied.** A tunnel stream ([`ChunkEnd`], through
+//!   [`Relay::lending`] or [`Relay::splice`]) hands over what arrived as it holds it, and takes
+//!   DATA frames the socket was read straight into.
+//! - A direction switches strategy only when it holds no bytes, so order is kept (`half`).
 //! - **Half-close is preserved.** EOF on one side shuts down the write half of the other; the
 //!   opposite direction keeps flowing until it ends too.
 //! - **An idle timeout** covers both directions together: the relay ends when no byte moved either
 //!   way for the given time.
 
-use std::cell::RefCell;
+mod buffer;
+mod ends;
+mod half;
+mod slab;
+
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::splice::{Lease, PipePool, SpliceEnd};
+pub use buffer::BUF_SIZE;
+pub use ends::{ChunkEnd, RelayEnd};
+use half::{Half, Via};
 
-/// Size of one relay buffer: large enough for loopback line rate, small enough to pool.
-pub const BUF_SIZE: usize = 64 * 1024;
-const POOL_MAX_PER_THREAD: usize = 64;
-
-thread_local! {
-    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
-}
-
-fn take_buf() -> Box<[u8]> {
-    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
-}
-
-fn give_buf(buf: Box<[u8]>) {
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < POOL_MAX_PER_THREAD {
-            p.push(buf);
-        }
-    });
-}
+use super::splice::PipePool;
 
 /// Bytes moved by [`relay`], in each direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,14 +73,16 @@ pub struct Relay<'a, A: ?Sized, B: ?Sized> {
     sleep: Option<Pin<Box<Sleep>>>,
     last_activity: Instant,
     end_with_b: bool,
-    splice: Option<Splice<A, B>>,
+    ends: Option<Ends<A, B>>,
+    pipes: Option<PipePool>,
 }
 
-/// How a spliced relay finds the sockets behind its ends, and where it borrows pipes.
-struct Splice<A: ?Sized, B: ?Sized> {
-    pipes: PipePool,
+/// How the relay finds the sockets and own buffers behind its ends ([`RelayEnd`]).
+struct Ends<A: ?Sized, B: ?Sized> {
     tcp_a: for<'x> fn(&'x A) -> Option<&'x TcpStream>,
     tcp_b: for<'x> fn(&'x B) -> Option<&'x TcpStream>,
+    chunks_a: for<'x> fn(&'x mut A) -> Option<&'x mut dyn ChunkEnd>,
+    chunks_b: for<'x> fn(&'x mut B) -> Option<&'x mut dyn ChunkEnd>,
 }
 
 impl<'a, A, B> Relay<'a, A, B>
@@ -110,21 +102,35 @@ where
             sleep: idle.map(|d| Box::pin(tokio::time::sleep_until(now + d))),
             last_activity: now,
             end_with_b: false,
-            splice: None,
+            ends: None,
+            pipes: None,
         }
     }
 
     /// Splices each direction whose two ends are plain TCP sockets, with pipes from `pipes`
-    /// (`None`: copy only, as with `--no-splice`).
+    /// (`None`: no splicing, as with `--no-splice`), and moves the ends' own buffers as
+    /// [`lending`](Self::lending) does.
     pub fn splice(mut self, pipes: Option<&PipePool>) -> Self
     where
-        A: SpliceEnd,
-        B: SpliceEnd,
+        A: RelayEnd,
+        B: RelayEnd,
     {
-        self.splice = pipes.filter(|p| p.max() > 0).map(|pipes| Splice {
-            pipes: pipes.clone(),
-            tcp_a: <A as SpliceEnd>::tcp,
-            tcp_b: <B as SpliceEnd>::tcp,
+        self.pipes = pipes.filter(|p| p.max() > 0).cloned();
+        self.lending()
+    }
+
+    /// Moves the bytes of an end that keeps its own buffers ([`ChunkEnd`]: a tunnel stream) as
+    /// they are, instead of copying them through the relay's buffer.
+    pub fn lending(mut self) -> Self
+    where
+        A: RelayEnd,
+        B: RelayEnd,
+    {
+        self.ends = Some(Ends {
+            tcp_a: <A as RelayEnd>::tcp,
+            tcp_b: <B as RelayEnd>::tcp,
+            chunks_a: <A as RelayEnd>::chunks,
+            chunks_b: <B as RelayEnd>::chunks,
         });
         self
     }
@@ -153,15 +159,22 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let before = this.ab.total + this.ba.total;
-        let (ab, ba) = match &this.splice {
+        let (ab, ba) = match &this.ends {
             None => (
                 this.ab.poll_copy(cx, &mut *this.a, &mut *this.b, None)?,
                 this.ba.poll_copy(cx, &mut *this.b, &mut *this.a, None)?,
             ),
-            Some(s) => (
-                this.ab.poll_copy(cx, &mut *this.a, &mut *this.b, Some((&s.pipes, s.tcp_a, s.tcp_b)))?,
-                this.ba.poll_copy(cx, &mut *this.b, &mut *this.a, Some((&s.pipes, s.tcp_b, s.tcp_a)))?,
-            ),
+            Some(e) => {
+                let pipes = this.pipes.as_ref();
+                let ab =
+                    Via { pipes, tcp_r: e.tcp_a, tcp_w: e.tcp_b, chunks_r: e.chunks_a, chunks_w: e.chunks_b };
+                let ba =
+                    Via { pipes, tcp_r: e.tcp_b, tcp_w: e.tcp_a, chunks_r: e.chunks_b, chunks_w: e.chunks_a };
+                (
+                    this.ab.poll_copy(cx, &mut *this.a, &mut *this.b, Some(&ab))?,
+                    this.ba.poll_copy(cx, &mut *this.b, &mut *this.a, Some(&ba))?,
+                )
+            }
         };
         if ba.is_ready() && (ab.is_ready() || this.end_with_b) {
             return Poll::Ready(Ok(this.stats()));
@@ -182,182 +195,6 @@ where
             }
         }
         Poll::Pending
-    }
-}
-
-/// Where a spliced direction borrows pipes and finds its reader's and writer's sockets.
-type SpliceWith<'p, R, W> =
-    (&'p PipePool, for<'x> fn(&'x R) -> Option<&'x TcpStream>, for<'x> fn(&'x W) -> Option<&'x TcpStream>);
-
-/// One direction of the relay. It holds bytes in at most one place at a time: the buffer
-/// (`pos..cap`) or the pipe.
-#[derive(Default)]
-struct Half {
-    buf: Option<Box<[u8]>>,
-    pos: usize,
-    cap: usize,
-    pipe: Option<Lease>,
-    total: u64,
-    read_done: bool,
-    need_flush: bool,
-    done: bool,
-}
-
-impl Half {
-    fn poll_copy<R, W>(
-        &mut self,
-        cx: &mut Context<'_>,
-        reader: &mut R,
-        writer: &mut W,
-        splice: Option<SpliceWith<'_, R, W>>,
-    ) -> Poll<io::Result<()>>
-    where
-        R: AsyncRead + Unpin + ?Sized,
-        W: AsyncWrite + Unpin + ?Sized,
-    {
-        if self.done {
-            return Poll::Ready(Ok(()));
-        }
-        loop {
-            // Spliced bytes first: the pipe is non-empty only between a fill and its drain.
-            if self.pipe.as_ref().is_some_and(|p| p.len() > 0) {
-                let (_, _, tcp_w) = splice.expect("a pipe implies splicing");
-                let Some(to) = tcp_w(writer) else {
-                    return Poll::Ready(Err(io::Error::other("spliced writer is no longer a socket")));
-                };
-                ready!(self.drain_pipe(cx, to))?;
-                continue;
-            }
-            // Drain what we hold before reading more.
-            while self.pos < self.cap {
-                let buf = self.buf.as_ref().expect("data implies a buffer");
-                let n = ready!(Pin::new(&mut *writer).poll_write(cx, &buf[self.pos..self.cap]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                self.pos += n;
-                self.total += n as u64;
-                self.need_flush = true;
-            }
-            if let Some(buf) = self.buf.take() {
-                give_buf(buf);
-            }
-            self.pos = 0;
-            self.cap = 0;
-
-            if self.read_done {
-                self.pipe = None;
-                if self.need_flush {
-                    ready!(Pin::new(&mut *writer).poll_flush(cx))?;
-                    self.need_flush = false;
-                }
-                ready!(Pin::new(&mut *writer).poll_shutdown(cx))?;
-                self.done = true;
-                return Poll::Ready(Ok(()));
-            }
-
-            if let Some((pipes, tcp_r, tcp_w)) = splice {
-                if let (Some(from), Some(_)) = (tcp_r(reader), tcp_w(writer)) {
-                    match self.fill_pipe(cx, from, pipes) {
-                        Poll::Ready(Some(result)) => {
-                            result?;
-                            continue;
-                        }
-                        Poll::Pending => {
-                            if self.need_flush {
-                                ready!(Pin::new(&mut *writer).poll_flush(cx))?;
-                                self.need_flush = false;
-                            }
-                            return Poll::Pending;
-                        }
-                        // No pipe to be had: this read is a copy.
-                        Poll::Ready(None) => {}
-                    }
-                }
-            }
-
-            let mut buf = take_buf();
-            let mut rb = ReadBuf::new(&mut buf);
-            match Pin::new(&mut *reader).poll_read(cx, &mut rb) {
-                Poll::Pending => {
-                    give_buf(buf);
-                    if self.need_flush {
-                        ready!(Pin::new(&mut *writer).poll_flush(cx))?;
-                        self.need_flush = false;
-                    }
-                    return Poll::Pending;
-                }
-                Poll::Ready(Err(e)) => {
-                    give_buf(buf);
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
-                        give_buf(buf);
-                        self.read_done = true;
-                    } else {
-                        self.cap = n;
-                        self.buf = Some(buf);
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Half {
-    /// Waits until `from` has bytes (giving the pipe back meanwhile: an idle direction holds
-    /// none), then splices them into a pipe. `Ready(None)`: no pipe could be lent, copy instead.
-    fn fill_pipe(
-        &mut self,
-        cx: &mut Context<'_>,
-        from: &TcpStream,
-        pipes: &PipePool,
-    ) -> Poll<Option<io::Result<()>>> {
-        loop {
-            match from.poll_read_ready(cx) {
-                Poll::Pending => {
-                    self.pipe = None;
-                    return Poll::Pending;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Ok(())) => {}
-            }
-            let lease = match self.pipe.as_mut() {
-                Some(lease) => lease,
-                None => match pipes.take() {
-                    Some(lease) => self.pipe.insert(lease),
-                    None => return Poll::Ready(None),
-                },
-            };
-            match lease.fill_from(from) {
-                Ok(0) => {
-                    self.read_done = true;
-                    return Poll::Ready(Some(Ok(())));
-                }
-                Ok(_) => return Poll::Ready(Some(Ok(()))),
-                // Readiness was stale; it is cleared, so the next poll registers for the next bytes.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Some(Err(e))),
-            }
-        }
-    }
-
-    /// Splices the pipe's bytes into `to` until it is empty.
-    fn drain_pipe(&mut self, cx: &mut Context<'_>, to: &TcpStream) -> Poll<io::Result<()>> {
-        let lease = self.pipe.as_mut().expect("draining needs a pipe");
-        while lease.len() > 0 {
-            ready!(to.poll_write_ready(cx))?;
-            match lease.drain_to(to) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.total += n as u64,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // The lease still holds bytes: dropping it with the relay closes the pipe.
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        Poll::Ready(Ok(()))
     }
 }
 

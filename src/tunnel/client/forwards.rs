@@ -11,8 +11,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::dialer::TunnelDialer;
 use super::keeper::Keeper;
+use crate::net::relay::Relay;
 use crate::net::socks::SocksServer;
-use crate::net::{relay, socket, Dialer};
+use crate::net::{socket, Dialer};
 use crate::policy::Users;
 use crate::shutdown::Drain;
 use crate::telemetry::access_log::AccessLog;
@@ -45,7 +46,7 @@ pub(crate) async fn serve_local(listener: TcpListener, target: String, keeper: A
 /// Relays a local connection and a stream; if the stream fails, the local side is reset rather than
 /// closed, so the application cannot take a truncated transfer for a complete one.
 async fn forward(mut tcp: TcpStream, mut stream: TunnelStream) {
-    if let Err(e) = relay(&mut tcp, &mut stream, None).await {
+    if let Err(e) = Relay::new(&mut tcp, &mut stream, None).lending().await {
         tracing::debug!(target = stream.target(), "stream failed: {e}");
         let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
     }

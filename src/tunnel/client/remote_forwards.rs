@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::error::ConnectError;
-use crate::net::{relay, socket, ForwardSpec, Target};
+use crate::net::relay::Relay;
+use crate::net::{socket, ForwardSpec, Target};
 use crate::shutdown::Drain;
 use crate::tunnel::handle::Tunnel;
 use crate::tunnel::rst;
@@ -70,7 +71,7 @@ async fn connect_local(mut stream: TunnelStream, target: Target) {
         Ok(Ok(mut local)) => {
             socket::set_nodelay(&local);
             stream.confirm();
-            let _ = relay(&mut stream, &mut local, None).await;
+            let _ = Relay::new(&mut stream, &mut local, None).lending().await;
         }
         Ok(Err(e)) => stream.reset(rst::DIAL_FAILED, &format!("connecting to {target}: {e}")),
         Err(_) => stream.reset(rst::TIMEOUT, &format!("connecting to {target} timed out")),

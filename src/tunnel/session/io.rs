@@ -8,9 +8,11 @@
 use std::io;
 use std::task::{Poll, Waker};
 
+use bytes::{Bytes, BytesMut};
 use tokio::io::ReadBuf;
 
 use super::{rst, wake_all, Session, State};
+use crate::tunnel::frame::HEADER_LEN;
 use crate::tunnel::wire::Message;
 
 fn gone() -> io::Error {
@@ -51,6 +53,34 @@ impl Session {
         let max_frame = self.params.max_frame;
         let mut guard = self.lock();
         let st = &mut *guard;
+        let room = match Self::write_room_locked(st, id, max_frame, waker) {
+            Poll::Ready(Ok(room)) => room,
+            other => return other,
+        };
+        let Some(slot) = st.streams.get_mut(&id) else { return Poll::Ready(Err(gone())) };
+        let n = buf.len().min(room);
+        slot.queue_data(id, &buf[..n], max_frame);
+        st.memory.queued(n);
+        let notify = st.enqueue_ready(id);
+        drop(guard);
+        if notify {
+            self.writer.notify_one();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// How many bytes stream `id` may queue now (at most one frame); waits for the peer's credit or
+    /// for the link to drain the tunnel's queues.
+    pub(crate) fn write_room(&self, id: u32, waker: &Waker) -> Poll<io::Result<usize>> {
+        Self::write_room_locked(&mut self.lock(), id, self.params.max_frame, waker)
+    }
+
+    fn write_room_locked(
+        st: &mut State,
+        id: u32,
+        max_frame: usize,
+        waker: &Waker,
+    ) -> Poll<io::Result<usize>> {
         let room = st.memory.queue_room();
         let Some(slot) = st.streams.get_mut(&id) else { return Poll::Ready(Err(gone())) };
         let credit = match slot.send_credit() {
@@ -67,15 +97,53 @@ impl Session {
             st.memory.block_writer();
             return Poll::Pending;
         }
-        let n = buf.len().min(credit).min(max_frame).min(room);
-        slot.queue_data(id, &buf[..n], max_frame);
+        Poll::Ready(Ok(credit.min(max_frame).min(room)))
+    }
+
+    /// Queues `frame` on stream `id` as DATA: its first [`HEADER_LEN`] bytes are written here, the
+    /// rest is the payload, within what [`Session::write_room`] allowed. The frame goes out and into
+    /// the replay buffer as it is: the bytes were read straight into it.
+    pub(crate) fn queue_frame(&self, id: u32, frame: BytesMut) -> io::Result<()> {
+        let n = frame.len() - HEADER_LEN;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(slot) = st.streams.get_mut(&id) else { return Err(gone()) };
+        // Only this stream's one writer spends its credit, so the room it was given still holds; a
+        // reset in between is the error its next write would get.
+        if slot.send_credit()? < n {
+            return Err(io::Error::other("a frame larger than the stream's credit"));
+        }
+        slot.queue_frame(id, frame);
         st.memory.queued(n);
         let notify = st.enqueue_ready(id);
         drop(guard);
         if notify {
             self.writer.notify_one();
         }
-        Poll::Ready(Ok(n))
+        Ok(())
+    }
+
+    /// Takes the next bytes that arrived on stream `id` (at most `max`), as they arrived: no copy.
+    /// `Ready(Ok(None))` is the clean EOF after the peer's FIN; a reset before that FIN is an error.
+    pub(crate) fn read_chunk(&self, id: u32, max: usize, waker: &Waker) -> Poll<io::Result<Option<Bytes>>> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(slot) = st.streams.get_mut(&id) else { return Poll::Ready(Err(gone())) };
+        if let Some(e) = slot.read_error() {
+            return Poll::Ready(Err(e));
+        }
+        if let Some(chunk) = slot.take_chunk(max) {
+            if self.consumed(st, id, chunk.len()) {
+                drop(guard);
+                self.writer.notify_one();
+            }
+            return Poll::Ready(Ok(Some(chunk)));
+        }
+        if slot.peer_fin() {
+            return Poll::Ready(Ok(None));
+        }
+        slot.wait_read(waker);
+        Poll::Pending
     }
 
     /// Half-closes stream `id`: FIN after what is queued. Nothing to do once our direction has ended.

@@ -17,6 +17,7 @@ use std::task::Waker;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::ReadBuf;
 
+use crate::tunnel::frame::HEADER_LEN;
 use crate::tunnel::params::{INITIAL_WINDOW, MAX_WINDOW};
 use crate::tunnel::wire::{self, rst, Message};
 
@@ -318,6 +319,18 @@ impl StreamSlot {
         n
     }
 
+    /// Takes up to `max` received bytes as the first chunk holds them (no copy).
+    pub(super) fn take_chunk(&mut self, max: usize) -> Option<Bytes> {
+        while self.recv.front().is_some_and(|c| c.is_empty()) {
+            self.recv.pop_front();
+        }
+        let front = self.recv.front_mut()?;
+        if front.len() > max {
+            return Some(front.split_to(max));
+        }
+        self.recv.pop_front()
+    }
+
     /// Counts `n` bytes read by the application; true when credit is due back to the peer (half a
     /// window read, and the peer may still send).
     pub(super) fn consume(&mut self, n: usize) -> bool {
@@ -376,6 +389,14 @@ impl StreamSlot {
         if !joined {
             self.pending.push_back(wire::data(id, bytes));
         }
+    }
+
+    /// Queues `frame` (within the credit) as DATA: [`HEADER_LEN`] bytes for the header, written here,
+    /// then the payload the caller read straight into it.
+    pub(super) fn queue_frame(&mut self, id: u32, mut frame: BytesMut) {
+        self.send_credit -= frame.len() - HEADER_LEN;
+        wire::write_data_head(&mut frame, id);
+        self.pending.push_back(frame);
     }
 
     /// Drops every queued frame; returns the DATA bytes they carried (for the stream memory budget).

@@ -444,6 +444,12 @@ pub fn data(stream: u32, bytes: &[u8]) -> BytesMut {
     f
 }
 
+/// Writes a DATA header on `stream` into the first [`HEADER_LEN`](super::frame::HEADER_LEN) bytes of `frame`, whose payload
+/// was read straight in behind them (`net::relay` reading into a tunnel stream's own buffer).
+pub fn write_data_head(frame: &mut [u8], stream: u32) {
+    Frame::write_head(frame, FrameType::Data, 0, stream);
+}
+
 /// A bare half-close: an empty DATA with FIN, ordered after the stream's data.
 pub fn fin(stream: u32) -> BytesMut {
     Frame::start(FrameType::Data, FLAG_FIN, stream, 0)

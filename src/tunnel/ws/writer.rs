@@ -2,16 +2,18 @@
 //!
 //! A server's messages are unmasked, so their bytes go out as they are: one vectored write of every
 //! message's head and payload, no copy (the session keeps the same bytes for replay). A client must
-//! mask (RFC 6455 §5.3) with a fresh key per frame and must not change the session's bytes, so it copies
-//! each payload once into an output buffer and masks it there. A socket that cannot write vectored
-//! (`is_write_vectored` false) takes the copy too, so one message is never many small writes.
+//! mask (RFC 6455 §5.3) with a fresh key per frame and must not change the session's bytes, so it masks
+//! each payload on its way into an output buffer: one pass, reading the frame and writing the buffer. The
+//! buffer's bytes stay initialised between writes (only `filled` moves), so that pass is the only one. A
+//! socket that cannot write vectored (`is_write_vectored` false) takes the copy too, so one message is
+//! never many small writes.
 
 use std::io::{self, IoSlice};
 
 use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::http::ws_frame::{apply_mask, opcode, FrameHead, MAX_HEAD_LEN};
+use crate::http::ws_frame::{mask_copy, opcode, FrameHead, MAX_HEAD_LEN};
 
 /// Messages per vectored write: two slices each, within any system's `IOV_MAX` (1024 on Linux).
 const MESSAGES_PER_WRITE: usize = 256;
@@ -22,13 +24,15 @@ const OUT_LIMIT: usize = 256 * 1024;
 pub struct WsWriter<W> {
     io: W,
     mask: bool,
+    /// The output buffer: `out[..filled]` waits to be written; the rest is initialised room.
     out: Vec<u8>,
+    filled: usize,
     heads: Vec<([u8; MAX_HEAD_LEN], usize)>,
 }
 
 impl<W: AsyncWrite + Unpin> WsWriter<W> {
     pub(super) fn new(io: W, mask: bool) -> Self {
-        WsWriter { io, mask, out: Vec::new(), heads: Vec::new() }
+        WsWriter { io, mask, out: Vec::new(), filled: 0, heads: Vec::new() }
     }
 
     /// Sends each of `messages` as one binary message, all written before it returns.
@@ -36,7 +40,7 @@ impl<W: AsyncWrite + Unpin> WsWriter<W> {
         if self.mask || !self.io.is_write_vectored() {
             for m in messages {
                 self.buffer(opcode::BINARY, m);
-                if self.out.len() >= OUT_LIMIT {
+                if self.filled >= OUT_LIMIT {
                     self.write_out().await?;
                 }
             }
@@ -97,20 +101,29 @@ impl<W: AsyncWrite + Unpin> WsWriter<W> {
     fn buffer(&mut self, op: u8, payload: &[u8]) {
         let mask = self.mask.then(rand::random::<[u8; 4]>);
         let head = FrameHead { fin: true, rsv: 0, opcode: op, mask, payload_len: payload.len() as u64 };
-        head.encode(&mut self.out);
-        let start = self.out.len();
-        self.out.extend_from_slice(payload);
-        if let Some(key) = mask {
-            apply_mask(&mut self.out[start..], key, 0);
+        let end = self.filled + MAX_HEAD_LEN + payload.len();
+        if self.out.len() < end {
+            // Zeroed once as the buffer grows, never again per message.
+            self.out.resize(end, 0);
         }
+        let head_room =
+            (&mut self.out[self.filled..self.filled + MAX_HEAD_LEN]).try_into().expect("room for a head");
+        self.filled += head.encode_into(head_room);
+        let room = &mut self.out[self.filled..self.filled + payload.len()];
+        match mask {
+            Some(key) => mask_copy(room, payload, key),
+            None => room.copy_from_slice(payload),
+        }
+        self.filled += payload.len();
     }
 
     async fn write_out(&mut self) -> io::Result<()> {
-        self.io.write_all(&self.out).await?;
-        self.out.clear();
-        if self.out.capacity() > OUT_LIMIT + OUT_LIMIT / 2 {
+        self.io.write_all(&self.out[..self.filled]).await?;
+        self.filled = 0;
+        if self.out.len() > OUT_LIMIT + OUT_LIMIT / 2 {
             // One huge replay batch must not keep its buffer for the connection's life.
-            self.out.shrink_to(OUT_LIMIT);
+            self.out.truncate(OUT_LIMIT);
+            self.out.shrink_to_fit();
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! mode, protocol errors). How long a broken tunnel is held is `service::hold`'s, tested there.
 
 mod acks;
+mod chunks;
 mod flow;
 mod lifecycle;
 mod replay;
