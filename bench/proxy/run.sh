@@ -74,7 +74,9 @@ tinyproxy -d -c "$work/tinyproxy.conf" 2>/dev/null & TPPID=$!; pids+=($TPPID)
 HAH=$(port); HAT=$(port)
 cat > "$work/haproxy.cfg" <<CONF
 global
-  maxconn 20000
+  maxconn 4000
+  # The same 1 MiB pipes tunnelkit asks for (--pipe-size); HAProxy's default is the kernel's 64 KiB.
+  tune.pipesize 1048576
 defaults
   timeout connect 5s
   timeout client 10m
@@ -87,14 +89,17 @@ backend origin
   mode http
   http-reuse always
   server o1 127.0.0.1:$ORIGIN
+# splice-request/-response always splice: splice-auto waited for full buffers and measured half as fast.
 frontend bulk_in
   mode tcp
-  option splice-auto
+  option splice-request
+  option splice-response
   bind 127.0.0.1:$HAT
   default_backend sink
 backend sink
   mode tcp
-  option splice-auto
+  option splice-request
+  option splice-response
   server s1 127.0.0.1:$SINK
 CONF
 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!)
