@@ -36,7 +36,8 @@ pub trait RelayEnd {
 /// them from it (writing) instead of copying through a slice.
 pub trait ChunkEnd {
     /// The next bytes received, at most `max`, as the end holds them; `None` at the clean end of
-    /// the stream. Taking them is reading them (flow control counts them as read).
+    /// the stream. Taking them is reading them (flow control counts them as read). An error is
+    /// final: every later call fails too, so the relay may write what it took before meeting it.
     fn poll_read_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>>;
 
     /// Waits until the end takes bytes; how many it takes now (at least one).

@@ -1,13 +1,15 @@
 //! One direction of the relay, and its three ways of moving bytes:
 //! - **splice**: both ends are plain sockets and a pipe is free: the bytes never enter user space;
 //! - **chunks**: one end keeps buffers of its own ([`ChunkEnd`]): the reader's chunks are written
-//!   as they are, or the socket is read straight into a buffer the writer keeps;
+//!   as they are (up to four at once, one vectored write), or the socket is read straight into a
+//!   buffer the writer keeps;
 //! - **copy**: through a pooled 64 KiB buffer, taken only while bytes are in it.
 //!
-//! A direction holds bytes in at most one place at a time (the pipe, the buffer or a chunk), and
+//! A direction holds bytes in at most one place at a time (the pipe, the buffer or chunks), and
 //! picks its way again only when it holds none, so order is kept whatever it switches between.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -20,6 +22,10 @@ use super::buffer::{give_buf, take_buf, BUF_SIZE};
 use super::ends::ChunkEnd;
 use super::slab;
 use crate::net::splice::{Lease, PipePool};
+
+/// Chunks taken from a reader before they are written, with one vectored write: a tunnel's chunks are
+/// its frames' payloads (64 KiB by default), and a socket takes four of them as cheaply as one.
+const CHUNKS_PER_WRITE: usize = 4;
 
 /// What a direction may use beyond reading and writing: the pipes to splice with (if any), and how
 /// it finds its reader's and writer's sockets and own buffers.
@@ -40,8 +46,8 @@ pub(super) struct Half {
     cap: usize,
     /// Spliced bytes still to write.
     pipe: Option<Lease>,
-    /// The reader's own bytes still to write.
-    chunk: Bytes,
+    /// The reader's own bytes still to write, in order.
+    chunks: VecDeque<Bytes>,
     pub(super) total: u64,
     read_done: bool,
     need_flush: bool,
@@ -98,7 +104,7 @@ impl Half {
                     }
                 }
                 let polled = match (v.chunks_r)(reader) {
-                    Some(from) => Some(self.take_chunk(cx, from)),
+                    Some(from) => Some(self.take_chunks(cx, from)),
                     None => (v.chunks_w)(writer).map(|to| self.read_into(cx, reader, to)),
                 };
                 match polled {
@@ -136,7 +142,7 @@ impl Half {
         }
     }
 
-    /// Writes what the buffer or a chunk holds, then lets the buffer go.
+    /// Writes what the buffer or the chunks hold, then lets the buffer go.
     fn drain_held<W: AsyncWrite + Unpin + ?Sized>(
         &mut self,
         cx: &mut Context<'_>,
@@ -157,14 +163,32 @@ impl Half {
         }
         self.pos = 0;
         self.cap = 0;
-        while !self.chunk.is_empty() {
-            let n = ready!(Pin::new(&mut *writer).poll_write(cx, &self.chunk))?;
+        while !self.chunks.is_empty() {
+            let n = if self.chunks.len() > 1 && writer.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); CHUNKS_PER_WRITE];
+                for (slice, chunk) in slices.iter_mut().zip(&self.chunks) {
+                    *slice = IoSlice::new(chunk);
+                }
+                let k = self.chunks.len().min(CHUNKS_PER_WRITE);
+                ready!(Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..k]))?
+            } else {
+                ready!(Pin::new(&mut *writer).poll_write(cx, &self.chunks[0]))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.chunk.advance(n);
             self.total += n as u64;
             self.need_flush = true;
+            let mut written = n;
+            while written > 0 {
+                let front = &mut self.chunks[0];
+                if front.len() > written {
+                    front.advance(written);
+                    break;
+                }
+                written -= front.len();
+                self.chunks.pop_front();
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -183,11 +207,21 @@ impl Half {
         Poll::Pending
     }
 
-    /// Takes the reader's next chunk, to be written as it is.
-    fn take_chunk(&mut self, cx: &mut Context<'_>, from: &mut dyn ChunkEnd) -> Poll<io::Result<()>> {
-        match ready!(from.poll_read_chunk(cx, BUF_SIZE))? {
-            Some(chunk) => self.chunk = chunk,
-            None => self.read_done = true,
+    /// Takes the reader's chunks, to be written as they are: as many as it has now, up to
+    /// [`CHUNKS_PER_WRITE`].
+    fn take_chunks(&mut self, cx: &mut Context<'_>, from: &mut dyn ChunkEnd) -> Poll<io::Result<()>> {
+        while self.chunks.len() < CHUNKS_PER_WRITE {
+            match from.poll_read_chunk(cx, BUF_SIZE) {
+                Poll::Ready(Ok(Some(chunk))) => self.chunks.push_back(chunk),
+                Poll::Ready(Ok(None)) => {
+                    self.read_done = true;
+                    break;
+                }
+                // What was taken goes out first; the end's error stays, and the next read gets it.
+                Poll::Ready(Err(e)) if self.chunks.is_empty() => return Poll::Ready(Err(e)),
+                Poll::Pending if self.chunks.is_empty() => return Poll::Pending,
+                Poll::Ready(Err(_)) | Poll::Pending => break,
+            }
         }
         Poll::Ready(Ok(()))
     }

@@ -104,7 +104,12 @@ impl Session {
     /// rest is the payload, within what [`Session::write_room`] allowed. The frame goes out and into
     /// the replay buffer as it is: the bytes were read straight into it.
     pub(crate) fn queue_frame(&self, id: u32, frame: BytesMut) -> io::Result<()> {
-        let n = frame.len() - HEADER_LEN;
+        let Some(n) = frame.len().checked_sub(HEADER_LEN) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a frame shorter than its head room"));
+        };
+        if n == 0 {
+            return Ok(());
+        }
         let mut guard = self.lock();
         let st = &mut *guard;
         let Some(slot) = st.streams.get_mut(&id) else { return Err(gone()) };
@@ -114,6 +119,8 @@ impl Session {
             return Err(io::Error::other("a frame larger than the stream's credit"));
         }
         slot.queue_frame(id, frame);
+        // Another stream may have taken the room since: the queues then hold at most one frame per
+        // stream beyond the budget, the bytes a copying relay would have held in its own buffer.
         st.memory.queued(n);
         let notify = st.enqueue_ready(id);
         drop(guard);
