@@ -82,10 +82,7 @@ impl Half {
 
             if self.read_done {
                 self.pipe = None;
-                if self.need_flush {
-                    ready!(Pin::new(&mut *writer).poll_flush(cx))?;
-                    self.need_flush = false;
-                }
+                ready!(self.flush_if_written(cx, writer))?;
                 ready!(Pin::new(&mut *writer).poll_shutdown(cx))?;
                 self.done = true;
                 return Poll::Ready(Ok(()));
@@ -200,11 +197,20 @@ impl Half {
         cx: &mut Context<'_>,
         writer: &mut W,
     ) -> Poll<io::Result<()>> {
+        ready!(self.flush_if_written(cx, writer))?;
+        Poll::Pending
+    }
+
+    fn flush_if_written<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: &mut W,
+    ) -> Poll<io::Result<()>> {
         if self.need_flush {
             ready!(Pin::new(&mut *writer).poll_flush(cx))?;
             self.need_flush = false;
         }
-        Poll::Pending
+        Poll::Ready(Ok(()))
     }
 
     /// Takes the reader's chunks, to be written as they are: as many as it has now, up to

@@ -6,11 +6,13 @@
 //! credit as the application reads, and resetting the largest holders when the budget stays full.
 
 use std::io;
+use std::sync::MutexGuard;
 use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::ReadBuf;
 
+use super::streams::StreamSlot;
 use super::{rst, wake_all, Session, State};
 use crate::tunnel::frame::HEADER_LEN;
 use crate::tunnel::wire::Message;
@@ -23,22 +25,49 @@ impl Session {
     /// Reads what arrived on stream `id` into `buf`. `Ready(Ok(()))` with nothing added is the clean EOF
     /// after the peer's FIN; a reset before that FIN is an error.
     pub(crate) fn read_into(&self, id: u32, buf: &mut ReadBuf<'_>, waker: &Waker) -> Poll<io::Result<()>> {
+        self.read_step(id, waker, |slot| {
+            let n = slot.copy_out(buf);
+            // A read with no room is answered at once, as an empty one.
+            (n > 0 || buf.remaining() == 0).then_some(((), n))
+        })
+        .map(|r| r.map(|_| ()))
+    }
+
+    /// Takes the next bytes that arrived on stream `id` (at most `max`), as they arrived: no copy.
+    /// `Ready(Ok(None))` is the clean EOF after the peer's FIN; a reset before that FIN is an error.
+    pub(crate) fn read_chunk(&self, id: u32, max: usize, waker: &Waker) -> Poll<io::Result<Option<Bytes>>> {
+        self.read_step(id, waker, |slot| {
+            slot.take_chunk(max).map(|c| {
+                let n = c.len();
+                (c, n)
+            })
+        })
+    }
+
+    /// One read of stream `id`, however the bytes leave the slot: `take` moves what arrived out (what
+    /// the reader gets, and how many bytes that was), `None` if nothing did. `Ready(Ok(None))` is the
+    /// clean EOF; the reader waits otherwise. What is taken counts as read for the peer's credit.
+    fn read_step<T>(
+        &self,
+        id: u32,
+        waker: &Waker,
+        take: impl FnOnce(&mut StreamSlot) -> Option<(T, usize)>,
+    ) -> Poll<io::Result<Option<T>>> {
         let mut guard = self.lock();
         let st = &mut *guard;
         let Some(slot) = st.streams.get_mut(&id) else { return Poll::Ready(Err(gone())) };
         if let Some(e) = slot.read_error() {
             return Poll::Ready(Err(e));
         }
-        let n = slot.copy_out(buf);
-        if n > 0 {
-            if self.consumed(st, id, n) {
+        if let Some((got, n)) = take(slot) {
+            if n > 0 && self.consumed(st, id, n) {
                 drop(guard);
                 self.writer.notify_one();
             }
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(Ok(Some(got)));
         }
-        if slot.peer_fin() || buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
+        if slot.peer_fin() {
+            return Poll::Ready(Ok(None));
         }
         slot.wait_read(waker);
         Poll::Pending
@@ -60,12 +89,7 @@ impl Session {
         let Some(slot) = st.streams.get_mut(&id) else { return Poll::Ready(Err(gone())) };
         let n = buf.len().min(room);
         slot.queue_data(id, &buf[..n], max_frame);
-        st.memory.queued(n);
-        let notify = st.enqueue_ready(id);
-        drop(guard);
-        if notify {
-            self.writer.notify_one();
-        }
+        self.queued(guard, id, n);
         Poll::Ready(Ok(n))
     }
 
@@ -121,36 +145,19 @@ impl Session {
         slot.queue_frame(id, frame);
         // Another stream may have taken the room since: the queues then hold at most one frame per
         // stream beyond the budget, the bytes a copying relay would have held in its own buffer.
-        st.memory.queued(n);
-        let notify = st.enqueue_ready(id);
+        self.queued(guard, id, n);
+        Ok(())
+    }
+
+    /// Stream `id` queued `n` bytes of DATA: counts them against the stream memory, and has the link
+    /// send them.
+    fn queued(&self, mut guard: MutexGuard<'_, State>, id: u32, n: usize) {
+        guard.memory.queued(n);
+        let notify = guard.enqueue_ready(id);
         drop(guard);
         if notify {
             self.writer.notify_one();
         }
-        Ok(())
-    }
-
-    /// Takes the next bytes that arrived on stream `id` (at most `max`), as they arrived: no copy.
-    /// `Ready(Ok(None))` is the clean EOF after the peer's FIN; a reset before that FIN is an error.
-    pub(crate) fn read_chunk(&self, id: u32, max: usize, waker: &Waker) -> Poll<io::Result<Option<Bytes>>> {
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        let Some(slot) = st.streams.get_mut(&id) else { return Poll::Ready(Err(gone())) };
-        if let Some(e) = slot.read_error() {
-            return Poll::Ready(Err(e));
-        }
-        if let Some(chunk) = slot.take_chunk(max) {
-            if self.consumed(st, id, chunk.len()) {
-                drop(guard);
-                self.writer.notify_one();
-            }
-            return Poll::Ready(Ok(Some(chunk)));
-        }
-        if slot.peer_fin() {
-            return Poll::Ready(Ok(None));
-        }
-        slot.wait_read(waker);
-        Poll::Pending
     }
 
     /// Half-closes stream `id`: FIN after what is queued. Nothing to do once our direction has ended.
