@@ -76,7 +76,8 @@ measure() { (cd tests/node/sticky && node ../../../bench/sticky/load.js "http://
 # neighbours' load, the balancer's own CPU per request much less.
 declare -A PROCS=([tunnelkit-memory]="$TMPID" [tunnelkit-redis]="$TRPID $RPID" [haproxy]="$HPID"
   [nginx-ip_hash]="$NPID $(pgrep -P "$NPID" | xargs)" [socket.io-proxy2]="$SPID $RPID")
-ticks() { local t=0 p; for p in ${PROCS[$1]:-}; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+# ticks PATH: "user system" clock ticks of the path's processes.
+ticks() { local u=0 s=0 p; for p in ${PROCS[$1]:-}; do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat"); u=$((u + a)); s=$((s + b)); done; echo "$u $s"; }
 HZ=$(getconf CLK_TCK)
 declare -A CPU
 declare -A RUNS
@@ -88,12 +89,13 @@ for round in $(seq "$ROUNDS"); do
       if [ "$k" -lt "${#paths[@]}" ]; then name=${paths[$(( (k + round - 1) % ${#paths[@]} ))]}; else name=direct:${B[0]}; fi
       label=${name%%:*}; p=${name##*:}
       echo "round $round: measuring $label $mode..." >&2
-      before=$(ticks "$label")
+      read -r u0 s0 <<<"$(ticks "$label")"
       run=$(measure "$p" "$mode")
-      after=$(ticks "$label")
+      read -r u1 s1 <<<"$(ticks "$label")"
       RUNS[$label.$mode]+="$run"$'\n'
-      CPU[$label.$mode]+="$(awk -v t=$((after - before)) -v hz="$HZ" -v r="$(sed -E 's/.*"rate":([0-9]+).*/\1/' <<<"$run")" -v s="$SECS" \
-        'BEGIN { if (r + 0 == 0) print "n/a"; else printf "%.1f", t * 1e6 / hz / (r * s) }')"$'\n'
+      # µs per request: total, user, system (one line per round).
+      CPU[$label.$mode]+="$(awk -v u=$((u1 - u0)) -v k=$((s1 - s0)) -v hz="$HZ" -v r="$(sed -E 's/.*"rate":([0-9]+).*/\1/' <<<"$run")" -v s="$SECS" \
+        'BEGIN { if (r + 0 == 0) print "n/a n/a n/a"; else { f = 1e6 / hz / (r * s); printf "%.1f %.1f %.1f", (u + k) * f, u * f, k * f } }')"$'\n'
     done
   done
 done
@@ -101,7 +103,8 @@ done
 declare -A R C
 for key in "${!RUNS[@]}"; do
   R[$key]=$(grep . <<<"${RUNS[$key]}" | sort -t: -k2 -n | sed -n "$(( ROUNDS / 2 + 1 ))p")
-  C[$key]=$(grep . <<<"${CPU[$key]}" | sort -n | sed -n "$(( ROUNDS / 2 + 1 ))p")
+  # The round with the median total, and its user / system split.
+  C[$key]=$(grep . <<<"${CPU[$key]}" | sort -n -k1,1 | sed -n "$(( ROUNDS / 2 + 1 ))p")
 done
 val() { sed -E 's/.*"rate":([0-9]+).*/\1/' <<<"$1"; }
 err() { sed -E 's/.*"errors":([0-9]+).*/\1/' <<<"$1"; }
@@ -127,16 +130,18 @@ out="bench/results/sticky-$(date -u +%Y-%m-%d).md"
   done
   echo
   echo "Balancer CPU per request (user + system time of its processes / requests served, µs, median; lower is better;"
-  echo "tunnelkit-redis and socket.io-proxy2 include redis-server, nginx its worker):"
+  echo "tunnelkit-redis and socket.io-proxy2 include redis-server, nginx its worker). Each cell is the total, then"
+  echo "(user / system) of the same round: the system part is the kernel's socket work, the user part the balancer's own."
   echo
   echo "| path | handshake | polling POST | WebSocket ack |"
   echo "|---|---|---|---|"
+  cell() { awk '{ printf "%s (%s / %s)", $1, $2, $3 }' <<<"$1"; }
   for label in tunnelkit-memory tunnelkit-redis haproxy nginx-ip_hash socket.io-proxy2; do
-    echo "| $label | ${C[$label.handshake]} | ${C[$label.poll]} | ${C[$label.ws]} |"
+    echo "| $label | $(cell "${C[$label.handshake]}") | $(cell "${C[$label.poll]}") | $(cell "${C[$label.ws]}") |"
   done
   echo
   echo "Goal (issue 5): >= HAProxy's rates with the memory store, within 20% of them with Redis."
-  le() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "") print "not measured"; else printf "%s vs %s (%s)", a, b, (a+0 <= b+0 ? "met" : "NOT met") }'; }
+  le() { awk -v a="${1%% *}" -v b="${2%% *}" 'BEGIN { if (a == "" || b == "") print "not measured"; else printf "%s vs %s (%s)", a, b, (a+0 <= b+0 ? "met" : "NOT met") }'; }
   echo "Goals (issue 12): tunnelkit-memory CPU per handshake <= nginx's: $(le "${C[tunnelkit-memory.handshake]}" "${C[nginx-ip_hash.handshake]}");"
   echo "per polling POST <= nginx's: $(le "${C[tunnelkit-memory.poll]}" "${C[nginx-ip_hash.poll]}");"
   echo "WebSocket acks/s >= socket.io-proxy2's: $(ratio "$(val "${R[tunnelkit-memory.ws]}")" "$(val "${R[socket.io-proxy2.ws]}")")x."

@@ -13,10 +13,10 @@ use crate::http::percent;
 pub struct EngineQuery {
     /// `sid`, percent-decoded.
     pub sid: Option<String>,
-    /// `transport` (`polling`, `websocket`).
-    pub transport: Option<String>,
-    /// `EIO` protocol version.
-    pub eio: Option<String>,
+    /// `transport=websocket`: a WebSocket-only session's handshake, or a session's upgrade.
+    pub websocket: bool,
+    /// `EIO=3`: Engine.IO v3, whose polling bodies are framed differently.
+    pub eio3: bool,
 }
 
 /// True if `path` is under the Engine.IO `prefix` (`/socket.io/` also matches `/socket.io`).
@@ -30,15 +30,25 @@ pub fn parse_query(query: &str) -> EngineQuery {
     let mut q = EngineQuery::default();
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        // Only the parameters that route are decoded (every request pays for this).
+        // Only the parameters that route are read, and only the sid is kept (every request pays for
+        // this): `transport` and `EIO` are each compared with the one value that matters.
         match k {
             "sid" => q.sid = Some(percent::decode_query(v)).filter(|s| !s.is_empty()),
-            "transport" => q.transport = Some(percent::decode_query(v)),
-            "EIO" => q.eio = Some(percent::decode_query(v)),
+            "transport" => q.websocket = decodes_to(v, "websocket"),
+            "EIO" => q.eio3 = decodes_to(v, "3"),
             _ => {}
         }
     }
     q
+}
+
+/// True if the query value `raw` decodes to `expected` (decoded only when it holds an escape).
+fn decodes_to(raw: &str, expected: &str) -> bool {
+    if raw.contains(['%', '+']) {
+        percent::decode_query(raw) == expected
+    } else {
+        raw == expected
+    }
 }
 
 /// What the handshake told us about the session.
@@ -216,8 +226,16 @@ mod tests {
         assert!(under_path("/socket.io", "/socket.io"));
         let q = parse_query("EIO=4&transport=polling&sid=a&t=x&sid=b%2Bc");
         assert_eq!(q.sid.as_deref(), Some("b+c"));
-        assert_eq!(q.transport.as_deref(), Some("polling"));
+        assert!(!q.websocket && !q.eio3);
         assert_eq!(parse_query("EIO=4&sid=").sid, None);
+        let q = parse_query("transport=websocket&EIO=3");
+        assert!(q.websocket && q.eio3);
+        // The last duplicate wins, and values are compared decoded.
+        assert!(!parse_query("transport=websocket&transport=polling").websocket);
+        assert!(parse_query("transport=web%73ocket&EIO=%33").websocket);
+        assert!(parse_query("EIO=%33").eio3);
+        assert!(!parse_query("EIO=33").eio3);
+        assert!(!parse_query("transport=websocket+").websocket);
     }
 
     #[test]

@@ -188,7 +188,7 @@ async fn by_sid(
     };
     tracing::debug!(%peer, %sid, backend = %state.backends.get(b).addr, "route by sid");
     let (req, closing) = if req.method() == Method::POST {
-        match read_post(req, q.eio.as_deref() == Some("3")).await {
+        match read_post(req, q.eio3).await {
             Ok(x) => x,
             Err(resp) => return resp,
         }
@@ -269,7 +269,7 @@ async fn handshake(
     q: &EngineQuery,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let polling = q.transport.as_deref() != Some("websocket");
+    let polling = !q.websocket;
     // A handshake is a GET without a body, so it can be re-sent to another backend.
     let (parts, _) = req.into_parts();
     // Filled only when a backend cannot be reached: a handshake that goes through allocates none.
