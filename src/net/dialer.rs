@@ -25,9 +25,17 @@ pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// The concrete stream, so the relay can see a plain TCP socket behind a [`BoxStream`] and
     /// splice it (`net::RelayEnd`).
     fn as_any(&self) -> &dyn std::any::Any;
+
+    /// The concrete stream, so the relay can take the buffers of a [`super::ChunkStream`] behind
+    /// a [`BoxStream`] (`net::RelayEnd`).
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {
     fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
     }
 }

@@ -39,7 +39,7 @@ pub use dialer::{
 };
 pub use forward_spec::ForwardSpec;
 pub use prefixed::Prefixed;
-pub use relay::{relay, ChunkEnd, RelayEnd, RelayStats};
+pub use relay::{relay, ChunkEnd, ChunkIo, ChunkStream, RelayEnd, RelayStats};
 pub use splice::PipePool;
 pub use target::{canonical_ip, Host, HostError, Target};
 pub use write_deadline::{write_all_within, WriteDeadline};

@@ -6,12 +6,15 @@
 //! A tunnel stream is the one [`ChunkEnd`]: it keeps what arrived as slices of the WebSocket
 //! reader's buffer, and what it sends as frames it must keep whole for a replay. Through
 //! `AsyncRead`/`AsyncWrite` each of those bytes would be copied once more, into or out of the
-//! relay's buffer.
+//! relay's buffer. A dialer hands such a stream over boxed in a [`ChunkStream`], so that it still shows
+//! its buffers from behind a [`BoxStream`].
 
 use std::io;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::net::{BoxStream, Prefixed};
@@ -80,5 +83,110 @@ impl RelayEnd for BoxStream {
             return p.tcp();
         }
         any.downcast_ref::<Prefixed<BoxStream>>().and_then(|p| p.tcp())
+    }
+
+    fn chunks(&mut self) -> Option<&mut dyn ChunkEnd> {
+        let stream = (**self).as_any_mut().downcast_mut::<ChunkStream>()?;
+        Some(&mut *stream.0)
+    }
+}
+
+/// A stream that keeps its own buffers, as a dialer returns it: boxed into a [`BoxStream`], whose
+/// concrete type the relay can then find (`RelayEnd for BoxStream`) and whose buffers it moves as
+/// they are. `ws-client --socks` dials tunnel streams for the SOCKS5 server this way; a plain
+/// `Box<TunnelStream>` would be copied, since `net` cannot name the tunnel's type.
+pub struct ChunkStream(Box<dyn ChunkIo>);
+
+/// What a [`ChunkStream`] holds: a byte stream that is also a [`ChunkEnd`].
+pub trait ChunkIo: AsyncRead + AsyncWrite + ChunkEnd + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + ChunkEnd + Send + Unpin + 'static> ChunkIo for T {}
+
+impl ChunkStream {
+    /// `io`, ready to be boxed as a [`BoxStream`].
+    pub fn new(io: impl ChunkIo) -> Self {
+        ChunkStream(Box::new(io))
+    }
+}
+
+impl AsyncRead for ChunkStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ChunkStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream with nothing in it, that says it keeps its own buffers.
+    struct Owned;
+
+    impl AsyncRead for Owned {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Owned {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl ChunkEnd for Owned {
+        fn poll_read_chunk(&mut self, _: &mut Context<'_>, _: usize) -> Poll<io::Result<Option<Bytes>>> {
+            Poll::Ready(Ok(None))
+        }
+        fn poll_write_room(&mut self, _: &mut Context<'_>) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(1))
+        }
+        fn head_room(&self) -> usize {
+            7
+        }
+        fn write_chunk(&mut self, _: BytesMut) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_boxed_chunk_stream_lends_its_buffers_and_other_boxes_do_not() {
+        let mut lending: BoxStream = Box::new(ChunkStream::new(Owned));
+        assert_eq!(lending.chunks().map(|c| c.head_room()), Some(7));
+        assert!(lending.tcp().is_none());
+        // The same stream boxed as it is is only a byte stream to the relay.
+        let mut plain: BoxStream = Box::new(Owned);
+        assert!(plain.chunks().is_none());
     }
 }

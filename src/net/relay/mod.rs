@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 pub use buffer::BUF_SIZE;
-pub use ends::{ChunkEnd, RelayEnd};
+pub use ends::{ChunkEnd, ChunkIo, ChunkStream, RelayEnd};
 use half::{Half, Via};
 
 use super::splice::PipePool;

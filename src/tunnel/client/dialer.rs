@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::keeper::Keeper;
-use crate::net::{BoxStream, DialError, DialFuture, Dialer, Purpose, Target};
+use crate::net::{BoxStream, ChunkStream, DialError, DialFuture, Dialer, Purpose, Target};
 
 /// Opens streams through the client's tunnel (the shared one, or one per connection in single mode).
 pub(crate) struct TunnelDialer {
@@ -35,7 +35,8 @@ impl Dialer for TunnelDialer {
                 }
                 _ => DialError::Connect { target: target.to_string(), source: e },
             })?;
-            Ok(Box::new(stream) as BoxStream)
+            // As a `ChunkStream`, so the SOCKS5 server's relay moves its buffers instead of copying.
+            Ok(Box::new(ChunkStream::new(stream)) as BoxStream)
         })
     }
 }
