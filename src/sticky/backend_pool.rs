@@ -2,15 +2,20 @@
 //! backend, most recently used first.
 //!
 //! A worker serves its client connections and everything they spawn on one thread (`net::workers`),
-//! so its pool ([`BackendPools`] holds one per worker) is only ever used from that thread: the lock is never contended, and a connection is
-//! always read and written on the thread whose reactor it is registered with. hyper-util's pooled
+//! so its pool ([`BackendPools`] holds one per worker) is used from that thread, and from the health
+//! loop's sweep once per check: the lock is all but never contended, and a connection is always read
+//! and written on the thread whose reactor it is registered with. hyper-util's pooled
 //! client did the same job for every thread at once, hashing the backend's authority into a shared
 //! map twice per request and spawning a task per request to put the connection back; here a
 //! connection goes back when its answer's body ends ([`PooledBody`]), a backend is found by index.
 //!
 //! A connection the backend closed while idle (Node closes idle keep-alive connections after 5 s)
-//! is skipped when taken, one unused for 90 s is closed (when the next request to its backend comes), and a request that could not be sent on a reused connection is sent again
-//! on another, as hyper-util did: it never reached the backend, so this is safe for any method.
+//! is skipped when taken. One unused for 90 s is closed when the next request to its backend comes,
+//! or by the health loop's [`BackendPools::sweep`], which also closes every idle connection to a
+//! backend that takes no requests (down, or retired by a reload): without it a backend that keeps
+//! connections open forever would keep a worker's idle ones as long as no request went its way. A
+//! request that could not be sent on a reused connection is sent again on another, as hyper-util
+//! did: it never reached the backend, so this is safe for any method.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -99,6 +104,20 @@ impl BackendPool {
         list.push_back((sender, Instant::now()));
     }
 
+    /// Closes the idle connections unused for the idle timeout or closed by their backend, and
+    /// every idle one to a backend for which `gone` is true.
+    fn sweep(&self, gone: impl Fn(BackendId) -> bool) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        for (i, list) in idle.iter_mut().enumerate() {
+            if gone(BackendId::at(i)) {
+                list.clear();
+            } else {
+                // Dropping a connection's sender closes it.
+                list.retain(|(s, since)| since.elapsed() < self.idle_timeout && !s.is_closed());
+            }
+        }
+    }
+
     /// A new connection to `authority`, driven by a task on this worker (it hands the socket over
     /// after a `101 Switching Protocols`).
     pub(super) async fn connect(&self, authority: &Authority) -> Result<Sender, ConnectError> {
@@ -127,6 +146,14 @@ impl BackendPools {
     /// The pool of worker `worker`.
     pub(super) fn of(&self, worker: usize) -> &Arc<BackendPool> {
         &self.0[worker % self.0.len()]
+    }
+
+    /// Closes, in every worker's pool, the idle connections past the idle timeout and every idle
+    /// connection to a backend for which `gone` is true (one that takes no requests now).
+    pub(super) fn sweep(&self, gone: impl Fn(BackendId) -> bool) {
+        for pool in self.0.iter() {
+            pool.sweep(&gone);
+        }
     }
 }
 
@@ -188,28 +215,43 @@ impl Drop for PooledBody {
 mod tests {
     use super::*;
 
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     /// A backend that answers every request on a connection with a fixed body, counting
-    /// connections; with `close_after_one`, it closes each connection after its first answer.
-    async fn backend(close_after_one: bool) -> (Authority, Arc<std::sync::atomic::AtomicUsize>) {
+    /// connections; with `close_after_one`, it closes each connection after its first answer. It
+    /// never closes an idle connection itself, and it counts the ones closed from our side.
+    async fn backend(close_after_one: bool) -> (Authority, Arc<AtomicUsize>) {
+        let (authority, accepted, _) = backend_counting_closes(close_after_one).await;
+        (authority, accepted)
+    }
+
+    async fn backend_counting_closes(
+        close_after_one: bool,
+    ) -> (Authority, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority = listener.local_addr().unwrap().to_string().parse().unwrap();
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = accepted.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (count, closes) = (accepted.clone(), closed.clone());
         tokio::spawn(async move {
             loop {
                 let (mut tcp, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                count.fetch_add(1, Ordering::SeqCst);
+                let closes = closes.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 4096];
                     loop {
                         let mut head = Vec::new();
                         while !head.windows(4).any(|w| w == b"\r\n\r\n") {
                             match tcp.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
+                                Ok(0) | Err(_) => {
+                                    closes.fetch_add(1, Ordering::SeqCst);
+                                    return;
+                                }
                                 Ok(n) => head.extend_from_slice(&buf[..n]),
                             }
                         }
@@ -221,7 +263,7 @@ mod tests {
                 });
             }
         });
-        (authority, accepted)
+        (authority, accepted, closed)
     }
 
     async fn get(pool: &Arc<BackendPool>, authority: &Authority) -> Bytes {
@@ -248,10 +290,10 @@ mod tests {
         let pool = Arc::new(BackendPool::with_idle_timeout(connector, Duration::from_millis(50)));
         assert_eq!(get(&pool, &authority).await, "ok");
         assert_eq!(get(&pool, &authority).await, "ok");
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "reused while fresh");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "reused while fresh");
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(get(&pool, &authority).await, "ok");
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "a new one after the timeout");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new one after the timeout");
     }
 
     #[tokio::test]
@@ -261,7 +303,7 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(get(&pool, &authority).await, "ok");
         }
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
@@ -273,6 +315,42 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(pool.take(BackendId::at(0)).is_none());
         assert_eq!(get(&pool, &authority).await, "ok");
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_closes_stale_idle_connections_and_those_to_a_backend_gone() {
+        let (authority, accepted, closed) = backend_counting_closes(false).await;
+        let connector = Connector::new(Duration::from_secs(5), Duration::from_secs(5));
+        // Long enough that the first sweep comes well within it even on a loaded machine.
+        let pool = Arc::new(BackendPool::with_idle_timeout(connector, Duration::from_secs(1)));
+        let pools = BackendPools(vec![pool.clone()].into_boxed_slice());
+        let closed_soon = |n: usize| {
+            let closed = closed.clone();
+            async move {
+                for _ in 0..100 {
+                    if closed.load(Ordering::SeqCst) >= n {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                false
+            }
+        };
+        // A fresh idle connection to a backend that takes requests stays.
+        assert_eq!(get(&pool, &authority).await, "ok");
+        pools.sweep(|_| false);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(closed.load(Ordering::SeqCst), 0);
+        // Past the idle timeout, the sweep closes it with no request to its backend.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        pools.sweep(|_| false);
+        assert!(closed_soon(1).await, "the stale connection is closed");
+        // A backend that takes no requests loses its idle connections at once.
+        assert_eq!(get(&pool, &authority).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        pools.sweep(|b| b == BackendId::at(0));
+        assert!(closed_soon(2).await, "the connection to the backend gone is closed");
+        assert!(pool.take(BackendId::at(0)).is_none());
     }
 }

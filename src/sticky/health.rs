@@ -2,7 +2,7 @@
 //! session, a polling GET with an unknown sid, which a live engine answers with 400 (code 1). Each
 //! probe is bounded by `--check-timeout`, so a hung backend counts as down. Both are read again on
 //! every round, so a reload changes them; backends a reload retired are not probed. The same loop keeps
-//! the session gauges, expired bindings and the Redis link up to date.
+//! the session gauges, expired bindings and the Redis link up to date, and sweeps the backend pools.
 
 use std::sync::Arc;
 
@@ -55,6 +55,9 @@ pub async fn health_loop(state: Arc<State>) {
             }
         });
         futures_util::future::join_all(probes).await;
+        // Idle connections nothing would take again: past the idle timeout, or to a backend down
+        // or retired.
+        state.pools.sweep(|b| !state.backends.get(b).is_healthy());
         state.store.check_redis().await;
         state.store.purge_expired();
         let counts = live_sessions(&state);
