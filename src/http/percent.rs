@@ -31,10 +31,25 @@ pub fn decode_query(s: &str) -> String {
     }
 }
 
+/// True if query value `raw` decodes to `expected`; the decoded text is built only when `raw` holds
+/// something decoding changes (a balancer compares a query value on every request).
+pub fn query_value_is(raw: &str, expected: &str) -> bool {
+    if decodes_to_itself(raw) {
+        raw == expected
+    } else {
+        decode_query(raw) == expected
+    }
+}
+
+/// True if `s` holds no `%` and no `+`: under either [`Rules`] it decodes to itself.
+fn decodes_to_itself(s: &str) -> bool {
+    !s.contains(['%', '+'])
+}
+
 /// Decodes `s` under `rules`. Query values that decode to invalid UTF-8 get U+FFFD in its place:
 /// they are compared as identifiers, and one that is not UTF-8 matches nothing anyway.
 pub fn decode(s: &str, rules: Rules) -> Result<String, DecodeError> {
-    if !s.contains(['%', '+']) {
+    if decodes_to_itself(s) {
         return Ok(s.to_owned()); // the usual case: nothing to decode, one copy
     }
     let b = s.as_bytes();
@@ -81,5 +96,14 @@ mod tests {
         assert_eq!(decode("100%", Rules::Query).unwrap(), "100%");
         assert_eq!(decode("%zz%41", Rules::Query).unwrap(), "%zzA");
         assert_eq!(decode("plain", Rules::Query).unwrap(), "plain");
+    }
+
+    #[test]
+    fn query_values_compare_decoded() {
+        assert!(query_value_is("websocket", "websocket"));
+        assert!(query_value_is("web%73ocket", "websocket"));
+        assert!(query_value_is("a+b", "a b"));
+        assert!(!query_value_is("a+b", "a+b"));
+        assert!(!query_value_is("websocket+", "websocket"));
     }
 }

@@ -70,7 +70,7 @@ impl BackendPool {
         let mut idle = self.idle.lock().expect("pool lock");
         let list = idle.get_mut(b.index())?;
         while let Some((s, since)) = list.pop_back() {
-            if since.elapsed() >= self.idle_timeout {
+            if self.stale(since) {
                 // The newest is too old, so are all the others: close them all.
                 list.clear();
                 return None;
@@ -92,7 +92,7 @@ impl BackendPool {
             idle.resize_with(b.index() + 1, VecDeque::new);
         }
         let list = &mut idle[b.index()];
-        while list.front().is_some_and(|(_, since)| since.elapsed() >= self.idle_timeout) {
+        while list.front().is_some_and(|(_, since)| self.stale(*since)) {
             list.pop_front();
         }
         if list.len() >= MAX_IDLE {
@@ -104,6 +104,11 @@ impl BackendPool {
         list.push_back((sender, Instant::now()));
     }
 
+    /// True for an idle connection given back at `since` and unused for the idle timeout since.
+    fn stale(&self, since: Instant) -> bool {
+        since.elapsed() >= self.idle_timeout
+    }
+
     /// Closes the idle connections unused for the idle timeout or closed by their backend, and
     /// every idle one to a backend for which `gone` is true.
     fn sweep(&self, gone: impl Fn(BackendId) -> bool) {
@@ -113,7 +118,7 @@ impl BackendPool {
                 list.clear();
             } else {
                 // Dropping a connection's sender closes it.
-                list.retain(|(s, since)| since.elapsed() < self.idle_timeout && !s.is_closed());
+                list.retain(|(s, since)| !self.stale(*since) && !s.is_closed());
             }
         }
     }

@@ -34,21 +34,12 @@ pub fn parse_query(query: &str) -> EngineQuery {
         // this): `transport` and `EIO` are each compared with the one value that matters.
         match k {
             "sid" => q.sid = Some(percent::decode_query(v)).filter(|s| !s.is_empty()),
-            "transport" => q.websocket = decodes_to(v, "websocket"),
-            "EIO" => q.eio3 = decodes_to(v, "3"),
+            "transport" => q.websocket = percent::query_value_is(v, "websocket"),
+            "EIO" => q.eio3 = percent::query_value_is(v, "3"),
             _ => {}
         }
     }
     q
-}
-
-/// True if the query value `raw` decodes to `expected` (decoded only when it holds an escape).
-fn decodes_to(raw: &str, expected: &str) -> bool {
-    if raw.contains(['%', '+']) {
-        percent::decode_query(raw) == expected
-    } else {
-        raw == expected
-    }
 }
 
 /// What the handshake told us about the session.

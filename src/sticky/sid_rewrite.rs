@@ -151,7 +151,7 @@ pub fn untag_query(query: &str, tagged: &str, sid: &str) -> String {
             out.push('&');
         }
         match pair.split_once('=') {
-            Some((_, raw)) if Some(i) == last && percent::decode_query(raw) == tagged => {
+            Some((_, raw)) if Some(i) == last && percent::query_value_is(raw, tagged) => {
                 out.push_str("sid=");
                 match raw.strip_suffix(suffix) {
                     Some(kept) => out.push_str(kept),
