@@ -412,6 +412,22 @@ mod tests {
     }
 
     #[test]
+    fn pipes_default_to_a_quarter_of_the_connections_and_no_splice_turns_them_off() {
+        let s = Settings::load(Args { max_connections: Some(1000), ..Args::default() }).unwrap();
+        assert_eq!(s.max_pipes, 250);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.toml");
+        std::fs::write(&p, "max_pipes = 7\n").unwrap();
+        let from_file = Args { config: Some(p.clone()), ..Args::default() };
+        assert_eq!(Settings::load(from_file.clone()).unwrap().max_pipes, 7);
+        let flag = Args { max_pipes: Some(9), ..from_file.clone() };
+        assert_eq!(Settings::load(flag).unwrap().max_pipes, 9, "the flag wins over the file");
+        assert_eq!(Settings::load(Args { no_splice: true, ..from_file }).unwrap().max_pipes, 0);
+        std::fs::write(&p, "max_pipes = 7\nno_splice = true\n").unwrap();
+        assert_eq!(Settings::load(Args { config: Some(p), ..Args::default() }).unwrap().max_pipes, 0);
+    }
+
+    #[test]
     fn interception_keys_and_their_refusals() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.toml");
